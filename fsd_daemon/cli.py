@@ -1,0 +1,228 @@
+"""``fsd-daemon``: run, targets, check-config, prometheus-config, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fsd_daemon import __version__
+from fsd_daemon.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, to_toml_dict
+
+log = logging.getLogger("fsd_daemon")
+
+EXIT_OK, EXIT_RAY_UNREACHABLE, EXIT_BAD_CONFIG = 0, 1, 2
+
+
+def configure_logging(level: str) -> None:
+    # Under systemd, journald stamps each line already.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(
+        stream=sys.stderr, format=f"{stamp}%(levelname)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("fsd_daemon").setLevel(level.upper())
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"TOML config file (default: $FSD_CONFIG, else {DEFAULT_CONFIG_PATH} if present, "
+        "else built-in defaults)",
+    )
+    parser.add_argument(
+        "--output-dir", metavar="DIR", help="directory of the target files (daemon.output_dir)"
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray GCS address or 'auto' (ray.address; default: $RAY_ADDRESS, else auto)",
+    )
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="daemon.log_level"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fsd-daemon",
+        description="Keep Prometheus file_sd target files in step with the rollout servers "
+        "and nodes of a Ray cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the daemon (foreground; systemd Type=notify aware)")
+    _common(run)
+    run.add_argument(
+        "--once", action="store_true", help="one pass, write, exit (1: Ray unreachable)"
+    )
+    run.add_argument("--metrics-listen", metavar="HOST:PORT", help="daemon.metrics_listen")
+    run.add_argument("--no-watch", action="store_true", help="do not watch files with watchdog")
+
+    targets = sub.add_parser("targets", help="show what would be written, writing nothing")
+    _common(targets)
+    targets.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    check = sub.add_parser("check-config", help="print the effective config, or say what is wrong")
+    _common(check)
+
+    prom = sub.add_parser(
+        "prometheus-config", help="print scrape jobs for Prometheus, or patch a prometheus.yml"
+    )
+    _common(prom)
+    prom.add_argument("--patch", metavar="FILE", help="add or update the jobs in FILE, in place")
+    prom.add_argument(
+        "--reload-url",
+        metavar="URL",
+        help="POST URL/-/reload after a real change (prometheus.reload_url)",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="local Ray, simulated rollout servers and GPUs, the daemon and Prometheus",
+    )
+    _common(demo)
+    demo.add_argument("--replicas", type=int, default=4, help="simulated rollout replicas per job")
+    demo.add_argument("--gpus", type=int, default=8, help="simulated GPUs")
+    demo.add_argument("--prometheus-port", type=int, default=9090)
+    demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: Ctrl-C)")
+    demo.add_argument("--workdir", metavar="DIR", help="where files go (default: a temp dir)")
+    return parser
+
+
+def resolve_config_path(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    if os.environ.get("FSD_CONFIG"):
+        return os.environ["FSD_CONFIG"]
+    return DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).is_file() else None
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "daemon.output_dir": getattr(args, "output_dir", None),
+        "ray.address": getattr(args, "ray_address", None),
+        "daemon.log_level": getattr(args, "log_level", None),
+        "daemon.metrics_listen": getattr(args, "metrics_listen", None),
+        "prometheus.reload_url": getattr(args, "reload_url", None),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_path = resolve_config_path(args.config)
+
+    def load() -> Config:
+        return load_config(config_path, overrides=cli_overrides(args))
+
+    try:
+        config = load()
+    except ConfigError as exc:
+        print(f"fsd-daemon: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    configure_logging(config.daemon.log_level)
+    command = args.command
+    if command == "check-config":
+        return _check_config(config, config_path)
+    if command == "run":
+        from fsd_daemon.daemon import Daemon
+
+        daemon = Daemon(config, config_loader=load, config_path=config_path)
+        return daemon.run(once=args.once, watch=not args.no_watch)
+    if command == "targets":
+        return _targets(config, as_json=args.json)
+    if command == "prometheus-config":
+        from fsd_daemon.promconfig import prometheus_config_command
+
+        return prometheus_config_command(config, patch=args.patch)
+    if command == "demo":
+        from fsd_daemon.demo import run_demo
+
+        return run_demo(config, args)
+    raise AssertionError(command)  # pragma: no cover - argparse rejects unknown commands
+
+
+def _check_config(config: Config, path: str | None) -> int:
+    print(f"# effective config (file: {path or 'none, built-in defaults'})")
+    for section, values in to_toml_dict(config).items():
+        print(f"\n[{section}]")
+        for key, value in values.items():
+            if key == "extra_patterns":
+                print(f"{key} = {orjson.dumps(value).decode()}")
+            elif isinstance(value, dict):
+                inner = ", ".join(
+                    f"{orjson.dumps(k).decode()} = {orjson.dumps(v).decode()}"
+                    for k, v in value.items()
+                )
+                print(f"{key} = {{ {inner} }}")
+            else:
+                print(f"{key} = {orjson.dumps(value).decode()}")
+    return EXIT_OK
+
+
+def _targets(config: Config, *, as_json: bool) -> int:
+    from fsd_daemon.daemon import default_components
+    from fsd_daemon.discovery.base import SourceError
+    from fsd_daemon.reconcile import Reconciler
+
+    source, resolver = default_components(config)
+    reconciler = Reconciler(config)
+    try:
+        try:
+            snapshot = source.snapshot()
+        except SourceError as exc:
+            print(f"fsd-daemon: Ray could not be reached: {exc}", file=sys.stderr)
+            return EXIT_RAY_UNREACHABLE
+        wait_ready = getattr(resolver, "wait_ready", None)
+        if wait_ready is not None:
+            wait_ready(config.ray.resolve_timeout_seconds + 10)
+        desired = reconciler.apply(snapshot, resolver)
+        for _ in range(3):
+            if not reconciler.has_unresolved():
+                break
+            desired = reconciler.apply(snapshot, resolver) or desired
+    finally:
+        resolver.close()
+    assert desired is not None
+    if as_json:
+        out = {name: orjson.loads(_render(targets)) for name, targets in desired.files.items()}
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK
+    rows = [("FILE", "TARGET", "ENGINE", "ROLE", "REPLICA", "JOB", "NODE_IP", "ACTOR")]
+    for name, targets in sorted(desired.files.items()):
+        for t in targets:
+            rows.append(
+                (
+                    name,
+                    t.address,
+                    t.label("engine"),
+                    t.label("role"),
+                    t.label("replica"),
+                    t.label("ray_job_id"),
+                    t.label("node_ip"),
+                    t.label("actor_name"),
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for d in desired.dropped:
+        print(f"dropped from {d.file}: {d.who}: {d.message}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _render(targets: Any) -> bytes:
+    from fsd_daemon.render import render
+
+    return render(targets)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""Configuration: one TOML file, environment overrides, CLI flags.
+
+Precedence, lowest first: built-in defaults < TOML file < environment < CLI flags.
+Every key lives in a section (``[daemon]``, ``[ray]``, ...); its environment variable is
+``FSD_<SECTION>_<KEY>`` in upper case (``FSD_DAEMON_POLL_INTERVAL_SECONDS``). ``RAY_ADDRESS`` is
+honoured as an alias of ``FSD_RAY_ADDRESS``, as every Ray tool does.
+
+Validation happens here, once, at load time: a bad value raises :class:`ConfigError` naming the
+key and what is allowed, and the CLI turns that into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+# One port, two users: the exporter listens on it and the daemon writes it into gpu.json.
+DEFAULT_GPU_EXPORTER_PORT = 9847
+DEFAULT_DAEMON_METRICS_PORT = 9848
+DEFAULT_CONFIG_PATH = "/etc/fsd-daemon/fsd-daemon.toml"
+ENGINES = ("vllm", "sglang", "trtllm")
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value. ``str()`` is the one line shown to the user."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config error: {key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class RecognitionPattern:
+    """How to recognise one kind of rollout server among the cluster's actors.
+
+    ``class_name`` and ``name`` are regular expressions matched against the whole actor class
+    name and the whole actor name. ``name`` may capture the named groups ``role``, ``replica``,
+    ``node`` (node rank within the replica) and ``engine``; a missing role means ``rollout``.
+    """
+
+    class_name: str
+    name: str
+    engine: str
+    # Only node rank 0 of a multi-node replica runs the HTTP server (verl 0.6+); roles listed
+    # here serve HTTP on every index (verl's disaggregated decode servers).
+    every_index_serves_roles: tuple[str, ...] = ("decode",)
+
+
+# Defaults cover verl 0.6-0.9 (vLLMHttpServer, SGLangHttpServer, TRTLLMHttpServer; names
+# "<engine>_server[_<role>]_<replica>[_<node>][suffix]") and verl <= 0.5 (AsyncvLLMServer,
+# AsyncSGLangServer named "async_llm_server_<dp_rank>").
+_VERL_NAME = (
+    r"(?:[a-z0-9]+_)*?server_(?:(?P<role>[a-z][a-z]*)_)?(?P<replica>\d+)"
+    r"(?:_(?P<node>\d+))?(?:[_\-.][A-Za-z0-9_\-.]*)?"
+)
+DEFAULT_PATTERNS: tuple[RecognitionPattern, ...] = (
+    RecognitionPattern(class_name=r"vLLM\w*HttpServer", name=_VERL_NAME, engine="vllm"),
+    RecognitionPattern(class_name=r"SGLang\w*HttpServer", name=_VERL_NAME, engine="sglang"),
+    RecognitionPattern(class_name=r"TRTLLM\w*HttpServer", name=_VERL_NAME, engine="trtllm"),
+    RecognitionPattern(
+        class_name=r"AsyncvLLMServer", name=r"async_llm_server_(?P<replica>\d+)", engine="vllm"
+    ),
+    RecognitionPattern(
+        class_name=r"AsyncSGLangServer", name=r"async_llm_server_(?P<replica>\d+)", engine="sglang"
+    ),
+)
+
+# Which role a GPU holder plays, by Ray actor class name (exact match first, then regex).
+DEFAULT_GPU_ROLES: Mapping[str, str] = {
+    "vLLMHttpServer": "rollout",
+    "SGLangHttpServer": "rollout",
+    "TRTLLMHttpServer": "rollout",
+    "AsyncvLLMServer": "rollout",
+    "AsyncSGLangServer": "rollout",
+    "vLLMOmniHttpServer": "rollout",
+    "RewardModelWorker": "reward",
+    "RewardLoopWorker": "reward",
+    "ActorRolloutRefWorker": "train",
+    "AsyncActorRolloutRefWorker": "train",
+    "CriticWorker": "train",
+    "TrainingWorker": "train",
+}
+
+
+@dataclass(frozen=True)
+class DaemonSection:
+    output_dir: str = "/var/lib/fsd-daemon/targets"
+    cluster: str = "default"
+    poll_interval_seconds: float = 2.0
+    grace_period_seconds: float = 10.0
+    max_backoff_seconds: float = 30.0
+    log_level: str = "info"
+    # "" disables the self-metrics listener; "127.0.0.1:9848" enables it.
+    metrics_listen: str = ""
+    # Restore target files deleted or edited by someone else as soon as it happens.
+    watch_output_dir: bool = True
+
+
+@dataclass(frozen=True)
+class RaySection:
+    address: str = "auto"
+    request_timeout_seconds: float = 5.0
+    resolve_timeout_seconds: float = 2.0
+    actor_limit: int = 10_000
+    node_limit: int = 2_000
+
+
+@dataclass(frozen=True)
+class DiscoverySection:
+    # User patterns are tried before the defaults.
+    extra_patterns: tuple[RecognitionPattern, ...] = ()
+    use_default_patterns: bool = True
+
+
+@dataclass(frozen=True)
+class TargetsSection:
+    gpu_exporter_port: int = DEFAULT_GPU_EXPORTER_PORT
+    write_gpu: bool = True
+    write_ray: bool = True
+    # Longest label value written; longer values drop the target (a scrape config with
+    # label_value_length_limit would otherwise fail every scrape of it).
+    max_label_value_length: int = 1024
+
+
+@dataclass(frozen=True)
+class ExporterSection:
+    listen: str = f"127.0.0.1:{DEFAULT_GPU_EXPORTER_PORT}"
+    sample_interval_seconds: float = 1.0
+    ownership_interval_seconds: float = 5.0
+    nvml_retry_seconds: float = 30.0
+    # Ray actor class name (or regex) -> role, merged over DEFAULT_GPU_ROLES.
+    roles: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrometheusSection:
+    # A prometheus.yml the running daemon keeps patched with its scrape jobs ("" = none).
+    config_file: str = ""
+    # POST <url>/-/reload after a real change to a patched prometheus.yml ("" = never).
+    reload_url: str = ""
+    # Keep Ray's generated <ray_temp_dir>/session_latest/metrics/prometheus/prometheus.yml
+    # patched, following Ray restarts.
+    patch_ray_config: bool = False
+    ray_temp_dir: str = "/tmp/ray"
+    rule_files: tuple[str, ...] = ()
+    scrape_interval_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonSection = DaemonSection()
+    ray: RaySection = RaySection()
+    discovery: DiscoverySection = DiscoverySection()
+    targets: TargetsSection = TargetsSection()
+    exporter: ExporterSection = ExporterSection()
+    prometheus: PrometheusSection = PrometheusSection()
+
+    @property
+    def patterns(self) -> tuple[RecognitionPattern, ...]:
+        base = DEFAULT_PATTERNS if self.discovery.use_default_patterns else ()
+        return self.discovery.extra_patterns + base
+
+    @property
+    def gpu_roles(self) -> dict[str, str]:
+        return {**DEFAULT_GPU_ROLES, **self.exporter.roles}
+
+
+_SECTION_TYPES = {
+    "daemon": DaemonSection,
+    "ray": RaySection,
+    "discovery": DiscoverySection,
+    "targets": TargetsSection,
+    "exporter": ExporterSection,
+    "prometheus": PrometheusSection,
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration.
+
+    ``path`` None means "no file" (built-in defaults); a path that does not exist is an error.
+    ``overrides`` maps dotted keys (``"daemon.output_dir"``) to values from CLI flags.
+    """
+    raw: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_TYPES}
+    if path is not None:
+        for section, values in _read_toml(Path(path)).items():
+            raw[section].update(values)
+    env = os.environ if environ is None else environ
+    for section, values in _env_values(env).items():
+        raw[section].update(values)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in raw or not key:
+            raise ConfigError(dotted, "unknown key")
+        if value is not None:
+            raw[section][key] = value
+    sections = {name: _build_section(name, cls, raw[name]) for name, cls in _SECTION_TYPES.items()}
+    return Config(**sections)
+
+
+def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    result: dict[str, dict[str, Any]] = {}
+    for section, values in data.items():
+        if section not in _SECTION_TYPES:
+            allowed = ", ".join(f"[{s}]" for s in _SECTION_TYPES)
+            raise ConfigError(section, f"unknown section; allowed: {allowed}")
+        if not isinstance(values, dict):
+            raise ConfigError(section, "must be a table ([section])")
+        result[section] = dict(values)
+    return result
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    result: dict[str, dict[str, str]] = {}
+    if environ.get("RAY_ADDRESS"):
+        result.setdefault("ray", {})["address"] = environ["RAY_ADDRESS"]
+    for name, cls in _SECTION_TYPES.items():
+        for f in dataclasses.fields(cls):
+            env_name = f"FSD_{name}_{f.name}".upper()
+            if env_name in environ:
+                result.setdefault(name, {})[f.name] = environ[env_name]
+    return result
+
+
+def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{section}.{key}"
+        if key not in known:
+            raise ConfigError(dotted, f"unknown key; allowed: {', '.join(sorted(known))}")
+        kwargs[key] = _convert(dotted, known[key], value)
+    built = cls(**kwargs)
+    _check_section(section, built)
+    return built
+
+
+def _convert(dotted: str, f: dataclasses.Field[Any], value: Any) -> Any:
+    """Coerce one value (from TOML or a string from the environment) to the field's type."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    if dotted == "discovery.extra_patterns":
+        return _convert_patterns(dotted, value)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(dotted, f"must be true or false (got {value!r})")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise ConfigError(dotted, f"must be an integer (got {value!r})")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(dotted, f"must be an integer (got {value!r})") from None
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ConfigError(dotted, f"must be a number (got {value!r})")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(dotted, f"must be a number (got {value!r})") from None
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(dotted, f"must be a string (got {value!r})")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v for v in (p.strip() for p in value.split(",")) if v]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(dotted, f"must be a list of strings (got {value!r})")
+        return tuple(value)
+    if isinstance(default, Mapping):
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(dotted, f"must be a table of strings (got {value!r})")
+        return dict(value)
+    raise ConfigError(dotted, "unsupported value")  # pragma: no cover - schema bug
+
+
+def _convert_patterns(dotted: str, value: Any) -> tuple[RecognitionPattern, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(dotted, "must be an array of tables {class_name, name, engine}")
+    patterns = []
+    for i, item in enumerate(value):
+        key = f"{dotted}[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(key, "must be a table {class_name, name, engine}")
+        unknown = set(item) - {"class_name", "name", "engine", "every_index_serves_roles"}
+        if unknown:
+            raise ConfigError(key, f"unknown keys {sorted(unknown)}")
+        for part in ("class_name", "name"):
+            regex = item.get(part, ".*")
+            if not isinstance(regex, str):
+                raise ConfigError(f"{key}.{part}", "must be a regular expression string")
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ConfigError(
+                    f"{key}.{part}", f"not a valid regular expression: {exc}"
+                ) from None
+        engine = item.get("engine", "")
+        if engine not in ENGINES:
+            raise ConfigError(f"{key}.engine", f"must be one of {', '.join(ENGINES)}")
+        roles = item.get("every_index_serves_roles", ["decode"])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise ConfigError(f"{key}.every_index_serves_roles", "must be a list of strings")
+        patterns.append(
+            RecognitionPattern(
+                class_name=item.get("class_name", ".*"),
+                name=item.get("name", ".*"),
+                engine=engine,
+                every_index_serves_roles=tuple(roles),
+            )
+        )
+    return tuple(patterns)
+
+
+def _positive(section: Any, key: str, prefix: str) -> None:
+    value = getattr(section, key)
+    if not value > 0:
+        raise ConfigError(f"{prefix}.{key}", f"must be > 0 (got {value!r})")
+
+
+def _check_section(name: str, s: Any) -> None:
+    if isinstance(s, DaemonSection):
+        for key in ("poll_interval_seconds", "max_backoff_seconds"):
+            _positive(s, key, name)
+        if s.grace_period_seconds < 0:
+            raise ConfigError(f"{name}.grace_period_seconds", "must be >= 0")
+        if s.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"{name}.log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        if not s.output_dir:
+            raise ConfigError(f"{name}.output_dir", "must not be empty")
+        if not s.cluster or len(s.cluster) > 256:
+            raise ConfigError(f"{name}.cluster", "must be 1 to 256 characters")
+        if s.metrics_listen:
+            parse_listen(s.metrics_listen, f"{name}.metrics_listen")
+    elif isinstance(s, RaySection):
+        for key in ("request_timeout_seconds", "resolve_timeout_seconds"):
+            _positive(s, key, name)
+        for key in ("actor_limit", "node_limit"):
+            value = getattr(s, key)
+            if not 1 <= value <= 1_000_000:
+                raise ConfigError(f"{name}.{key}", f"must be 1 to 1000000 (got {value})")
+        if not s.address:
+            raise ConfigError(f"{name}.address", "must not be empty (use 'auto')")
+    elif isinstance(s, TargetsSection):
+        if not 1 <= s.gpu_exporter_port <= 65535:
+            raise ConfigError(f"{name}.gpu_exporter_port", "must be a port, 1 to 65535")
+        if not 16 <= s.max_label_value_length <= 65536:
+            raise ConfigError(f"{name}.max_label_value_length", "must be 16 to 65536")
+    elif isinstance(s, ExporterSection):
+        parse_listen(s.listen, f"{name}.listen")
+        for key in ("sample_interval_seconds", "ownership_interval_seconds", "nvml_retry_seconds"):
+            _positive(s, key, name)
+        for class_name, role in s.roles.items():
+            if not LABEL_NAME_RE.match(role):
+                raise ConfigError(
+                    f"{name}.roles.{class_name}", "role must match [a-zA-Z_][a-zA-Z0-9_]*"
+                )
+    elif isinstance(s, PrometheusSection):
+        _positive(s, "scrape_interval_seconds", name)
+        if s.reload_url and not s.reload_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}.reload_url", "must be an http:// or https:// URL")
+
+
+def parse_listen(value: str, key: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into a bind address."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(key, f"must be HOST:PORT (got {value!r})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.\-]+", host):
+            raise ConfigError(
+                key, f"host must be an IP address or a hostname (got {host!r})"
+            ) from None
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(key, f"port must be an integer (got {port_text!r})") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(key, f"port must be 0 to 65535 (got {port})")
+    return host, port
+
+
+def to_toml_dict(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, for ``check-config``."""
+    out: dict[str, Any] = {}
+    for name in _SECTION_TYPES:
+        section = dataclasses.asdict(getattr(config, name))
+        out[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in section.items()}
+    return out

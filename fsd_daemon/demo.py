@@ -1,0 +1,362 @@
+"""``fsd-daemon demo``: the whole path on one machine, no cluster and no GPU needed.
+
+It starts, each as its own process and stopped by its PID on exit (Ctrl-C, SIGTERM, or
+``--duration``):
+
+1. a local Ray cluster bound to 127.0.0.1 (this process is its first driver);
+2. two verl-like jobs: one with vLLM rollout replicas and a reward server, one with SGLang
+   replicas; each server serves real vLLM/SGLang-named metrics with a long-tailed load, and is
+   pinned to a simulated GPU through ``CUDA_VISIBLE_DEVICES`` (one of them reserved and idle);
+3. ``fsd-gpu-exporter --simulate N``: simulated GPUs with bursty duty cycles, owned by those
+   servers;
+4. ``fsd-daemon run``, writing the target files;
+5. Prometheus with the generated config and the shipped rules, when the ``prometheus`` binary
+   is on PATH (otherwise it says how to get it).
+
+Everything lives in one work directory; ``demo.json`` there lists addresses and PIDs, so
+scripts (and the end-to-end test) can find and poke each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fsd_daemon.config import Config
+from fsd_daemon.sim.launch import Job, free_port, start_job, start_logged, stop_process
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+RULES_DIR = REPO_CONFIGS / "prometheus" / "rules"
+DASHBOARDS_DIR = REPO_CONFIGS / "grafana" / "dashboards"
+DEMO_SCRAPE_INTERVAL = 5.0  # short, so rates and rules have data within a minute
+
+
+def _say(message: str) -> None:
+    print(f"demo: {message}", file=sys.stderr, flush=True)
+
+
+def loopback_ray_environment() -> None:
+    """A one-machine Ray that only uses 127.0.0.1 (else clients move to the outward address)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def port_or_free(port: int) -> int:
+    """``port`` when it can be bound on 127.0.0.1 now, else a free one."""
+    try:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        return port
+    except OSError:
+        return free_port()
+
+
+def start_prometheus(
+    binary: str, config_file: Path, data_dir: Path, port: int, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """A real Prometheus on 127.0.0.1:port with the lifecycle API (for the reload peer)."""
+    return start_logged(
+        [
+            binary,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={data_dir}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ],
+        log_path,
+    )
+
+
+def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"{proc.args[0]} exited with {proc.returncode} before {url} answered"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout:g} s")
+        time.sleep(0.2)
+
+
+@dataclass
+class DemoStack:
+    """The demo's processes, started in order and stopped in reverse."""
+
+    workdir: Path
+    replicas: int
+    gpus: int
+    prometheus_port: int
+    config: Config
+    ray_address: str = ""
+    jobs: list[Job] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def targets_dir(self) -> Path:
+        return self.workdir / "targets"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.start_ray()
+        self.start_jobs()
+        self.start_exporter()
+        self.start_daemon()
+        self.start_prometheus()
+        self.write_state()
+
+    def start_ray(self) -> None:
+        import ray
+
+        _say("starting a local Ray cluster on 127.0.0.1 ...")
+        self.ports["ray_dashboard"] = free_port()
+        context = ray.init(
+            address="local",
+            num_cpus=max(4, os.cpu_count() or 1),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=self.ports["ray_dashboard"],
+            _node_ip_address="127.0.0.1",
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
+        self.ray_address = str(context.address_info["gcs_address"])
+        _say(
+            f"Ray is up at {self.ray_address} (dashboard http://127.0.0.1:{self.ports['ray_dashboard']})"
+        )
+
+    def start_jobs(self) -> None:
+        sglang = max(1, self.replicas // 2)
+        # GPUs in order: vLLM rollout replicas, the reward server, then the SGLang replicas.
+        # The last vLLM replica is pinned but holds nothing: reserved and idle.
+        vllm_gpus = list(range(self.replicas + 1))
+        sglang_gpus = list(range(self.replicas + 1, self.replicas + 1 + sglang))
+        plans = [
+            ["--vllm", str(self.replicas), "--reward", "1", "--reserved-only", "0", "--seed", "1"],
+            ["--vllm", "0", "--sglang", str(sglang), "--seed", "2"],
+        ]
+        devices = [vllm_gpus, sglang_gpus]
+        for plan, gpus in zip(plans, devices, strict=True):
+            usable = [str(g) for g in gpus if g < self.gpus]
+            if usable:
+                plan += ["--cuda-visible-devices", ",".join(usable)]
+            _say(f"starting a verl-like job: {' '.join(plan)}")
+            job = start_job(self.ray_address, *plan, "--step-seconds", "30", new_session=True)
+            self.jobs.append(job)
+            names = ", ".join(a["name"] for a in job.info["actors"])
+            _say(f"job {job.job_id} serves {names}")
+
+    def start_exporter(self) -> None:
+        self.ports["gpu_exporter"] = free_port()
+        self.procs["gpu_exporter"] = start_logged(
+            [
+                sys.executable,
+                "-m",
+                "fsd_daemon.gpu.cli",
+                "--simulate",
+                str(self.gpus),
+                "--listen",
+                f"127.0.0.1:{self.ports['gpu_exporter']}",
+            ],
+            self.logs / "fsd-gpu-exporter.log",
+        )
+        wait_http_ok(
+            f"http://127.0.0.1:{self.ports['gpu_exporter']}/metrics", 30, self.procs["gpu_exporter"]
+        )
+
+    def daemon_config_file(self) -> Path:
+        rules = sorted(str(p) for p in RULES_DIR.glob("*.yml")) if RULES_DIR.is_dir() else []
+        text = f"""# Written by `fsd-daemon demo`.
+[daemon]
+output_dir = {_toml(self.targets_dir)}
+cluster = "demo"
+poll_interval_seconds = 1.0
+grace_period_seconds = 5.0
+metrics_listen = "127.0.0.1:{self.ports["daemon_metrics"]}"
+
+[ray]
+address = {_toml(self.ray_address)}
+
+[targets]
+gpu_exporter_port = {self.ports["gpu_exporter"]}
+
+[prometheus]
+scrape_interval_seconds = {DEMO_SCRAPE_INTERVAL}
+rule_files = [{", ".join(_toml(r) for r in rules)}]
+"""
+        path = self.workdir / "fsd-daemon.toml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def start_daemon(self) -> None:
+        self.ports["daemon_metrics"] = free_port()
+        config_file = self.daemon_config_file()
+        self.procs["fsd_daemon"] = start_logged(
+            [sys.executable, "-m", "fsd_daemon.cli", "run", "--config", str(config_file)],
+            self.logs / "fsd-daemon.log",
+        )
+        wait_http_ok(
+            f"http://127.0.0.1:{self.ports['daemon_metrics']}/metrics", 60, self.procs["fsd_daemon"]
+        )
+        deadline = time.monotonic() + 60
+        while not (self.targets_dir / "rollout.json").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon wrote no rollout.json within 60 s; see its log")
+            time.sleep(0.2)
+        _say(f"fsd-daemon writes {self.targets_dir}/{{rollout,gpu,ray}}.json")
+
+    def start_prometheus(self) -> None:
+        binary = shutil.which("prometheus")
+        config_file = self.workdir / "prometheus.yml"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fsd_daemon.cli",
+                "prometheus-config",
+                "--config",
+                str(self.workdir / "fsd-daemon.toml"),
+            ],
+            capture_output=True,
+            check=True,
+        )
+        config_file.write_bytes(result.stdout)
+        if binary is None:
+            _say(
+                f"no `prometheus` binary on PATH: install it (Debian/Ubuntu: `sudo apt-get install "
+                f"prometheus`) and start it with --config.file={config_file}"
+            )
+            return
+        port = port_or_free(self.prometheus_port)
+        self.ports["prometheus"] = port
+        self.procs["prometheus"] = start_prometheus(
+            binary,
+            config_file,
+            self.workdir / "prometheus-data",
+            port,
+            self.logs / "prometheus.log",
+        )
+        wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 60, self.procs["prometheus"])
+
+    def write_state(self) -> None:
+        state = {
+            "workdir": str(self.workdir),
+            "ray_address": self.ray_address,
+            "targets_dir": str(self.targets_dir),
+            "ports": self.ports,
+            "pids": {name: p.pid for name, p in self.procs.items()},
+            "jobs": [{"pid": j.proc.pid, **j.info} for j in self.jobs],
+        }
+        (self.workdir / "demo.json").write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+
+    def stop(self) -> None:
+        # Jobs first, while the daemon still runs (it logs them leaving); then the rest.
+        for job in self.jobs:
+            job.stop(timeout=20)
+        for name in ("prometheus", "fsd_daemon", "gpu_exporter"):
+            proc = self.procs.get(name)
+            if proc is not None:
+                code = stop_process(proc)
+                if code not in (0, -signal.SIGTERM):
+                    _say(f"{name} exited with {code}; its log is in {self.logs}")
+        if self.ray_address:
+            import ray
+
+            ray.shutdown()
+
+    def where_to_look(self) -> str:
+        lines = [
+            "",
+            "fsd_daemon demo is running. Look at:",
+            f"  target files      {self.targets_dir}/  (rollout.json, gpu.json, ray.json)",
+            f"  daemon            http://127.0.0.1:{self.ports['daemon_metrics']}/healthz",
+            f"  GPU exporter      http://127.0.0.1:{self.ports['gpu_exporter']}/metrics",
+        ]
+        if "prometheus" in self.ports:
+            base = f"http://127.0.0.1:{self.ports['prometheus']}"
+            lines += [
+                f"  Prometheus        {base}/targets  (jobs rollout, gpu, ray, fsd_daemon)",
+                f"  idle rollout GPUs {base}/graph?g0.expr=fsd%3Agpu_idle_ratio%3Arate1m",
+                f"  rules             {base}/rules",
+                f"  Grafana           import {DASHBOARDS_DIR}/*.json, datasource {base}",
+            ]
+        lines += [
+            f"  logs              {self.logs}/",
+            f"  PIDs and ports    {self.workdir / 'demo.json'}",
+            "Press Ctrl-C to stop everything.",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _toml(value: object) -> str:
+    return orjson.dumps(str(value)).decode()  # a JSON string is a valid TOML basic string
+
+
+def run_demo(config: Config, args: argparse.Namespace) -> int:
+    loopback_ray_environment()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fsd-demo-")).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = DemoStack(
+        workdir=workdir,
+        replicas=max(1, args.replicas),
+        gpus=max(0, args.gpus),
+        prometheus_port=args.prometheus_port,
+        config=config,
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack.start()
+        print(stack.where_to_look(), flush=True)
+        deadline = time.monotonic() + args.duration if args.duration > 0 else None
+        while not stopping.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    _say(f"{name} exited with {proc.returncode}; see {stack.logs}")
+                    return 1
+            stopping.wait(0.5)
+        return 0
+    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+        _say(f"could not start: {exc}")
+        return 1
+    finally:
+        _say("stopping ...")
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        stack.stop()
+        _say(f"stopped; files are kept in {workdir}")

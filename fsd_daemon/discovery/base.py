@@ -1,0 +1,76 @@
+"""The records every discovery source returns, and the two interfaces of the discovery seam."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ActorRecord:
+    """One ALIVE Ray actor as the state API lists it (no address: Ray does not know it)."""
+
+    actor_id: str
+    class_name: str
+    name: str
+    job_id: str
+    namespace: str
+    node_id: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One ALIVE Ray node."""
+
+    node_id: str
+    node_ip: str
+    node_name: str
+    is_head: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """What one poll saw. Tuples, so that two snapshots compare equal when nothing changed."""
+
+    actors: tuple[ActorRecord, ...]
+    nodes: tuple[NodeRecord, ...]
+    # The actor list may have been cut at the configured limit: absence proves nothing then.
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The outcome of asking one actor for its HTTP address."""
+
+    address: str | None  # "host:port" ("[v6]:port"), None while unknown
+    error: str | None = None  # why it is unknown; None while the call is still running
+
+
+class SourceError(Exception):
+    """A poll could not see the cluster. ``kind`` is a short, stable label for metrics."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ClusterSource(Protocol):
+    """Lists what is ALIVE. Raises :class:`SourceError`; never returns a partial snapshot."""
+
+    def snapshot(self) -> ClusterSnapshot: ...
+
+
+class Resolver(Protocol):
+    """Asks servers and nodes for what the listing does not carry.
+
+    Both calls return within their timeout with whatever is known; anything missing from the
+    answer is simply not known yet and is asked again at a later poll.
+    """
+
+    def resolve_addresses(self, actors: Iterable[ActorRecord]) -> Mapping[str, Resolution]: ...
+
+    def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]: ...
+
+    def close(self) -> None: ...

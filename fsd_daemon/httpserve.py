@@ -1,0 +1,89 @@
+"""A small threaded HTTP listener for /metrics (prometheus_client) and /healthz.
+
+Both programs serve the same way: scrapes render what is already in memory (a registry whose
+collectors never block on I/O), so a slow Ray call or a hung NVML call never delays a scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import orjson
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+log = logging.getLogger(__name__)
+
+# (healthy, details) -> 200 or 503 with the details as JSON.
+HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+StartResponse = Callable[..., Any]
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+
+def build_app(
+    registry: CollectorRegistry, health: HealthCheck | None = None
+) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/healthz":
+            healthy, details = health() if health else (True, {})
+            body = orjson.dumps({"status": "ok" if healthy else "degraded", **details})
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json")])
+            return [body]
+        if path in ("/metrics", "/"):
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics or /healthz\n"]
+
+    return app
+
+
+class MetricsServer:
+    """Serves ``registry`` on ``host:port`` in daemon threads until :meth:`stop`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        health: HealthCheck | None = None,
+    ) -> None:
+        self._server = make_server(
+            host,
+            port,
+            build_app(registry, health),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

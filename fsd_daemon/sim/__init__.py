@@ -1,0 +1,1 @@
+"""Simulated rollout servers and jobs for the demo, the tests and the benchmarks."""

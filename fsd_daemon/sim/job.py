@@ -1,0 +1,135 @@
+"""A verl-like RL job: a separate Ray driver that creates rollout server actors.
+
+Like verl, it passes no namespace (its actors live in the driver's anonymous namespace), names
+the actors ``vllm_server_{replica}_{node}``, ``sglang_server_{replica}_{node}``,
+``vllm_server_reward_{replica}_{node}`` (or ``async_llm_server_{rank}`` for verl <= 0.5), pins
+nothing to GPUs, and its actors die with it.
+
+Run as ``python -m fsd_daemon.sim.job --address ADDR --vllm 2 --sglang 1``: it prints one JSON
+line describing the actors once they serve, then waits until its stdin closes or it gets
+SIGTERM/SIGINT, and exits (its actors with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import orjson
+
+# The contract between simulated jobs and the simulated NVML, which finds holders by it.
+SIMULATED_GPU_MEMORY_ENV = "FSD_SIM_GPU_MEMORY_BYTES"
+SIMULATED_ENGINE_BYTES = 120 * 1024**3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m fsd_daemon.sim.job")
+    p.add_argument("--address", required=True, help="Ray GCS address")
+    p.add_argument("--vllm", type=int, default=1, help="vLLM rollout replicas")
+    p.add_argument("--sglang", type=int, default=0, help="SGLang rollout replicas")
+    p.add_argument("--reward", type=int, default=0, help="vLLM reward replicas")
+    p.add_argument("--nodes-per-replica", type=int, default=1, help="node ranks per replica")
+    p.add_argument("--legacy", type=int, default=0, help="verl <= 0.5 AsyncvLLMServer replicas")
+    p.add_argument("--launch-delay", type=float, default=0.0, help="seconds before HTTP serves")
+    p.add_argument("--step-seconds", type=float, default=20.0, help="rollout step length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cuda-visible-devices", default="", help="comma list, one entry per replica")
+    p.add_argument("--worker-children", action="store_true", help="each server spawns a child")
+    p.add_argument(
+        "--reserved-only",
+        type=int,
+        default=0,
+        help="the last N servers given a GPU hold no memory on it (reserved and idle)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import ray
+
+    from fsd_daemon.sim import rollout_server as sim
+
+    ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+    devices = [d for d in args.cuda_visible_devices.split(",") if d]
+    plan: list[tuple[type, str, int]] = []
+    for r in range(args.vllm):
+        for n in range(args.nodes_per_replica):
+            plan.append((sim.vLLMHttpServer, f"vllm_server_{r}_{n}", r))
+    for r in range(args.sglang):
+        for n in range(args.nodes_per_replica):
+            plan.append((sim.SGLangHttpServer, f"sglang_server_{r}_{n}", r))
+    for r in range(args.reward):
+        plan.append((sim.vLLMHttpServer, f"vllm_server_reward_{r}_0", r))
+    for r in range(args.legacy):
+        plan.append((sim.AsyncvLLMServer, f"async_llm_server_{r}", r))
+
+    actors: list[tuple[str, Any]] = []
+    pinned = min(len(devices), len(plan))
+    for i, (cls, name, _replica) in enumerate(plan):
+        env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
+        if i < pinned:
+            env["CUDA_VISIBLE_DEVICES"] = devices[i]
+            if i < pinned - args.reserved_only:
+                # Read by the simulated NVML (fsd-gpu-exporter --simulate): this process holds
+                # that much memory on its GPU, as a loaded vLLM engine would.
+                env[SIMULATED_GPU_MEMORY_ENV] = str(SIMULATED_ENGINE_BYTES)
+        handle = (
+            ray.remote(cls)
+            .options(name=name, num_cpus=0, runtime_env={"env_vars": env})
+            .remote(
+                seed=args.seed * 1000 + i,
+                launch_delay=args.launch_delay,
+                load={"step_seconds": args.step_seconds},
+                legacy_address=cls is sim.AsyncvLLMServer,
+            )
+        )
+        actors.append((name, handle))
+
+    described = []
+    for name, handle in actors:
+        pid = ray.get(handle.pid.remote())
+        worker = ray.get(handle.spawn_worker.remote()) if args.worker_children else None
+        described.append({"name": name, "pid": pid, "worker_pid": worker})
+    # Wait until every server serves HTTP, so callers can time discovery from here.
+    for entry, (_, handle) in zip(described, actors, strict=True):
+        entry["address"] = _wait_address(ray, handle, args.launch_delay + 60)
+    ctx = ray.get_runtime_context()
+    info = {
+        "job_id": ctx.get_job_id(),
+        "namespace": ctx.namespace,
+        "driver_pid": os.getpid(),
+        "actors": described,
+    }
+    sys.stdout.write(orjson.dumps(info).decode() + "\n")
+    sys.stdout.flush()
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    done.wait()
+    ray.shutdown()
+    return 0
+
+
+def _wait_address(ray: Any, handle: Any, timeout: float) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = ray.get(handle.get_server_address.remote(), timeout=10)
+            return list(value) if isinstance(value, tuple) else value
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Against a real local Ray cluster: verl-like jobs (separate drivers, anonymous namespaces,
+verl's class and actor names, real HTTP /metrics) found, labelled, dropped and kept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemonproc import DaemonProcess, read_groups, wait_for
+from tests.support.raycluster import LocalRayCluster, start_job
+
+pytestmark = pytest.mark.ray
+
+POLL = 2.0
+
+
+def test_job_found_with_labels_and_addresses_then_removed(
+    ray_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """Rollout (vLLM, SGLang, 2 node ranks each) and reward servers appear within poll + 1 s with
+    their labels and real addresses; node rank 1 is not a target; after the job ends they go."""
+    with DaemonProcess(
+        ray_cluster.address, tmp_path / "out", **{"daemon.poll_interval_seconds": POLL}
+    ) as d:
+        wait_for(lambda: (tmp_path / "out" / "gpu.json").exists())
+        job = start_job(
+            ray_cluster.address,
+            "--vllm",
+            "2",
+            "--sglang",
+            "1",
+            "--reward",
+            "1",
+            "--nodes-per-replica",
+            "2",
+        )
+        try:
+            ready = time.monotonic()
+            expected = {
+                "vllm_server_0_0",
+                "vllm_server_1_0",
+                "sglang_server_0_0",
+                "vllm_server_reward_0_0",
+            }
+            waited = wait_for(lambda: set(d.by_actor()) == expected, timeout=30)
+            assert waited <= POLL + 1.0, f"targets appeared {waited:.2f}s after the servers served"
+            found = d.by_actor()
+            for name, group in found.items():
+                labels = group["labels"]
+                assert group["targets"] == [job.addresses[name]]
+                assert labels["ray_job_id"] == job.job_id
+                assert labels["ray_namespace"] == job.info["namespace"]
+                assert labels["node_ip"] == "127.0.0.1"
+                assert labels["cluster"] == "default"
+                assert labels["actor_name"] == name
+                assert len(labels["node_id"]) == 56
+                assert "model_name" not in labels
+                body = urllib.request.urlopen(
+                    f"http://{group['targets'][0]}/metrics", timeout=5
+                ).read()
+                assert (b"vllm:num_requests_running" in body) or (
+                    b"sglang:num_running_reqs" in body
+                )
+            assert found["sglang_server_0_0"]["labels"]["engine"] == "sglang"
+            assert found["vllm_server_1_0"]["labels"]["replica"] == "1"
+            assert found["vllm_server_reward_0_0"]["labels"]["role"] == "reward"
+            assert found["vllm_server_0_0"]["labels"]["role"] == "rollout"
+            print(
+                f"pick-up after serving: {waited:.2f}s (poll {POLL}s), "
+                f"{time.monotonic() - ready:.2f}"
+            )
+        finally:
+            job.stop()
+        wait_for(lambda: d.rollout() == [], timeout=POLL * 3 + 10)
+        assert "-4 rollout targets (job " + job.job_id + ")" in d.output()
+        gpu = read_groups(tmp_path / "out" / "gpu.json")
+        assert [g["targets"] for g in gpu] == [["127.0.0.1:9847"]]
+        ray_targets = read_groups(tmp_path / "out" / "ray.json")
+        assert len(ray_targets) == 1 and ray_targets[0]["labels"]["is_head_node"] == "true"
+        port = int(ray_targets[0]["targets"][0].rsplit(":", 1)[1])
+        assert port > 0
+
+
+def test_two_jobs_told_apart_and_one_ending_leaves_the_other(
+    ray_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """Two jobs at once both appear, each with its own job id and namespace; ending one leaves
+    the other's targets untouched (unlike a prometheus.yml rewrite, which erases the first)."""
+    with DaemonProcess(
+        ray_cluster.address, tmp_path / "out", **{"daemon.poll_interval_seconds": 0.5}
+    ) as d:
+        a = start_job(ray_cluster.address, "--vllm", "2")
+        b = start_job(ray_cluster.address, "--vllm", "0", "--sglang", "1", "--legacy", "1")
+        try:
+            try:
+                wait_for(lambda: len(d.rollout()) == 4, timeout=30)
+            except AssertionError:
+                print(d.rollout(), b.info, d.output()[-4000:])
+                raise
+            jobs = {g["labels"]["ray_job_id"] for g in d.rollout()}
+            assert jobs == {a.job_id, b.job_id}
+            namespaces = {g["labels"]["ray_namespace"] for g in d.rollout()}
+            assert namespaces == {a.info["namespace"], b.info["namespace"]}
+            legacy = d.by_actor()["async_llm_server_0"]
+            assert legacy["targets"] == [b.addresses["async_llm_server_0"]]  # "ip:port" string form
+            a.stop()
+            wait_for(
+                lambda: {g["labels"]["ray_job_id"] for g in d.rollout()} == {b.job_id}, timeout=20
+            )
+            assert len(d.rollout()) == 2
+        finally:
+            a.stop()
+            b.stop()
+
+
+def test_server_that_serves_late_appears_when_it_serves(
+    ray_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """verl creates the actor, then launches HTTP: the target appears once the port exists."""
+    with DaemonProcess(
+        ray_cluster.address, tmp_path / "out", **{"daemon.poll_interval_seconds": 0.5}
+    ) as d:
+        job = start_job(ray_cluster.address, "--vllm", "1", "--launch-delay", "3")
+        try:
+            wait_for(lambda: len(d.rollout()) == 1, timeout=10)
+            assert "has no address yet" in d.output()
+        finally:
+            job.stop()
+
+
+def test_dashboard_outage_keeps_files_byte_identical(
+    ray_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """The state API stops answering (dashboard paused): files stay byte for byte, health
+    degrades, the daemon stays alive, and it is back to normal within a poll of Ray returning."""
+    settings = {
+        "daemon.poll_interval_seconds": 0.5,
+        "ray.request_timeout_seconds": 1.0,
+        "daemon.max_backoff_seconds": 1.0,
+        "daemon.grace_period_seconds": 0.5,
+    }
+    with DaemonProcess(ray_cluster.address, tmp_path / "out", **settings) as d:
+        job = start_job(ray_cluster.address, "--vllm", "2")
+        try:
+            wait_for(lambda: len(d.rollout()) == 2, timeout=30)
+            files = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.json")}
+            ray_cluster.pause_dashboard()
+            try:
+                wait_for(lambda: d.health()[0] == 503, timeout=15)
+                time.sleep(4)  # many grace periods long
+                assert {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.json")} == files
+                assert d.proc.poll() is None
+                assert "keeping the files as they are" in d.output()
+            finally:
+                ray_cluster.resume_dashboard()
+            back = wait_for(lambda: d.health()[0] == 200, timeout=15)
+            print(f"healthy again {back:.2f}s after the dashboard resumed")
+            assert {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.json")} == files
+            assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+                "gpu.json",
+                "ray.json",
+                "rollout.json",
+            ]
+        finally:
+            job.stop()
+
+
+def test_targets_command_shows_servers_and_writes_nothing(
+    ray_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """`fsd-daemon targets --json` lists what would be written; the output dir stays empty."""
+    job = start_job(ray_cluster.address, "--vllm", "1")
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fsd_daemon.cli",
+                "targets",
+                "--json",
+                "--ray-address",
+                ray_cluster.address,
+                "--output-dir",
+                str(tmp_path / "never"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert [g["targets"][0] for g in data["rollout.json"]] == [job.addresses["vllm_server_0_0"]]
+        assert not (tmp_path / "never").exists()
+        table = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fsd_daemon.cli",
+                "targets",
+                "--ray-address",
+                ray_cluster.address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert table.returncode == 0, table.stderr
+        assert "vllm_server_0_0" in table.stdout and "ENGINE" in table.stdout
+    finally:
+        job.stop()
