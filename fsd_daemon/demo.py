@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ from fsd_daemon.sim.launch import Job, free_port, start_job, start_logged, stop_
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RULES_DIR = REPO_CONFIGS / "prometheus" / "rules"
 DASHBOARDS_DIR = REPO_CONFIGS / "grafana" / "dashboards"
+# Which rollout GPUs are idle, and how idle (a recording rule of configs/prometheus/rules).
+IDLE_ROLLOUT_GPUS_QUERY = urllib.parse.quote('gpu_role:fsd_gpu_idle:ratio_rate1m{role="rollout"}')
 DEMO_SCRAPE_INTERVAL = 5.0  # short, so rates and rules have data within a minute
 
 
@@ -304,7 +307,7 @@ rule_files = [{", ".join(_toml(r) for r in rules)}]
             base = f"http://127.0.0.1:{self.ports['prometheus']}"
             lines += [
                 f"  Prometheus        {base}/targets  (jobs rollout, gpu, ray, fsd_daemon)",
-                f"  idle rollout GPUs {base}/graph?g0.expr=fsd%3Agpu_idle_ratio%3Arate1m",
+                f"  idle rollout GPUs {base}/graph?g0.tab=1&g0.expr={IDLE_ROLLOUT_GPUS_QUERY}",
                 f"  rules             {base}/rules",
                 f"  Grafana           import {DASHBOARDS_DIR}/*.json, datasource {base}",
             ]
