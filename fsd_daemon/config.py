@@ -264,7 +264,7 @@ def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:
 
 def _convert(dotted: str, f: dataclasses.Field[Any], value: Any) -> Any:
     """Coerce one value (from TOML or a string from the environment) to the field's type."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
     if dotted == "discovery.extra_patterns":
         return _convert_patterns(dotted, value)
     if isinstance(default, bool):

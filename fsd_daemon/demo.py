@@ -20,6 +20,7 @@ scripts (and the end-to-end test) can find and poke each part.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -98,7 +99,7 @@ def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[Any] | None = 
             pass
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(
-                f"{proc.args[0]} exited with {proc.returncode} before {url} answered"
+                f"process {proc.pid} exited with {proc.returncode} before {url} answered"
             )
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer within {timeout:g} s")
@@ -148,10 +149,10 @@ class DemoStack:
             dashboard_host="127.0.0.1",
             dashboard_port=self.ports["ray_dashboard"],
             _node_ip_address="127.0.0.1",
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
             log_to_driver=False,
         )
-        self.ray_address = str(context.address_info["gcs_address"])
+        self.ray_address = str(context.address_info["gcs_address"])  # type: ignore[attr-defined]
         _say(
             f"Ray is up at {self.ray_address} (dashboard http://127.0.0.1:{self.ports['ray_dashboard']})"
         )

@@ -47,7 +47,7 @@ def build_app(
             start_response(status, [("Content-Type", "application/json")])
             return [body]
         if path in ("/metrics", "/"):
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return metrics_app(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: try /metrics or /healthz\n"]
 

@@ -266,20 +266,20 @@ class Reconciler:
         gpu: list[Target] = []
         ray: list[Target] = []
         for entry in self._nodes.values():
-            node = entry.node
+            record = entry.node
             labels = {
-                "node_id": node.node_id,
-                "node_ip": node.node_ip,
-                "node_name": node.node_name,
-                "is_head_node": "true" if node.is_head else "false",
+                "node_id": record.node_id,
+                "node_ip": record.node_ip,
+                "node_name": record.node_name,
+                "is_head_node": "true" if record.is_head else "false",
                 "cluster": cluster,
             }
-            who = f"node {node.node_id}"
+            who = f"node {record.node_id}"
             if self.config.targets.write_gpu:
-                address = format_address(node.node_ip, self.config.targets.gpu_exporter_port)
+                address = format_address(record.node_ip, self.config.targets.gpu_exporter_port)
                 self._keep_valid(GPU_FILE, Target.of(address, labels), who, gpu, dropped)
             if self.config.targets.write_ray and entry.metrics_port:
-                address = format_address(node.node_ip, entry.metrics_port)
+                address = format_address(record.node_ip, entry.metrics_port)
                 self._keep_valid(RAY_FILE, Target.of(address, labels), who, ray, dropped)
         if self.config.targets.write_gpu:
             files[GPU_FILE] = tuple(gpu)

@@ -26,7 +26,7 @@ RULES = sorted(str(p) for p in (REPO / "configs" / "prometheus" / "rules").glob(
 
 
 def ray_generated_prometheus_yml() -> str:
-    """The file Ray copies to <session>/metrics/prometheus/prometheus.yml, from the installed Ray."""
+    """What Ray copies to <session>/metrics/prometheus/prometheus.yml (from the installed Ray)."""
     import ray
 
     path = Path(ray.__file__).parent / "dashboard/modules/metrics/export/prometheus/prometheus.yml"

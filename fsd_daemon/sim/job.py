@@ -13,6 +13,7 @@ SIGTERM/SIGINT, and exits (its actors with it).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fsd_daemon.sim import rollout_server as sim
 
-    ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+    ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
     devices = [d for d in args.cuda_visible_devices.split(",") if d]
     plan: list[tuple[type, str, int]] = []
     for r in range(args.vllm):
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 # Read by the simulated NVML (fsd-gpu-exporter --simulate): this process holds
                 # that much memory on its GPU, as a loaded vLLM engine would.
                 env[SIMULATED_GPU_MEMORY_ENV] = str(SIMULATED_ENGINE_BYTES)
-        handle = (
+        handle: Any = (
             ray.remote(cls)
             .options(name=name, num_cpus=0, runtime_env={"env_vars": env})
             .remote(
@@ -111,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+
+    def wait_for_stdin_to_close() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=wait_for_stdin_to_close, daemon=True).start()
     done.wait()
     ray.shutdown()
     return 0

@@ -197,7 +197,7 @@ class _SimulatedServerBase:
         model: str = "Qwen/Qwen2.5-0.5B-Instruct",
         seed: int = 0,
         launch_delay: float = 0.0,
-        load: dict[str, float] | None = None,
+        load: dict[str, Any] | None = None,
         legacy_address: bool = False,
     ) -> None:
         self._engine = SimulatedEngine(self.ENGINE, model, LoadModel(**(load or {})), seed)
