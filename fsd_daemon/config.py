@@ -92,6 +92,8 @@ DEFAULT_GPU_ROLES: Mapping[str, str] = {
     "AsyncActorRolloutRefWorker": "train",
     "CriticWorker": "train",
     "TrainingWorker": "train",
+    # verl's colocated (hybrid) engine: actor, rollout and reference in one worker class.
+    "WorkerDict": "train",
 }
 
 

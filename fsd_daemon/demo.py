@@ -160,12 +160,12 @@ class DemoStack:
     def start_jobs(self) -> None:
         sglang = max(1, self.replicas // 2)
         # GPUs in order: vLLM rollout replicas, the reward server, then the SGLang replicas.
-        # The last vLLM replica is pinned but holds nothing: reserved and idle.
+        # The last SGLang replica is pinned to its GPU but holds nothing: reserved and idle.
         vllm_gpus = list(range(self.replicas + 1))
         sglang_gpus = list(range(self.replicas + 1, self.replicas + 1 + sglang))
         plans = [
-            ["--vllm", str(self.replicas), "--reward", "1", "--reserved-only", "0", "--seed", "1"],
-            ["--vllm", "0", "--sglang", str(sglang), "--seed", "2"],
+            ["--vllm", str(self.replicas), "--reward", "1", "--seed", "1"],
+            ["--vllm", "0", "--sglang", str(sglang), "--reserved-only", "1", "--seed", "2"],
         ]
         devices = [vllm_gpus, sglang_gpus]
         for plan, gpus in zip(plans, devices, strict=True):

@@ -28,6 +28,19 @@ log = logging.getLogger(__name__)
 JOB_NAMES = {"rollout": ROLLOUT_FILE, "gpu": GPU_FILE, "ray": RAY_FILE}
 SELF_JOB = "fsd_daemon"
 
+# vLLM and SGLang name every metric `vllm:...` / `sglang:...`. prometheus_client >= 0.22
+# answers an OpenMetrics scrape (what Prometheus asks for first) with the colon turned into an
+# underscore in the sample lines (prometheus/client_python#1177), so the same server is stored
+# as `vllm_num_requests_running` or `vllm:num_requests_running` depending on library versions.
+# Both engines use the colon prefix for all their own metrics, so turning the first underscore
+# back is exact, and a no-op where the colon survived. Rules and dashboards use the colon names.
+RESTORE_ENGINE_METRIC_COLONS: dict[str, Any] = {
+    "source_labels": ["__name__"],
+    "regex": "(vllm|sglang)_(.+)",
+    "target_label": "__name__",
+    "replacement": "${1}:${2}",
+}
+
 
 class PatchError(Exception):
     """The file to patch cannot be read as a Prometheus config."""
@@ -41,14 +54,15 @@ def scrape_jobs(config: Config) -> list[dict[str, Any]]:
             continue
         if job == "ray" and not config.targets.write_ray:
             continue
-        jobs.append(
-            {
-                "job_name": job,
-                # The directory is watched with inotify: a change is seen within Prometheus's
-                # own 5 s ticks; refresh_interval is only the fallback re-read.
-                "file_sd_configs": [{"files": [str(out_dir / file)], "refresh_interval": "5m"}],
-            }
-        )
+        scrape: dict[str, Any] = {
+            "job_name": job,
+            # The directory is watched with inotify: a change is seen within Prometheus's
+            # own 5 s ticks; refresh_interval is only the fallback re-read.
+            "file_sd_configs": [{"files": [str(out_dir / file)], "refresh_interval": "5m"}],
+        }
+        if job == "rollout":
+            scrape["metric_relabel_configs"] = [RESTORE_ENGINE_METRIC_COLONS]
+        jobs.append(scrape)
     if config.daemon.metrics_listen:
         host, _, port = config.daemon.metrics_listen.rpartition(":")
         host = "127.0.0.1" if host in ("0.0.0.0", "", "[::]") else host

@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 
-# The contract between simulated jobs and the simulated NVML, which finds holders by it.
-SIMULATED_GPU_MEMORY_ENV = "FSD_SIM_GPU_MEMORY_BYTES"
-SIMULATED_ENGINE_BYTES = 120 * 1024**3
+from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
+
+SIMULATED_ENGINE_BYTES = 120 * 1024**3  # what a loaded engine takes of an H200
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,181 @@
+"""``fsd-gpu-exporter``: serve per-GPU busy time, health and ownership on /metrics.
+
+Exit status: 0 after SIGTERM/SIGINT, 1 when the listener cannot be bound, 2 on bad flags or
+configuration (one line naming the key). A machine without a driver is not an error: the
+exporter serves ``fsd_gpu_nvml_up 0`` and retries NVML, so systemd does not crash-loop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any
+
+from fsd_daemon import __version__
+from fsd_daemon.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_listen
+from fsd_daemon.sdnotify import SystemdNotifier
+
+log = logging.getLogger("fsd_daemon.gpu")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fsd-gpu-exporter",
+        description="Prometheus exporter of per-GPU busy time (integrated from NVML's "
+        "utilization samples), memory, power, health, and which Ray actor and rollout replica "
+        "holds or reserved each GPU.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to serve /metrics and /healthz on (exporter.listen; default 127.0.0.1:9847)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"TOML config file shared with fsd-daemon (default: $FSD_CONFIG, else "
+        f"{DEFAULT_CONFIG_PATH} if present, else built-in defaults)",
+    )
+    p.add_argument(
+        "--simulate",
+        metavar="N",
+        type=_positive_int,
+        help="serve N simulated GPUs with scripted bursty duty cycles instead of NVML",
+    )
+    p.add_argument(
+        "--node",
+        metavar="NAME",
+        help="value of the node label (default: this machine's host name)",
+    )
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="daemon.log_level"
+    )
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be 1 to 1024 (got {value})")
+    return value
+
+
+def _config_path(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    if os.environ.get("FSD_CONFIG"):
+        return os.environ["FSD_CONFIG"]
+    return DEFAULT_CONFIG_PATH if os.path.isfile(DEFAULT_CONFIG_PATH) else None
+
+
+def _configure_logging(level: str) -> None:
+    # Under systemd, journald stamps each line already.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(
+        stream=sys.stderr, format=f"{stamp}%(levelname)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("fsd_daemon").setLevel(level.upper())
+
+
+class _Signals:
+    """SIGTERM/SIGINT set :attr:`should_exit`; handlers are restored on leaving the block."""
+
+    def __init__(self) -> None:
+        self.should_exit = threading.Event()
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[_Signals]:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            self.should_exit.set()
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(
+            _config_path(args.config),
+            overrides={"exporter.listen": args.listen, "daemon.log_level": args.log_level},
+        )
+        listen = parse_listen(config.exporter.listen, "exporter.listen")
+    except ConfigError as exc:
+        print(f"fsd-gpu-exporter: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    _configure_logging(config.daemon.log_level)
+    node = args.node or socket.gethostname()
+
+    # Imported here: the exporter's modules are not needed to print --help or a config error.
+    from fsd_daemon.gpu.backend import GpuBackend
+    from fsd_daemon.gpu.exporter import Exporter
+
+    backend: GpuBackend
+    if args.simulate:
+        from fsd_daemon.gpu.simulated import SimulatedNvml
+
+        # Processes of simulated jobs (fsd-daemon demo) announce the GPUs they hold.
+        simulated = SimulatedNvml(args.simulate, holders_from_environment=True)
+        backend, backend_name = simulated, "simulated"
+    else:
+        from fsd_daemon.gpu.nvml import NvmlBackend
+
+        backend, backend_name = NvmlBackend(), "nvml"
+    exporter = Exporter(backend, config, node=node, backend_name=backend_name, listen=listen)
+    try:
+        exporter.start()
+    except OSError as exc:
+        exporter.stop()
+        print(f"fsd-gpu-exporter: cannot listen on {listen[0]}:{listen[1]}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    notifier = SystemdNotifier()
+    try:
+        with _Signals().capture() as signals:
+            notifier.notify(READY=1, STATUS=f"serving on port {exporter.port}")
+            _serve(exporter, notifier, signals)
+    finally:
+        notifier.notify(STOPPING=1)
+        exporter.stop()
+        notifier.close()
+    return EXIT_OK
+
+
+def _serve(exporter: Any, notifier: SystemdNotifier, signals: _Signals) -> None:
+    """Wait for a signal; keep systemd's watchdog fed only while the sampler is healthy, so a
+    sampler stuck in the driver gets the unit restarted (if WatchdogSec= is set)."""
+    step = min(notifier.watchdog_interval or 5.0, 5.0)
+    last_status = ""
+    while not signals.should_exit.wait(step):
+        healthy, details = exporter.health()
+        if healthy:
+            notifier.notify(WATCHDOG=1)
+        status = (
+            f"NVML {'up' if details.get('nvml_up') else 'down'}, {details.get('gpus', 0)} GPU(s)"
+            + ("" if healthy else ", sampler stalled")
+        )
+        if status != last_status:
+            notifier.notify(STATUS=status)
+            last_status = status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

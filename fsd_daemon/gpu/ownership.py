@@ -1,0 +1,485 @@
+"""Who holds each GPU: NVML's compute processes, walked up to the Ray actor that started them.
+
+Every ``interval`` seconds, in its own thread, the tracker:
+
+1. takes the holders of each GPU from the sampler's latest snapshot (the sampler is the only
+   caller of the driver; this module never calls the backend);
+2. walks each holder up its parents (psutil) to the nearest Ray worker titled
+   ``ray::ClassName`` (vLLM's engine and TP worker processes are children of the server actor);
+3. maps the class to a role (exact class name first, then the mapping's keys as regular
+   expressions, else ``other``) and reads the replica, and where the name says so a role such as
+   ``reward``, from the actor name with the discovery patterns (``vllm_server_3_0``);
+4. finds GPUs *reserved* by rollout actors: a Ray actor of a rollout or reward class whose
+   ``CUDA_VISIBLE_DEVICES`` (its own, or that of a process it started) names a GPU, by index or
+   UUID, on which neither it nor its descendants hold memory.
+
+The result is an immutable :class:`Ownership` replaced whole, like the sampler's snapshot.
+
+Limits, by design: ``CUDA_VISIBLE_DEVICES`` is read from ``/proc/<pid>/environ``, the
+environment a process was started with. A variable set through ``runtime_env`` (as verl does
+for its servers) or inherited by a child is seen; one that a process assigns to ``os.environ``
+after it started is not, until it starts a child. Indices in the variable are taken as NVML
+indices (nvidia-smi's numbering, the one Ray uses); ``CUDA_DEVICE_ORDER=FASTEST_FIRST`` on a
+mixed-model node would number differently. Holders in another pid namespace (an exporter in a
+container without the host's pids) cannot be walked and show as role ``other``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import psutil
+
+from fsd_daemon.config import RecognitionPattern
+from fsd_daemon.gpu.raylookup import ActorKey, ActorNameResolver, raylet_info, title_class
+from fsd_daemon.gpu.sampler import Snapshot
+
+log = logging.getLogger(__name__)
+
+STATE_ACTIVE = "active"
+STATE_RESERVED = "reserved"
+ROLE_OTHER = "other"
+# Roles whose actors are given GPUs ahead of use (rollout and reward servers): only their
+# CUDA_VISIBLE_DEVICES counts as a reservation. A training worker always holds its GPU.
+RESERVING_ROLES = frozenset({"rollout", "reward"})
+# How far up from a holder to look for its Ray actor (engine core -> worker -> actor is 2).
+_MAX_DEPTH = 16
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Owner:
+    """One process that holds (``active``) or was given (``reserved``) one GPU.
+
+    ``pid`` is the holder (an engine or TP worker process) for ``active``, the actor process
+    for ``reserved``. Empty strings mean "not known" (Prometheus drops empty labels).
+    """
+
+    gpu: int
+    state: str
+    pid: int
+    role: str
+    replica: str = ""
+    actor_class: str = ""
+    actor_name: str = ""
+    ray_job_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    owners: tuple[Owner, ...] = ()
+    refreshed_at: float | None = None  # wall clock of the last refresh
+    duration_seconds: float | None = None
+    name_lookup_failures: int = 0
+
+
+class RoleMap:
+    """Ray actor class name -> role: exact key first, then keys as whole-name regexes in order."""
+
+    def __init__(self, roles: Mapping[str, str]) -> None:
+        self._exact = dict(roles)
+        self._regexes: list[tuple[re.Pattern[str], str]] = []
+        for key, role in roles.items():
+            # A plain class name that happens not to be a regex is matched exactly only.
+            with contextlib.suppress(re.error):
+                self._regexes.append((re.compile(key), role))
+        self.roles = frozenset(roles.values())
+        self._cache: dict[str, str] = {}
+
+    def for_class(self, actor_class: str) -> str:
+        cached = self._cache.get(actor_class)
+        if cached is not None:
+            return cached
+        role = self._exact.get(actor_class)
+        if role is None:
+            role = next((r for rx, r in self._regexes if rx.fullmatch(actor_class)), ROLE_OTHER)
+        if len(self._cache) < 10_000:
+            self._cache[actor_class] = role
+        return role
+
+
+class NameMatcher:
+    """What an actor name says, by the discovery patterns: ``(replica, role or "")``."""
+
+    def __init__(self, patterns: Iterable[RecognitionPattern]) -> None:
+        self._patterns = [(re.compile(p.class_name), re.compile(p.name)) for p in patterns]
+
+    def match(self, actor_class: str, name: str) -> tuple[str, str]:
+        if not name:
+            return "", ""
+        for class_re, name_re in self._patterns:
+            if not class_re.fullmatch(actor_class):
+                continue
+            m = name_re.fullmatch(name)
+            if m is not None:
+                groups = m.groupdict()
+                return groups.get("replica") or "", groups.get("role") or ""
+        return "", ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Actor:
+    """A Ray worker process running an actor (or a task), as read once from /proc."""
+
+    pid: int
+    actor_class: str
+    key: ActorKey  # for the name lookup; gcs_address "" when the raylet is unknown
+    visible_devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Env:
+    """What a Ray worker's start-up environment and raylet say (fixed for its lifetime)."""
+
+    job_id: str
+    gcs_address: str
+    node_id: str
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Proc:
+    ppid: int
+    name: str
+    create_time: float
+
+
+def visible_devices(value: str | None) -> tuple[str, ...]:
+    """``CUDA_VISIBLE_DEVICES`` entries; () when unset, empty or ``-1``/``NoDevFiles``."""
+    if not value:
+        return ()
+    entries = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.lstrip("-").isdigit() and int(part) < 0:
+            break  # CUDA stops at the first invalid index
+        entries.append(part)
+    return tuple(entries)
+
+
+def resolve_device(entry: str, uuids: Mapping[str, int], count: int) -> int | None:
+    """The NVML index an entry names: an index, a full UUID or a unique UUID prefix."""
+    if entry.isdigit():
+        index = int(entry)
+        return index if index < count else None
+    if entry.startswith("MIG-"):
+        return None  # a MIG instance is not a whole GPU of ours
+    candidates = [i for u, i in uuids.items() if u == entry or u.startswith(entry)]
+    if not entry.startswith("GPU-"):
+        candidates += [i for u, i in uuids.items() if u.startswith("GPU-" + entry)]
+    unique = set(candidates)
+    return unique.pop() if len(unique) == 1 else None
+
+
+class OwnershipTracker:
+    """Keeps :attr:`ownership` up to date every ``interval`` seconds (see the module doc)."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        *,
+        roles: Mapping[str, str],
+        patterns: Iterable[RecognitionPattern] = (),
+        interval: float = 5.0,
+        resolver: ActorNameResolver | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
+        proc_dir: str = "/proc",
+    ) -> None:
+        self._snapshot = snapshot
+        self._proc = proc_dir
+        self.roles = RoleMap(roles)
+        self.names = NameMatcher(patterns)
+        self.interval = interval
+        self.resolver = resolver
+        self._wall_clock = wall_clock
+        self._timer = timer
+        # Environments are read once per (pid, create_time): what a process was started with
+        # never changes, and a reused pid has another create_time.
+        self._envs: dict[tuple[int, float], _Env] = {}
+        self._env_devices: dict[tuple[int, float], tuple[str, ...]] = {}
+        self._raylets: dict[tuple[int, float], tuple[str, str]] = {}
+        self.ownership = Ownership()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- thread -------------------------------------------------------------------------------
+
+    def start(self) -> OwnershipTracker:
+        if self.resolver is not None:
+            self.resolver.start()
+        self._thread = threading.Thread(target=self._run, name="gpu-ownership", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.resolver is not None:
+            self.resolver.stop(timeout)
+
+    def wake(self) -> None:
+        """Refresh now (names arrived), not at the next interval."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # a bug must not end ownership for the process lifetime
+                log.exception("gpu ownership refresh failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    # -- one refresh --------------------------------------------------------------------------
+
+    def refresh(self) -> Ownership:
+        started = self._timer()
+        snap = self._snapshot()
+        if not snap.gpus:
+            # No GPU to own (driver down, none installed): no scan, no lookups.
+            if self.resolver is not None:
+                self.resolver.want(())
+            self.ownership = Ownership(
+                refreshed_at=self._wall_clock(),
+                duration_seconds=self._timer() - started,
+                name_lookup_failures=self.resolver.failures if self.resolver is not None else 0,
+            )
+            return self.ownership
+        table = self._process_table()
+        self._forget_gone(table)
+        owners: list[Owner] = []
+        keys: set[ActorKey] = set()
+        names = self.resolver.names() if self.resolver is not None else {}
+        previous = self.ownership.owners
+        uuids = {g.identity.uuid: g.identity.index for g in snap.gpus if g.identity.uuid}
+        count = max((g.identity.index + 1 for g in snap.gpus), default=0)
+        # GPU -> actor pids that hold memory on it (directly or through a child).
+        holding: dict[int, set[int]] = {}
+        for reading in snap.gpus:
+            gpu = reading.identity.index
+            if reading.processes is None:
+                # Unknown this tick (call failed, GPU lost): keep the last known holders that
+                # still run, rather than report the GPU as released.
+                kept = [
+                    o
+                    for o in previous
+                    if o.gpu == gpu and o.state == STATE_ACTIVE and o.pid in table
+                ]
+                owners.extend(kept)
+                holding.setdefault(gpu, set()).update(self._actor_pids_of(kept, table))
+                continue
+            for proc in reading.processes:
+                actor = self._actor_above(proc.pid, table)
+                if actor is None:
+                    owners.append(Owner(gpu=gpu, state=STATE_ACTIVE, pid=proc.pid, role=ROLE_OTHER))
+                    continue
+                holding.setdefault(gpu, set()).add(actor.pid)
+                keys.add(actor.key)
+                owners.append(self._owner(gpu, STATE_ACTIVE, proc.pid, actor, names))
+        for actor, devices in self._reserving_actors(table):
+            keys.add(actor.key)
+            for entry in devices:
+                given = resolve_device(entry, uuids, count)
+                if given is None or actor.pid in holding.get(given, set()):
+                    continue
+                owners.append(self._owner(given, STATE_RESERVED, actor.pid, actor, names))
+        if self.resolver is not None:
+            self.resolver.want(keys)
+        self.ownership = Ownership(
+            owners=tuple(sorted(set(owners))),
+            refreshed_at=self._wall_clock(),
+            duration_seconds=self._timer() - started,
+            name_lookup_failures=self.resolver.failures if self.resolver is not None else 0,
+        )
+        return self.ownership
+
+    def _owner(
+        self, gpu: int, state: str, pid: int, actor: _Actor, names: Mapping[ActorKey, str]
+    ) -> Owner:
+        name = names.get(actor.key, "")
+        replica, name_role = self.names.match(actor.actor_class, name)
+        role = self.roles.for_class(actor.actor_class)
+        # A name can say more than the class: verl's reward servers are vLLMHttpServer actors
+        # named vllm_server_reward_<r>_<n>. Only a role of the mapping counts ("prefill" or
+        # "decode" in a name are kinds of rollout, not roles).
+        if name_role and name_role in self.roles.roles:
+            role = name_role
+        return Owner(
+            gpu=gpu,
+            state=state,
+            pid=pid,
+            role=role,
+            replica=replica,
+            actor_class=actor.actor_class,
+            actor_name=name,
+            ray_job_id=actor.key.job_id,
+        )
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _process_table(self) -> dict[int, _Proc]:
+        return _proc_stat_table(self._proc) if os.path.isdir(self._proc) else _psutil_table()
+
+    def _forget_gone(self, table: Mapping[int, _Proc]) -> None:
+        live = {(pid, p.create_time) for pid, p in table.items()}
+        for cache in (self._envs, self._env_devices, self._raylets):
+            for key in cache.keys() - live:
+                del cache[key]
+
+    def _actor_above(self, pid: int, table: Mapping[int, _Proc]) -> _Actor | None:
+        current = pid
+        for _ in range(_MAX_DEPTH):
+            proc = table.get(current)
+            if proc is None:
+                return None
+            if proc.name.startswith("ray::"):
+                actor = self._actor(current, proc, table)
+                if actor is not None:
+                    return actor
+            if proc.ppid <= 1 or proc.ppid == current:
+                return None
+            current = proc.ppid
+        return None
+
+    def _actor(self, pid: int, proc: _Proc, table: Mapping[int, _Proc]) -> _Actor | None:
+        # The title is read every time (a pooled task worker is retitled for each task and
+        # ray::IDLE between them); what the environment says is read once per process.
+        try:
+            actor_class = title_class(psutil.Process(pid).cmdline())
+        except (psutil.Error, OSError):
+            return None  # gone, or not ours to read: asked again next refresh
+        if actor_class is None:
+            return None
+        cache_key = (pid, proc.create_time)
+        env = self._envs.get(cache_key)
+        if env is None:
+            try:
+                environ = _environ(psutil.Process(pid))
+            except (psutil.Error, OSError):
+                return None
+            gcs, node = self._raylet(environ, proc, table)
+            env = _Env(
+                job_id=environ.get("RAY_JOB_ID", ""),
+                gcs_address=gcs,
+                node_id=node,
+                devices=visible_devices(environ.get("CUDA_VISIBLE_DEVICES")),
+            )
+            self._envs[cache_key] = env
+        return _Actor(
+            pid=pid,
+            actor_class=actor_class,
+            key=ActorKey(env.gcs_address, env.job_id, env.node_id, pid, proc.create_time),
+            visible_devices=env.devices,
+        )
+
+    def _raylet(
+        self, env: Mapping[str, str], proc: _Proc, table: Mapping[int, _Proc]
+    ) -> tuple[str, str]:
+        text = env.get("RAY_RAYLET_PID", "")
+        raylet_pid = int(text) if text.isdigit() else proc.ppid
+        raylet = table.get(raylet_pid)
+        if raylet is None:
+            return "", ""
+        cache_key = (raylet_pid, raylet.create_time)
+        if cache_key not in self._raylets:
+            try:
+                info = raylet_info(psutil.Process(raylet_pid).cmdline())
+            except (psutil.Error, OSError):
+                return "", ""
+            self._raylets[cache_key] = (info.gcs_address, info.node_id) if info else ("", "")
+        return self._raylets[cache_key]
+
+    def _actor_pids_of(self, owners: Iterable[Owner], table: Mapping[int, _Proc]) -> set[int]:
+        pids = set()
+        for o in owners:
+            actor = self._actor_above(o.pid, table)
+            if actor is not None:
+                pids.add(actor.pid)
+        return pids
+
+    def _reserving_actors(self, table: Mapping[int, _Proc]) -> list[tuple[_Actor, tuple[str, ...]]]:
+        """Actors of reserving roles with the devices named by them or their descendants."""
+        children: dict[int, list[int]] = {}
+        for pid, proc in table.items():
+            children.setdefault(proc.ppid, []).append(pid)
+        found = []
+        for pid, proc in table.items():
+            if not proc.name.startswith("ray::"):
+                continue
+            actor = self._actor(pid, proc, table)
+            if actor is None or self.roles.for_class(actor.actor_class) not in RESERVING_ROLES:
+                continue
+            devices = list(actor.visible_devices)
+            stack = list(children.get(pid, ()))
+            seen = 0
+            while stack and seen < 256:
+                child = stack.pop()
+                seen += 1
+                devices.extend(self._devices_of(child, table[child]))
+                stack.extend(children.get(child, ()))
+            if devices:
+                found.append((actor, tuple(dict.fromkeys(devices))))
+        return found
+
+    def _devices_of(self, pid: int, proc: _Proc) -> tuple[str, ...]:
+        cache_key = (pid, proc.create_time)
+        cached = self._env_devices.get(cache_key)
+        if cached is None:
+            try:
+                cached = visible_devices(_environ(psutil.Process(pid)).get("CUDA_VISIBLE_DEVICES"))
+            except (psutil.Error, OSError):
+                return ()
+            self._env_devices[cache_key] = cached
+        return cached
+
+
+def _proc_stat_table(proc_dir: str) -> dict[int, _Proc]:
+    """pid -> (ppid, comm, start time) from /proc/<pid>/stat: one small read per process,
+    about five times cheaper than psutil's process_iter on a node with thousands of them."""
+    table: dict[int, _Proc] = {}
+    for entry in os.listdir(proc_dir):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc_dir}/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited while we listed
+        # "pid (comm) state ppid ... starttime": comm may hold spaces and parentheses.
+        open_at, close_at = stat.find(b"("), stat.rfind(b")")
+        fields = stat[close_at + 2 :].split()
+        if open_at < 0 or close_at < 0 or len(fields) < 20:
+            continue
+        comm = stat[open_at + 1 : close_at].decode("utf-8", "replace")
+        # Field 22 (starttime, clock ticks since boot) is fields[19] after the comm.
+        table[int(entry)] = _Proc(int(fields[1]), comm, float(fields[19]))
+    return table
+
+
+def _psutil_table() -> dict[int, _Proc]:
+    table: dict[int, _Proc] = {}
+    for p in psutil.process_iter(["ppid", "name", "create_time"]):
+        info = p.info
+        if info.get("create_time") is None:
+            continue  # gone or unreadable while iterating
+        table[p.pid] = _Proc(int(info["ppid"] or 0), str(info["name"] or ""), info["create_time"])
+    return table
+
+
+def _environ(proc: psutil.Process) -> Mapping[str, str]:
+    try:
+        return proc.environ()
+    except psutil.AccessDenied:
+        return {}  # another user's process: no job id, no devices, but still its class
