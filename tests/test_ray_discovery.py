@@ -214,3 +214,52 @@ def test_targets_command_shows_servers_and_writes_nothing(
         assert "vllm_server_0_0" in table.stdout and "ENGINE" in table.stdout
     finally:
         job.stop()
+
+
+def _mean_poll_seconds(metrics: str) -> tuple[float, float]:
+    values = {}
+    for line in metrics.splitlines():
+        for key in (
+            "fsd_daemon_poll_duration_seconds_sum",
+            "fsd_daemon_poll_duration_seconds_count",
+        ):
+            if line.startswith(key + " "):
+                values[key] = float(line.split()[1])
+    return values["fsd_daemon_poll_duration_seconds_sum"], values[
+        "fsd_daemon_poll_duration_seconds_count"
+    ]
+
+
+def test_hung_server_delays_neither_the_others_nor_later_polls(
+    ray_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """One server's get_server_address() never returns: the others are written anyway, the hung
+    call costs the resolve timeout once (not every poll), and a later job appears promptly."""
+    settings = {"daemon.poll_interval_seconds": 0.5, "ray.resolve_timeout_seconds": 2.0}
+    with DaemonProcess(ray_cluster.address, tmp_path / "out", **settings) as d:
+        wait_for(lambda: (tmp_path / "out" / "gpu.json").exists(), timeout=30)
+        stuck = start_job(ray_cluster.address, "--vllm", "2", "--hang", "1")
+        try:
+            wait_for(lambda: set(d.by_actor()) == {"vllm_server_0_0", "vllm_server_1_0"}, 30)
+            time.sleep(3)  # the hung call has been issued and waited for once by now
+            sum0, count0 = _mean_poll_seconds(d.metrics())
+            time.sleep(5)
+            sum1, count1 = _mean_poll_seconds(d.metrics())
+            mean = (sum1 - sum0) / max(count1 - count0, 1)
+            print(
+                f"mean poll while one call hangs: {mean * 1000:.0f} ms "
+                f"over {count1 - count0:.0f} polls"
+            )
+            assert count1 - count0 >= 4 and mean < 1.0, (mean, count1 - count0)
+            assert "vllm_server_2_0" not in d.by_actor()
+            later = start_job(ray_cluster.address, "--vllm", "0", "--sglang", "1")
+            try:
+                took = wait_for(
+                    lambda: later.job_id in {g["labels"]["ray_job_id"] for g in d.rollout()}, 20
+                )
+                print(f"later job written {took:.2f} s after it served")
+                assert took < 2.0 + 0.5 + 1.0
+            finally:
+                later.stop()
+        finally:
+            stuck.stop()

@@ -229,6 +229,7 @@ def _resolve(
     # Calls for actors nobody asks about any more (gone) are forgotten, not awaited.
     for actor_id in list(inflight.keys() - wanted):
         del inflight[actor_id]
+    issued: list[Any] = []
     for actor_id, name, namespace in batch:
         if actor_id in inflight:
             continue  # still running from an earlier request: one call per actor at a time
@@ -241,14 +242,22 @@ def _resolve(
                 results[actor_id] = (None, f"name {name!r} now belongs to another actor")
                 continue
             inflight[actor_id] = handle.get_server_address.remote()
+            issued.append(inflight[actor_id])
         except Exception as exc:
             results[actor_id] = (None, f"{type(exc).__name__}: {_last_line(exc)}")
     if inflight:
-        refs = list(inflight.values())
-        # Wait for all, up to the timeout: a hung actor costs this wait once, not every poll,
-        # because its call stays in flight and is only collected.
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout, fetch_local=True)
-        ready_set = set(ready)
+        # Only the calls made now are waited for (up to the timeout); calls still in flight
+        # from earlier requests are only collected if done. So a hung actor costs the wait
+        # once, when first asked, not at every poll while its call hangs.
+        ready_set: set[Any] = set()
+        if issued:
+            ready, _ = ray.wait(issued, num_returns=len(issued), timeout=timeout, fetch_local=True)
+            ready_set.update(ready)
+        just_issued = set(issued)
+        older = [ref for ref in inflight.values() if ref not in just_issued]
+        if older:
+            ready, _ = ray.wait(older, num_returns=len(older), timeout=0, fetch_local=True)
+            ready_set.update(ready)
         for actor_id, ref in list(inflight.items()):
             if ref not in ready_set:
                 continue

@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reward", type=int, default=0, help="vLLM reward replicas")
     p.add_argument("--nodes-per-replica", type=int, default=1, help="node ranks per replica")
     p.add_argument("--legacy", type=int, default=0, help="verl <= 0.5 AsyncvLLMServer replicas")
+    p.add_argument(
+        "--hang", type=int, default=0, help="extra vLLM replicas whose get_server_address() hangs"
+    )
     p.add_argument("--launch-delay", type=float, default=0.0, help="seconds before HTTP serves")
     p.add_argument("--step-seconds", type=float, default=20.0, help="rollout step length")
     p.add_argument("--seed", type=int, default=0)
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         plan.append((sim.vLLMHttpServer, f"vllm_server_reward_{r}_0", r))
     for r in range(args.legacy):
         plan.append((sim.AsyncvLLMServer, f"async_llm_server_{r}", r))
+    hanging = {f"vllm_server_{args.vllm + r}_0" for r in range(args.hang)}
+    for name in sorted(hanging):
+        plan.append((sim.vLLMHttpServer, name, int(name.split("_")[2])))
 
     actors: list[tuple[str, Any]] = []
     pinned = min(len(devices), len(plan))
@@ -81,12 +87,18 @@ def main(argv: list[str] | None = None) -> int:
                 env[SIMULATED_GPU_MEMORY_ENV] = str(SIMULATED_ENGINE_BYTES)
         handle: Any = (
             ray.remote(cls)
-            .options(name=name, num_cpus=0, runtime_env={"env_vars": env})
+            .options(
+                name=name,
+                num_cpus=0,
+                runtime_env={"env_vars": env},
+                max_concurrency=4 if name in hanging else 1,
+            )
             .remote(
                 seed=args.seed * 1000 + i,
                 launch_delay=args.launch_delay,
                 load={"step_seconds": args.step_seconds},
                 legacy_address=cls is sim.AsyncvLLMServer,
+                hang_address=name in hanging,
             )
         )
         actors.append((name, handle))
@@ -97,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         worker = ray.get(handle.spawn_worker.remote()) if args.worker_children else None
         described.append({"name": name, "pid": pid, "worker_pid": worker})
     # Wait until every server serves HTTP, so callers can time discovery from here.
-    for entry, (_, handle) in zip(described, actors, strict=True):
-        entry["address"] = _wait_address(ray, handle, args.launch_delay + 60)
+    for entry, (name, handle) in zip(described, actors, strict=True):
+        hangs = name in hanging
+        entry["address"] = None if hangs else _wait_address(ray, handle, args.launch_delay + 60)
     ctx = ray.get_runtime_context()
     info = {
         "job_id": ctx.get_job_id(),

@@ -199,7 +199,9 @@ class _SimulatedServerBase:
         launch_delay: float = 0.0,
         load: dict[str, Any] | None = None,
         legacy_address: bool = False,
+        hang_address: bool = False,
     ) -> None:
+        self._hang_address = hang_address
         self._engine = SimulatedEngine(self.ENGINE, model, LoadModel(**(load or {})), seed)
         self._port: int | None = None
         self._legacy_address = legacy_address
@@ -214,6 +216,10 @@ class _SimulatedServerBase:
         self._engine.start()
 
     def get_server_address(self) -> Any:
+        if self._hang_address:
+            # A server stuck in start-up (a hung engine): the call never returns. Such an actor
+            # is created with max_concurrency > 1 so its other methods still answer.
+            threading.Event().wait()
         assert self._port is not None, "http server is not launched, port is None"
         if self._legacy_address:
             return f"127.0.0.1:{self._port}"  # verl <= 0.5 returned "ip:port"
