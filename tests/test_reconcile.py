@@ -180,3 +180,26 @@ def test_node_without_metrics_port_is_left_out_of_ray_json_until_known() -> None
     assert len(desired.files[GPU_FILE]) == 2
     assert [t.label("node_id") for t in desired.files[RAY_FILE]] == ["n0"]
     assert r.has_unresolved()
+
+
+def test_cached_targets_follow_every_change_they_are_made_of() -> None:
+    """Targets are cached per server between polls; a new node IP, address or config (cluster
+    label, label length limit) must still reach the file, and a dropped one stays dropped."""
+    r, _ = make()
+    bad = {**server(1), "namespace": "n" * 2000}  # label_too_long: dropped when rendered
+    c = StaticCluster.from_data(cluster(server(0), bad, nodes=[node("n0", ip="10.0.0.1")]))
+    first = r.apply(c.snapshot(), c)
+    assert first is not None and len(first.dropped) == 1
+    assert [t.label("node_ip") for t in first.files[ROLLOUT_FILE]] == ["10.0.0.1"]
+    c = StaticCluster.from_data(cluster(server(0), bad, nodes=[node("n0", ip="10.0.0.2")]))
+    second = r.apply(c.snapshot(), c)
+    assert second is not None and len(second.dropped) == 1  # still dropped, from the cache
+    assert [t.label("node_ip") for t in second.files[ROLLOUT_FILE]] == ["10.0.0.2"]
+    r.reconfigure(
+        load_config(
+            None, environ={}, overrides={"daemon.cluster": "c2", "daemon.grace_period_seconds": 10}
+        )
+    )
+    third = r.apply(c.snapshot(), c)
+    assert third is not None
+    assert [t.label("cluster") for t in third.files[ROLLOUT_FILE]] == ["c2"]
