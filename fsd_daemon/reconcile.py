@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fsd_daemon.config import Config
@@ -73,6 +74,22 @@ class _Pending:
         return self.unresolved or self.ports_missing or due
 
 
+# (what the target was made of, the valid target or None, why it was dropped or None)
+_CachedTarget = tuple[tuple[Any, ...], "Target | None", "Dropped | None"]
+
+
+@dataclass
+class _Built:
+    """Targets of one :meth:`Reconciler._desired` pass, and the cache it leaves behind."""
+
+    previous: dict[tuple[str, str], _CachedTarget]
+    cache: dict[tuple[str, str], _CachedTarget] = field(default_factory=dict)
+    targets: dict[str, list[Target]] = field(
+        default_factory=lambda: {ROLLOUT_FILE: [], GPU_FILE: [], RAY_FILE: []}
+    )
+    dropped: list[Dropped] = field(default_factory=list)
+
+
 @dataclass
 class Reconciler:
     config: Config
@@ -83,12 +100,10 @@ class Reconciler:
     _last_snapshot: ClusterSnapshot | None = field(default=None, init=False)
     _pending: _Pending = field(default_factory=_Pending, init=False)
     _warned: set[tuple[str, str]] = field(default_factory=set, init=False)
-    # Each server's validated rollout target (or why it was dropped), keyed by everything the
-    # target is made of: a changed poll re-validates only what changed (10,000 servers: most of
-    # a changed poll's CPU went into validating targets that had not changed).
-    _rollout_cache: dict[str, tuple[tuple[Any, ...], Target | None, Dropped | None]] = field(
-        default_factory=dict, init=False
-    )
+    # Each target validated at the last poll (or why it was dropped), by (file, actor or node
+    # id): a changed poll re-validates only what changed (at 10,000 servers, most of a changed
+    # poll's CPU went into validating targets that had not changed).
+    _target_cache: dict[tuple[str, str], _CachedTarget] = field(default_factory=dict, init=False)
     # Targets dropped as invalid, counted once per offender: (file, reason) -> count.
     dropped_counts: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
 
@@ -98,7 +113,7 @@ class Reconciler:
     def reset(self) -> None:
         """Forget everything (a new Ray session: every actor id and address is new)."""
         self._servers.clear()
-        self._rollout_cache.clear()
+        self._target_cache.clear()
         self._nodes.clear()
         self._last_snapshot = None
         self._pending = _Pending()
@@ -107,7 +122,7 @@ class Reconciler:
     def reconfigure(self, config: Config) -> None:
         """Take a reloaded config without forgetting resolved addresses."""
         self.config = config
-        self._rollout_cache.clear()  # limits and the cluster label may have changed
+        self._target_cache.clear()  # limits and the cluster label may have changed
         self.recogniser = Recogniser(config.patterns)
         for actor_id, server in list(self._servers.items()):
             identity = self.recogniser.identify(server.actor)
@@ -248,65 +263,64 @@ class Reconciler:
 
     def _desired(self) -> Desired:
         cluster = self.config.daemon.cluster
-        dropped: list[Dropped] = []
-        rollout: list[Target] = []
-        cache: dict[str, tuple[tuple[Any, ...], Target | None, Dropped | None]] = {}
+        built = _Built(previous=self._target_cache)
         for server in self._servers.values():
             if server.address is None:
                 continue
-            actor, ident = server.actor, server.identity
+            actor = server.actor
             node = self._nodes.get(actor.node_id)
-            key = (actor, ident, server.address, node.node.node_ip if node else "", cluster)
-            cached = self._rollout_cache.get(actor.actor_id)
-            if cached is not None and cached[0] == key:
-                cache[actor.actor_id] = cached
-                if cached[1] is not None:
-                    rollout.append(cached[1])
-                elif cached[2] is not None:
-                    dropped.append(cached[2])
-                continue
-            target = Target.of(
-                server.address,
-                {
-                    "engine": ident.engine,
-                    "role": ident.role,
-                    "replica": ident.replica,
-                    "node_ip": node.node.node_ip if node else "",
-                    "node_id": actor.node_id,
-                    "ray_job_id": actor.job_id,
-                    "ray_namespace": actor.namespace,
-                    "actor_name": actor.name,
-                    "cluster": cluster,
-                },
+            node_ip = node.node.node_ip if node else ""
+            self._add(
+                built,
+                ROLLOUT_FILE,
+                actor.actor_id,
+                (actor, server.identity, node_ip, server.address),
+                partial(_rollout_target, server.address, server.identity, actor, node_ip, cluster),
+                f"actor {actor.name!r} ({actor.actor_id})",
             )
-            who = f"actor {actor.name!r} ({actor.actor_id})"
-            kept = self._keep_valid(ROLLOUT_FILE, target, who, rollout, dropped)
-            cache[actor.actor_id] = (key, target if kept else None, None if kept else dropped[-1])
-        self._rollout_cache = cache
-        files = {ROLLOUT_FILE: tuple(rollout)}
-        gpu: list[Target] = []
-        ray: list[Target] = []
+        gpu_port = self.config.targets.gpu_exporter_port
         for entry in self._nodes.values():
-            record = entry.node
-            labels = {
-                "node_id": record.node_id,
-                "node_ip": record.node_ip,
-                "node_name": record.node_name,
-                "is_head_node": "true" if record.is_head else "false",
-                "cluster": cluster,
-            }
-            who = f"node {record.node_id}"
+            record, who = entry.node, f"node {entry.node.node_id}"
             if self.config.targets.write_gpu:
-                address = format_address(record.node_ip, self.config.targets.gpu_exporter_port)
-                self._keep_valid(GPU_FILE, Target.of(address, labels), who, gpu, dropped)
+                make = partial(_node_target, record, gpu_port, cluster)
+                self._add(built, GPU_FILE, record.node_id, (record, gpu_port), make, who)
             if self.config.targets.write_ray and entry.metrics_port:
-                address = format_address(record.node_ip, entry.metrics_port)
-                self._keep_valid(RAY_FILE, Target.of(address, labels), who, ray, dropped)
+                port = entry.metrics_port
+                make = partial(_node_target, record, port, cluster)
+                self._add(built, RAY_FILE, record.node_id, (record, port), make, who)
+        self._target_cache = built.cache
+        files = {ROLLOUT_FILE: tuple(built.targets[ROLLOUT_FILE])}
         if self.config.targets.write_gpu:
-            files[GPU_FILE] = tuple(gpu)
+            files[GPU_FILE] = tuple(built.targets[GPU_FILE])
         if self.config.targets.write_ray:
-            files[RAY_FILE] = tuple(ray)
-        return Desired(files, tuple(dropped))
+            files[RAY_FILE] = tuple(built.targets[RAY_FILE])
+        return Desired(files, tuple(built.dropped))
+
+    def _add(
+        self,
+        built: _Built,
+        file: str,
+        ident: str,
+        key: tuple[Any, ...],
+        make: Callable[[], Target],
+        who: str,
+    ) -> None:
+        """Validate ``make()`` into ``built`` unless the same ``key`` was validated last time.
+
+        Invariant: the cache is keyed by everything a target is made of (besides the config,
+        whose change clears it), so a cached answer is the answer validation would give now.
+        """
+        slot = (file, ident)
+        cached = built.previous.get(slot)
+        if cached is None or cached[0] != key:
+            out = built.targets[file]
+            kept = self._keep_valid(file, make(), who, out, built.dropped)
+            cached = (key, out[-1] if kept else None, None if kept else built.dropped[-1])
+        elif cached[1] is not None:
+            built.targets[file].append(cached[1])
+        elif cached[2] is not None:
+            built.dropped.append(cached[2])
+        built.cache[slot] = cached
 
     def _keep_valid(
         self, file: str, target: Target, who: str, out: list[Target], dropped: list[Dropped]
@@ -333,6 +347,36 @@ class Reconciler:
     @property
     def server_count(self) -> int:
         return len(self._servers)
+
+
+def _rollout_target(
+    address: str, ident: ServerIdentity, actor: ActorRecord, node_ip: str, cluster: str
+) -> Target:
+    return Target.of(
+        address,
+        {
+            "engine": ident.engine,
+            "role": ident.role,
+            "replica": ident.replica,
+            "node_ip": node_ip,
+            "node_id": actor.node_id,
+            "ray_job_id": actor.job_id,
+            "ray_namespace": actor.namespace,
+            "actor_name": actor.name,
+            "cluster": cluster,
+        },
+    )
+
+
+def _node_target(record: NodeRecord, port: int, cluster: str) -> Target:
+    labels = {
+        "node_id": record.node_id,
+        "node_ip": record.node_ip,
+        "node_name": record.node_name,
+        "is_head_node": "true" if record.is_head else "false",
+        "cluster": cluster,
+    }
+    return Target.of(format_address(record.node_ip, port), labels)
 
 
 def summarize_changes(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -29,6 +29,15 @@ class Target:
 
     address: str
     labels: tuple[tuple[str, str], ...]
+    # Sets of targets are diffed and deduplicated on every changed poll (10,000 at a time);
+    # a tuple does not cache its hash, so the target does.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.address, self.labels)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def of(cls, address: str, labels: Mapping[str, str]) -> Target:
