@@ -15,7 +15,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from fsd_daemon.sim.launch import free_port, stop_process
 
 # Before anything imports ray: a loopback-only single-machine cluster, no usage reporting
 # (the same settings as tests/conftest.py). Child processes inherit them.
@@ -38,24 +39,10 @@ if str(REPO) not in sys.path:
 RAY_FLUSH_PERIOD = 5.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def stop_pid(proc: subprocess.Popen[Any] | None, timeout: float = 15.0) -> None:
     """SIGTERM the process by its PID, SIGKILL it if it has not gone within ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+    if proc is not None:
+        stop_process(proc, timeout)
 
 
 def http_get(url: str, timeout: float = 10.0) -> bytes:
