@@ -7,13 +7,19 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from fsd_daemon import __version__
-from fsd_daemon.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, to_toml_dict
+from fsd_daemon.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    load_config,
+    resolve_config_path,
+    to_toml_dict,
+)
 
 log = logging.getLogger("fsd_daemon")
 
@@ -95,14 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: Ctrl-C)")
     demo.add_argument("--workdir", metavar="DIR", help="where files go (default: a temp dir)")
     return parser
-
-
-def resolve_config_path(arg: str | None) -> str | None:
-    if arg:
-        return arg
-    if os.environ.get("FSD_CONFIG"):
-        return os.environ["FSD_CONFIG"]
-    return DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).is_file() else None
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:

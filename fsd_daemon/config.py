@@ -30,6 +30,19 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 DEFAULT_GPU_EXPORTER_PORT = 9847
 DEFAULT_DAEMON_METRICS_PORT = 9848
 DEFAULT_CONFIG_PATH = "/etc/fsd-daemon/fsd-daemon.toml"
+
+
+def resolve_config_path(arg: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The config file both commands read: ``--config``, else ``$FSD_CONFIG``, else
+    :data:`DEFAULT_CONFIG_PATH` when it exists, else none (built-in defaults)."""
+    env = os.environ if environ is None else environ
+    if arg:
+        return arg
+    if env.get("FSD_CONFIG"):
+        return env["FSD_CONFIG"]
+    return DEFAULT_CONFIG_PATH if os.path.isfile(DEFAULT_CONFIG_PATH) else None
+
+
 ENGINES = ("vllm", "sglang", "trtllm")
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 

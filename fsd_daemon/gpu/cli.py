@@ -20,7 +20,13 @@ from types import FrameType
 from typing import Any
 
 from fsd_daemon import __version__
-from fsd_daemon.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_listen
+from fsd_daemon.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    load_config,
+    parse_listen,
+    resolve_config_path,
+)
 from fsd_daemon.sdnotify import SystemdNotifier
 
 log = logging.getLogger("fsd_daemon.gpu")
@@ -74,14 +80,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _config_path(arg: str | None) -> str | None:
-    if arg:
-        return arg
-    if os.environ.get("FSD_CONFIG"):
-        return os.environ["FSD_CONFIG"]
-    return DEFAULT_CONFIG_PATH if os.path.isfile(DEFAULT_CONFIG_PATH) else None
-
-
 def _configure_logging(level: str) -> None:
     # Under systemd, journald stamps each line already.
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
@@ -115,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(
-            _config_path(args.config),
+            resolve_config_path(args.config),
             overrides={"exporter.listen": args.listen, "daemon.log_level": args.log_level},
         )
         listen = parse_listen(config.exporter.listen, "exporter.listen")

@@ -202,34 +202,26 @@ class GpuCollector(Collector):
         for function, count in snap.errors:
             errors.add_metric([function], float(count))
         yield errors
-        duration = GaugeMetricFamily(
+        yield _optional_gauge(
             "fsd_gpu_sample_duration_seconds",
             "How long the last complete NVML sampling pass took, seconds.",
+            snap.sample_duration_seconds,
         )
-        if snap.sample_duration_seconds is not None:
-            duration.add_metric([], snap.sample_duration_seconds)
-        yield duration
-        last = GaugeMetricFamily(
+        yield _optional_gauge(
             "fsd_gpu_last_sample_timestamp_seconds",
             "Unix time of the last complete NVML sampling pass. Stale while the driver hangs.",
+            snap.last_sample_timestamp_seconds,
         )
-        if snap.last_sample_timestamp_seconds is not None:
-            last.add_metric([], snap.last_sample_timestamp_seconds)
-        yield last
-        refreshed = GaugeMetricFamily(
+        yield _optional_gauge(
             "fsd_gpu_ownership_last_refresh_timestamp_seconds",
             "Unix time of the last scan of which processes hold each GPU.",
+            owned.refreshed_at,
         )
-        if owned.refreshed_at is not None:
-            refreshed.add_metric([], owned.refreshed_at)
-        yield refreshed
-        scan = GaugeMetricFamily(
+        yield _optional_gauge(
             "fsd_gpu_ownership_refresh_duration_seconds",
             "How long the last ownership scan (processes, parents, environments) took, seconds.",
+            owned.duration_seconds,
         )
-        if owned.duration_seconds is not None:
-            scan.add_metric([], owned.duration_seconds)
-        yield scan
         yield CounterMetricFamily(
             "fsd_gpu_ray_name_lookup_errors",
             "Failed lookups of Ray actor names (the state API was unreachable or slow); owners "
@@ -266,3 +258,11 @@ def _family(name: str, doc: str, labels: tuple[str, ...]) -> Any:
     if name.endswith("_total"):
         return CounterMetricFamily(name[: -len("_total")], doc, labels=labels)
     return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def _optional_gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+    """A gauge with no sample (HELP and TYPE only) until there is a value to show."""
+    family = GaugeMetricFamily(name, documentation)
+    if value is not None:
+        family.add_metric([], value)
+    return family
