@@ -161,6 +161,8 @@ def test_dashboard_outage_keeps_files_byte_identical(
                 ray_cluster.resume_dashboard()
             back = wait_for(lambda: d.health()[0] == 200, timeout=15)
             print(f"healthy again {back:.2f}s after the dashboard resumed")
+            # One poll (0.5 s) after the longest backoff (1 s), with room for a loaded machine.
+            assert back < 0.5 + 1.0 + 1.5, f"healthy again only {back:.2f}s after Ray returned"
             assert {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.json")} == files
             assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
                 "gpu.json",
