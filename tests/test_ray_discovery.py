@@ -4,6 +4,7 @@ verl's class and actor names, real HTTP /metrics) found, labelled, dropped and k
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -78,7 +79,9 @@ def test_job_found_with_labels_and_addresses_then_removed(
         finally:
             job.stop()
         wait_for(lambda: d.rollout() == [], timeout=POLL * 3 + 10)
-        assert "-4 rollout targets (job " + job.job_id + ")" in d.output()
+        # Servers may die across two polls: the removals logged for the job add up to 4.
+        removed = re.findall(r"-(\d+) rollout targets? \(job " + job.job_id + r"\)", d.output())
+        assert sum(int(n) for n in removed) == 4, removed
         gpu = read_groups(tmp_path / "out" / "gpu.json")
         assert [g["targets"] for g in gpu] == [["127.0.0.1:9847"]]
         ray_targets = read_groups(tmp_path / "out" / "ray.json")
