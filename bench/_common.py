@@ -9,10 +9,10 @@ Run as ``python bench/_common.py rewriter FILE TARGETS_JSON [INTERVAL]`` it is t
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from fsd_daemon.sim.harness import DaemonProcess
 from fsd_daemon.sim.launch import free_port, stop_process
 
 # Before anything imports ray: a loopback-only single-machine cluster, no usage reporting
@@ -56,22 +59,22 @@ def http_post(url: str, timeout: float = 30.0) -> int:
         return int(r.status)
 
 
-_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-
-
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text exposition -> {"name{labels}": value} (labels as written)."""
+    """Prometheus text exposition -> {"name{labels}": value}, labels in the order written.
+
+    prometheus_client's parser; like it, it names the samples of a counter whose name lacks
+    ``_total`` with ``_total`` added.
+    """
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if m:
-            try:
-                out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-            except ValueError:
-                continue
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = float(sample.value)
     return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def metric_sum(metrics: dict[str, float], name: str, contains: str = "") -> float:
@@ -213,103 +216,61 @@ def rewriter_main(argv: Sequence[str]) -> int:
     return 0
 
 
-class LocalRay:
-    """A one-node Ray cluster through Ray's own ``ray.cluster_utils.Cluster``, on 127.0.0.1,
-    with the dashboard (the state API needs it) on a free port. ``stop()`` ends every process
-    the cluster started (Ray's node.kill_all_processes, by PID)."""
-
-    def __init__(self, num_cpus: int = 8) -> None:
-        self.num_cpus = num_cpus
-        self.cluster: Any = None
-
-    def start(self, timeout: float = 90.0) -> LocalRay:
-        from ray.cluster_utils import Cluster
-
-        self.cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "node_ip_address": "127.0.0.1",
-                "include_dashboard": True,
-                "dashboard_host": "127.0.0.1",
-                "dashboard_port": free_port(),
-                "num_cpus": self.num_cpus,
-            },
-        )
-        from ray.util.state import StateApiClient
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client = StateApiClient(address=self.address)
-                client._make_http_get_request("/api/v0/nodes", {"limit": 10}, timeout=5)
-                return self
-            except Exception:  # the dashboard takes a few seconds to serve
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    @property
-    def address(self) -> str:
-        return str(self.cluster.address)
-
-    def process_pids(self) -> dict[str, list[int]]:
-        """Ray's own processes on the head node, by type (gcs_server, dashboard, raylet, ...)."""
-        out: dict[str, list[int]] = {}
-        for kind, infos in self.cluster.head_node.all_processes.items():
-            out[kind] = [int(i.process.pid) for i in infos]
-        return out
-
-    def stop(self) -> None:
-        if self.cluster is not None:
-            self.cluster.shutdown()
-            self.cluster = None
+def start_daemon(
+    ray_address: str,
+    out_dir: Path,
+    log_path: Path,
+    *,
+    log_level: str = "info",
+    serve_metrics: bool = True,
+    **settings: Any,
+) -> DaemonProcess:
+    """``fsd-daemon run`` with its built-in defaults plus ``settings`` and nothing inherited
+    from this shell's FSD_* or RAY_ADDRESS; self-metrics on a free 127.0.0.1 port."""
+    return DaemonProcess(
+        ray_address,
+        out_dir,
+        defaults={},
+        clean_env=True,
+        log_path=log_path,
+        log_level=log_level,
+        serve_metrics=serve_metrics,
+        cwd=REPO,
+        **settings,
+    )
 
 
-class DaemonProcess:
-    """``fsd-daemon run`` as a subprocess with built-in defaults plus ``settings``
-    (``{"daemon.poll_interval_seconds": 2}`` -> FSD_DAEMON_POLL_INTERVAL_SECONDS); self-metrics
-    on a free 127.0.0.1 port. Stopped by its PID."""
+def start_exporter(
+    *args: str, sample_interval: float
+) -> tuple[subprocess.Popen[bytes], str, list[str]]:
+    """``python -m fsd_daemon.gpu.cli *args`` on a free 127.0.0.1 port, sampling every
+    ``sample_interval`` s; returns the process (stop it by PID), its /metrics URL, its command."""
+    port = free_port()
+    command = [sys.executable, "-m", "fsd_daemon.gpu.cli", *args]
+    command += ["--listen", f"127.0.0.1:{port}", "--log-level", "warning"]
+    env = {**os.environ, "FSD_EXPORTER_SAMPLE_INTERVAL_SECONDS": str(sample_interval)}
+    proc = subprocess.Popen(command, cwd=REPO, env=env)
+    return proc, f"http://127.0.0.1:{port}/metrics", command
 
-    def __init__(self, ray_address: str, out_dir: Path, log_path: Path, **settings: Any) -> None:
-        self.out_dir = out_dir
-        self.metrics_port = free_port()
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("FSD_") and k != "RAY_ADDRESS"
-        }
-        for key, value in settings.items():
-            env["FSD_" + key.replace(".", "_").upper()] = str(value)
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fsd_daemon.cli",
-                "run",
-                "--ray-address",
-                ray_address,
-                "--output-dir",
-                str(out_dir),
-                "--metrics-listen",
-                f"127.0.0.1:{self.metrics_port}",
-                "--log-level",
-                "info",
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=str(REPO),
-        )
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def metrics(self) -> dict[str, float]:
-        return parse_metrics(http_get(f"http://127.0.0.1:{self.metrics_port}/metrics").decode())
-
-    def stop(self) -> None:
-        stop_pid(self.proc, timeout=20)
-        self.log.close()
+def bench_main(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    summarize: Callable[[dict[str, Any]], str],
+    argv: Sequence[str] | None,
+    *,
+    json_what: str = "results",
+) -> int:
+    """A bench's main(): adds ``--json``, prints the machine, runs, writes the JSON, summarizes."""
+    parser.add_argument("--json", metavar="FILE", help=f"also write the raw {json_what} here")
+    args = parser.parse_args(argv)
+    print(f"machine: {machine()}", flush=True)
+    result = run(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print()
+    print(summarize(result))
+    return 0
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -385,17 +346,6 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} cores, {ram:.0f} GiB RAM, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, Prometheus {prom}"
     )
-
-
-def wait_until(check: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        time.sleep(step)
 
 
 if __name__ == "__main__":

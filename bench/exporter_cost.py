@@ -12,8 +12,6 @@ ours are quoted from public reports (../shared/FACTS.md), not measured here.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,17 +19,9 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    REPO,
-    free_port,
-    http_get,
-    machine,
-    parse_metrics,
-    percentile,
-    stop_pid,
-    table,
-    wait_until,
-)
+from _common import http_get, machine, parse_metrics, percentile, start_exporter, stop_pid, table
+
+from fsd_daemon.sim.harness import wait_for
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -48,24 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-interval", type=float, default=1.0)
     args = p.parse_args(argv)
 
-    port = free_port()
-    env = {**os.environ, "FSD_EXPORTER_SAMPLE_INTERVAL_SECONDS": str(args.sample_interval)}
-    command = [
-        sys.executable,
-        "-m",
-        "fsd_daemon.gpu.cli",
-        "--simulate",
-        str(args.gpus),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--log-level",
-        "warning",
-    ]
-    url = f"http://127.0.0.1:{port}/metrics"
-    proc = subprocess.Popen(command, cwd=REPO, env=env)
+    proc, url, command = start_exporter(
+        "--simulate", str(args.gpus), sample_interval=args.sample_interval
+    )
     try:
         ps = psutil.Process(proc.pid)
-        wait_until(lambda: _get_ok(url), timeout=60, step=0.1)
+        wait_for(lambda: _get_ok(url), timeout=60, step=0.1)
         time.sleep(3.0)  # first ticks, imports settled
 
         cpu0, t0 = cpu_seconds(ps), time.monotonic()

@@ -30,16 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    REPO,
-    free_port,
-    http_get,
-    machine,
-    parse_metrics,
-    percentile,
-    stop_pid,
-    table,
-)
+from _common import http_get, machine, parse_metrics, percentile, start_exporter, stop_pid, table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -176,15 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         return load_child(args)
     import psutil
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
     gpu = "0" if args.simulate else str(args.gpu)
-    env = {**os.environ, "FSD_EXPORTER_SAMPLE_INTERVAL_SECONDS": str(args.sample_interval)}
-    exporter_cmd = [sys.executable, "-m", "fsd_daemon.gpu.cli", "--listen", f"127.0.0.1:{port}"]
-    exporter_cmd += ["--node", "bench", "--log-level", "warning"]
-    if args.simulate:
-        exporter_cmd += ["--simulate", "1"]
-    exporter = subprocess.Popen(exporter_cmd, cwd=REPO, env=env)
+    simulate = ["--simulate", "1"] if args.simulate else []
+    exporter, url, _ = start_exporter(
+        "--node", "bench", *simulate, sample_interval=args.sample_interval
+    )
     load: subprocess.Popen[str] | None = None
     try:
         if not args.simulate:

@@ -45,6 +45,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
+from fsd_daemon.sim.harness import DaemonProcess, LocalRayCluster, wait_for
+
 WAYS = ("fsd", "verl", "ray")
 WAY_NAMES = {
     "fsd": "fsd-daemon (Ray poll 2 s, file_sd)",
@@ -177,8 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Output directories exist before Prometheus starts, or inotify is not set up on them.
     base = common.prometheus_config([], scrape_interval="15s")
     proms: dict[str, common.Prometheus] = {}
-    cluster: common.LocalRay | None = None
-    daemon: common.DaemonProcess | None = None
+    cluster: LocalRayCluster | None = None
+    daemon: DaemonProcess | None = None
     threads: list[Any] = []
     handles: list[Any] = []
     try:
@@ -192,9 +194,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             name="pickup-ray",
         ).start()
         proms["verl"] = common.Prometheus(base, lifecycle=True, name="pickup-verl").start()
-        cluster = common.LocalRay().start()
+        cluster = LocalRayCluster().start(timeout=90)
         settings = {"daemon.poll_interval_seconds": args.poll_interval}
-        daemon = common.DaemonProcess(cluster.address, fsd_dir, work / "daemon.log", **settings)
+        daemon = common.start_daemon(cluster.address, fsd_dir, work / "daemon.log", **settings)
         ray.init(
             address=cluster.address,
             namespace="fsd_bench",
@@ -208,7 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for t in threads:
             t.start()
         # The daemon writes its first (empty) files once its Ray bridge is connected.
-        common.wait_until(lambda: (fsd_dir / "rollout.json").exists(), 120, step=0.2)
+        wait_for(lambda: (fsd_dir / "rollout.json").exists(), 120, step=0.2)
         server_cls = ray.remote(vLLMHttpServer)
         trials: list[dict[str, Any]] = []
         rng = random.Random(args.seed)
@@ -266,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 flush=True,
             )
-        daemon_metrics = daemon.metrics()
+        daemon_metrics = common.parse_metrics(daemon.metrics())
         prom_metrics = {way: p.metrics() for way, p in proms.items()}
         return {
             "trials": trials,
@@ -373,15 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--timeout", type=float, default=60.0, help="give up on a trial after N s")
     p.add_argument("--seed", type=int, default=1, help="seed of the random waits between trials")
-    p.add_argument("--json", metavar="FILE", help="also write the raw trials here")
-    args = p.parse_args(argv)
-    print(f"machine: {common.machine()}", flush=True)
-    result = run(args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    print()
-    print(summarize(result))
-    return 0
+    return common.bench_main(p, run, summarize, argv, json_what="trials")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
+from fsd_daemon.sim.harness import DaemonProcess, LocalRayCluster, wait_for
+
 
 class ReplaceCounter(threading.Thread):
     """Counts replacements (inode, mtime or size changes) of files, polled every ``step`` s."""
@@ -137,14 +139,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fsd_dir.mkdir()
     ray_dir.mkdir()
     proms: dict[str, common.Prometheus] = {}
-    cluster: common.LocalRay | None = None
-    daemon: common.DaemonProcess | None = None
+    cluster: LocalRayCluster | None = None
+    daemon: DaemonProcess | None = None
     rewriter: subprocess.Popen[bytes] | None = None
     counter: ReplaceCounter | None = None
     handles: list[Any] = []
     try:
         print(f"starting Ray and {args.servers} servers ...", flush=True)
-        cluster = common.LocalRay().start()
+        cluster = LocalRayCluster().start(timeout=90)
         ray.init(
             address=cluster.address,
             namespace="fsd_bench",
@@ -206,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ],
             cwd=str(common.REPO),
         )
-        daemon = common.DaemonProcess(cluster.address, fsd_dir, work / "daemon.log")
+        daemon = common.start_daemon(cluster.address, fsd_dir, work / "daemon.log")
 
         def settled() -> bool:
             try:
@@ -215,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return False
             return len(data) == args.servers and (fsd_dir / "ray.json").exists()
 
-        common.wait_until(settled, 120, step=0.2)
+        wait_for(settled, 120, step=0.2)
         print(
             f"warm-up {args.warmup:g} s, then measuring {args.duration:g} s of no change ...",
             flush=True,
@@ -228,32 +230,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         fsd_procs = proc_tree(daemon.pid)
         rw_procs = proc_tree(rewriter.pid)
-        start = {
-            "time": time.monotonic(),
-            "fsd_cpu": cpu_seconds(fsd_procs),
-            "fsd_cpu_each": cpu_each(fsd_procs),
-            "ray_cpu": cpu_seconds(rw_procs),
-            "dash_cpu": cpu_seconds(dash),
-            "daemon_writes": common.metric_sum(daemon.metrics(), "fsd_daemon_writes_total"),
-            "prom": {k: prom_counters(p) for k, p in proms.items()},
-            "counts": dict(counter.counts),
-        }
+
+        def reading(daemon: DaemonProcess, counter: ReplaceCounter) -> dict[str, Any]:
+            """Where every measure stands now (the window is the difference of two)."""
+            return {
+                "time": time.monotonic(),
+                "fsd_cpu": cpu_seconds(fsd_procs),
+                "fsd_cpu_each": cpu_each(fsd_procs),
+                "ray_cpu": cpu_seconds(rw_procs),
+                "dash_cpu": cpu_seconds(dash),
+                "daemon_writes": common.metric_sum(
+                    common.parse_metrics(daemon.metrics()), "fsd_daemon_writes_total"
+                ),
+                "prom": {k: prom_counters(p) for k, p in proms.items()},
+                "counts": dict(counter.counts),
+            }
+
+        start = reading(daemon, counter)
         rss_samples: dict[str, list[list[int]]] = {"fsd": [], "ray": []}
         end_at = start["time"] + args.duration
         while time.monotonic() < end_at:
             rss_samples["fsd"].append(rss(fsd_procs))
             rss_samples["ray"].append(rss(rw_procs))
             time.sleep(min(5.0, max(0.0, end_at - time.monotonic())))
-        end = {
-            "time": time.monotonic(),
-            "fsd_cpu": cpu_seconds(fsd_procs),
-            "fsd_cpu_each": cpu_each(fsd_procs),
-            "ray_cpu": cpu_seconds(rw_procs),
-            "dash_cpu": cpu_seconds(dash),
-            "daemon_writes": common.metric_sum(daemon.metrics(), "fsd_daemon_writes_total"),
-            "prom": {k: prom_counters(p) for k, p in proms.items()},
-            "counts": dict(counter.counts),
-        }
+        end = reading(daemon, counter)
         window = end["time"] - start["time"]
         fsd_replaced = sum(end["counts"][f] - start["counts"][f] for f in files)
         ray_path = ray_dir / "rollout.json"
@@ -374,15 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds of Ray dashboard CPU measured before the daemon starts (0: skip)",
     )
     p.add_argument("--servers", type=int, default=8, help="rollout servers (Ray actors)")
-    p.add_argument("--json", metavar="FILE", help="also write the raw results here")
-    args = p.parse_args(argv)
-    print(f"machine: {common.machine()}", flush=True)
-    result = run(args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    print()
-    print(summarize(result))
-    return 0
+    return common.bench_main(p, run, summarize, argv)
 
 
 if __name__ == "__main__":

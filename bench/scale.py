@@ -32,7 +32,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import random
 import resource
 import statistics
@@ -45,6 +44,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
+
+from fsd_daemon.sim.harness import wait_for
 
 GOAL_CHANGED_CPU_MS = 100.0
 
@@ -425,26 +426,13 @@ def real_daemon_rss(
     cluster_file = workdir / "cluster.json"
     cluster_file.write_text(json.dumps(data))
     out = workdir / "targets"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FSD_") and k != "RAY_ADDRESS"}
-    env["FSD_DAEMON_CLUSTER"] = "bench"
-    log = open(workdir / "daemon.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fsd_daemon.cli",
-            "run",
-            "--ray-address",
-            f"file:{cluster_file}",
-            "--output-dir",
-            str(out),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=str(common.REPO),
+    daemon = common.start_daemon(
+        f"file:{cluster_file}",
+        out,
+        workdir / "daemon.log",
+        log_level="warning",
+        serve_metrics=False,
+        **{"daemon.cluster": "bench"},
     )
     try:
         started = time.monotonic()
@@ -455,10 +443,10 @@ def real_daemon_rss(
             except (OSError, ValueError):
                 return False
 
-        common.wait_until(complete, timeout, step=0.2)
+        wait_for(complete, timeout, step=0.2)
         first_write = time.monotonic() - started
         time.sleep(5.0)  # a few unchanged polls (2 s interval) after the first write
-        p = psutil.Process(proc.pid)
+        p = psutil.Process(daemon.pid)
         mem = p.memory_full_info()
         cpu = p.cpu_times()
         return {
@@ -468,8 +456,7 @@ def real_daemon_rss(
             "first_write_seconds": first_write,
         }
     finally:
-        common.stop_pid(proc)
-        log.close()
+        daemon.stop()
 
 
 # -- the driver ------------------------------------------------------------------------------------

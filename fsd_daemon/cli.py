@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -20,19 +19,11 @@ from fsd_daemon.config import (
     resolve_config_path,
     to_toml_dict,
 )
+from fsd_daemon.process import configure_logging
 
 log = logging.getLogger("fsd_daemon")
 
 EXIT_OK, EXIT_RAY_UNREACHABLE, EXIT_BAD_CONFIG = 0, 1, 2
-
-
-def configure_logging(level: str) -> None:
-    # Under systemd, journald stamps each line already.
-    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(
-        stream=sys.stderr, format=f"{stamp}%(levelname)s %(name)s: %(message)s", force=True
-    )
-    logging.getLogger("fsd_daemon").setLevel(level.upper())
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

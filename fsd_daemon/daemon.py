@@ -6,19 +6,18 @@ signal handlers and file watchers only set flags and wake it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 from fsd_daemon.config import Config, ConfigError, parse_listen
 from fsd_daemon.discovery.base import ClusterSnapshot, ClusterSource, Resolver, SourceError
+from fsd_daemon.process import handled_signals, set_log_level
 from fsd_daemon.reconcile import RAY_FILE, ROLLOUT_FILE, Desired, Reconciler, summarize_changes
 from fsd_daemon.render import Target, render
 from fsd_daemon.sdnotify import SystemdNotifier
@@ -276,7 +275,7 @@ class Daemon:
             self.resolver.close()
             self.source, self.resolver = default_components(new)
         self.health.stale_after_seconds = self._stale_after(new)
-        _set_log_level(new.daemon.log_level)
+        set_log_level(new.daemon.log_level)
         if self._watcher is not None:
             self._watcher.reconfigure(new)
         if new.daemon.metrics_listen != old.daemon.metrics_listen:
@@ -301,7 +300,13 @@ class Daemon:
         self._start_metrics_server()
         if watch:
             self._start_watcher()
-        with self._signals():
+        # SIGTERM/SIGINT stop after the current step; SIGHUP reloads the config.
+        signals = {
+            signal.SIGTERM: self.request_stop,
+            signal.SIGINT: self.request_stop,
+            signal.SIGHUP: self.request_reload,
+        }
+        with handled_signals(signals):
             self.notifier.notify(READY=1, STATUS="started, first poll")
             log.info(
                 "fsd-daemon started: Ray %s, writing %s every %.1fs",
@@ -405,36 +410,6 @@ class Daemon:
             return
         self._watcher = DaemonWatcher(self)
         self._watcher.start()
-
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT stop after the current step; SIGHUP reloads the config."""
-
-        def on_stop(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
-            self.request_stop()
-
-        def on_hup(signum: int, frame: FrameType | None) -> None:
-            log.info("received SIGHUP, reloading the config")
-            self.request_reload()
-
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signals can only be handled in the main thread (tests run loops elsewhere)
-            return
-        previous = {
-            signal.SIGTERM: signal.signal(signal.SIGTERM, on_stop),
-            signal.SIGINT: signal.signal(signal.SIGINT, on_stop),
-            signal.SIGHUP: signal.signal(signal.SIGHUP, on_hup),
-        }
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-
-def _set_log_level(level: str) -> None:
-    logging.getLogger("fsd_daemon").setLevel(level.upper())
 
 
 __all__ = ["ROLLOUT_FILE", "Daemon", "PollResult"]

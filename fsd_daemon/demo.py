@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,9 @@ from typing import Any
 
 import orjson
 
-from fsd_daemon.config import Config
+from fsd_daemon.config import Config, load_config
+from fsd_daemon.process import STOP_SIGNALS, handled_signals
+from fsd_daemon.promconfig import full_config, render_yaml
 from fsd_daemon.sim.launch import Job, free_port, start_job, start_logged, stop_process
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -62,8 +65,6 @@ def loopback_ray_environment() -> None:
 def port_or_free(port: int) -> int:
     """``port`` when it can be bound on 127.0.0.1 now, else a free one."""
     try:
-        import socket
-
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
         return port
@@ -72,20 +73,26 @@ def port_or_free(port: int) -> int:
 
 
 def start_prometheus(
-    binary: str, config_file: Path, data_dir: Path, port: int, log_path: Path
+    binary: str,
+    config_file: Path,
+    data_dir: Path,
+    port: int,
+    log_path: Path,
+    *,
+    lifecycle: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """A real Prometheus on 127.0.0.1:port with the lifecycle API (for the reload peer)."""
-    return start_logged(
-        [
-            binary,
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={data_dir}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-lifecycle",
-            "--log.level=warn",
-        ],
-        log_path,
-    )
+    """A real Prometheus on 127.0.0.1:port, with the lifecycle API (POST /-/reload) unless
+    ``lifecycle`` is false."""
+    argv = [
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    if lifecycle:
+        argv.append("--web.enable-lifecycle")
+    return start_logged(argv, log_path)
 
 
 def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
@@ -114,7 +121,6 @@ class DemoStack:
     replicas: int
     gpus: int
     prometheus_port: int
-    config: Config
     ray_address: str = ""
     jobs: list[Job] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -127,6 +133,10 @@ class DemoStack:
     @property
     def logs(self) -> Path:
         return self.workdir / "logs"
+
+    @property
+    def daemon_config_path(self) -> Path:
+        return self.workdir / "fsd-daemon.toml"
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -196,7 +206,7 @@ class DemoStack:
             f"http://127.0.0.1:{self.ports['gpu_exporter']}/metrics", 30, self.procs["gpu_exporter"]
         )
 
-    def daemon_config_file(self) -> Path:
+    def write_daemon_config(self) -> Path:
         rules = sorted(str(p) for p in RULES_DIR.glob("*.yml")) if RULES_DIR.is_dir() else []
         text = f"""# Written by `fsd-daemon demo`.
 [daemon]
@@ -216,13 +226,12 @@ gpu_exporter_port = {self.ports["gpu_exporter"]}
 scrape_interval_seconds = {DEMO_SCRAPE_INTERVAL}
 rule_files = [{", ".join(_toml(r) for r in rules)}]
 """
-        path = self.workdir / "fsd-daemon.toml"
-        path.write_text(text, encoding="utf-8")
-        return path
+        self.daemon_config_path.write_text(text, encoding="utf-8")
+        return self.daemon_config_path
 
     def start_daemon(self) -> None:
         self.ports["daemon_metrics"] = free_port()
-        config_file = self.daemon_config_file()
+        config_file = self.write_daemon_config()
         self.procs["fsd_daemon"] = start_logged(
             [sys.executable, "-m", "fsd_daemon.cli", "run", "--config", str(config_file)],
             self.logs / "fsd-daemon.log",
@@ -240,19 +249,9 @@ rule_files = [{", ".join(_toml(r) for r in rules)}]
     def start_prometheus(self) -> None:
         binary = shutil.which("prometheus")
         config_file = self.workdir / "prometheus.yml"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fsd_daemon.cli",
-                "prometheus-config",
-                "--config",
-                str(self.workdir / "fsd-daemon.toml"),
-            ],
-            capture_output=True,
-            check=True,
-        )
-        config_file.write_bytes(result.stdout)
+        # What `fsd-daemon prometheus-config` prints for the daemon's own config.
+        daemon_config = load_config(self.daemon_config_path)
+        config_file.write_text(render_yaml(full_config(daemon_config)), encoding="utf-8")
         if binary is None:
             _say(
                 f"no `prometheus` binary on PATH: install it (Debian/Ubuntu: `sudo apt-get install "
@@ -326,6 +325,7 @@ def _toml(value: object) -> str:
 
 
 def run_demo(config: Config, args: argparse.Namespace) -> int:
+    """``config`` is not used: the demo writes the config its own daemon runs with."""
     loopback_ray_environment()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fsd-demo-")).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -334,33 +334,30 @@ def run_demo(config: Config, args: argparse.Namespace) -> int:
         replicas=max(1, args.replicas),
         gpus=max(0, args.gpus),
         prometheus_port=args.prometheus_port,
-        config=config,
     )
     stopping = threading.Event()
+    with handled_signals({signum: stopping.set for signum in STOP_SIGNALS}):
+        return _run_until_stopped(stack, args.duration, stopping)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        stopping.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+def _run_until_stopped(stack: DemoStack, duration: float, stopping: threading.Event) -> int:
+    """Start the stack, then wait for Ctrl-C, SIGTERM, ``duration`` or a part that died."""
     try:
         stack.start()
         print(stack.where_to_look(), flush=True)
-        deadline = time.monotonic() + args.duration if args.duration > 0 else None
-        while not stopping.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+        deadline = time.monotonic() + duration if duration > 0 else float("inf")
+        while not stopping.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return 0
             for name, proc in stack.procs.items():
                 if proc.poll() is not None:
                     _say(f"{name} exited with {proc.returncode}; see {stack.logs}")
                     return 1
-            stopping.wait(0.5)
         return 0
     except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
         _say(f"could not start: {exc}")
         return 1
     finally:
         _say("stopping ...")
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         stack.stop()
-        _say(f"stopped; files are kept in {workdir}")
+        _say(f"stopped; files are kept in {stack.workdir}")

@@ -313,26 +313,24 @@ class Reconciler:
         slot = (file, ident)
         cached = built.previous.get(slot)
         if cached is None or cached[0] != key:
-            out = built.targets[file]
-            kept = self._keep_valid(file, make(), who, out, built.dropped)
-            cached = (key, out[-1] if kept else None, None if kept else built.dropped[-1])
-        elif cached[1] is not None:
-            built.targets[file].append(cached[1])
-        elif cached[2] is not None:
-            built.dropped.append(cached[2])
+            made = make()
+            invalid = self._invalid(file, made, who)
+            cached = (key, None if invalid else made, invalid)
         built.cache[slot] = cached
+        _, target, why = cached
+        if target is not None:
+            built.targets[file].append(target)
+        elif why is not None:
+            built.dropped.append(why)
 
-    def _keep_valid(
-        self, file: str, target: Target, who: str, out: list[Target], dropped: list[Dropped]
-    ) -> bool:
+    def _invalid(self, file: str, target: Target, who: str) -> Dropped | None:
+        """Why ``target`` cannot be written (warned once per offender), or None if it can."""
         try:
             validate_target(target, self.config.targets.max_label_value_length)
         except InvalidTarget as exc:
-            dropped.append(Dropped(file, exc.reason, who, str(exc)))
             self._warn_drop(file, exc.reason, who, f"{file}: dropped {who}: {exc}")
-            return False
-        out.append(target)
-        return True
+            return Dropped(file, exc.reason, who, str(exc))
+        return None
 
     def _warn_drop(self, file: str, reason: str, who: str, message: str) -> None:
         """Warn and count once per offender, not once per poll."""

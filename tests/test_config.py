@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fsd_daemon.config import DEFAULT_GPU_EXPORTER_PORT, ConfigError, load_config
+from tests.support.cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,16 +92,6 @@ def test_extra_patterns_come_before_defaults(tmp_path: Path) -> None:
     config = load_config(f, environ={})
     assert config.patterns[0].class_name == "MyServer"
     assert len(config.patterns) > 1
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fsd_daemon.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
 
 
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:

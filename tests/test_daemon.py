@@ -20,6 +20,7 @@ import pytest
 
 from fsd_daemon.config import load_config
 from fsd_daemon.daemon import Daemon
+from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
 
 
@@ -216,30 +217,17 @@ def test_process_signals_and_systemd_notify(tmp_path: Path, env: dict[str, Path]
 
 def test_run_once_exit_codes(tmp_path: Path, env: dict[str, Path]) -> None:
     """run --once writes and exits 0; with an unreachable source it exits 1 and writes nothing."""
-    ok = subprocess.run(
-        [sys.executable, "-m", "fsd_daemon.cli", "run", "--once", "--config", str(env["config"])],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ok = run_cli("run", "--once", "--config", str(env["config"]))
     assert ok.returncode == 0, ok.stderr
     assert len(targets_in(env["out"] / "rollout.json")) == 2
     out2 = tmp_path / "out2"
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fsd_daemon.cli",
-            "run",
-            "--once",
-            "--output-dir",
-            str(out2),
-            "--ray-address",
-            f"file:{tmp_path / 'missing.json'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    bad = run_cli(
+        "run",
+        "--once",
+        "--output-dir",
+        str(out2),
+        "--ray-address",
+        f"file:{tmp_path / 'missing.json'}",
     )
     assert bad.returncode == 1
     assert "could not be reached" in bad.stderr

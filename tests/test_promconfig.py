@@ -7,7 +7,6 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 
 from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.sim.launch import stop_process
+from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
 from tests.support.daemonproc import DaemonProcess, wait_for
 from tests.support.raycluster import free_port
@@ -33,16 +33,6 @@ def ray_generated_prometheus_yml() -> str:
     return path.read_text()
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fsd_daemon.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
-
-
 @pytest.fixture
 def written(tmp_path: Path) -> Path:
     """A config file, and target files written by `fsd-daemon run --once`."""
@@ -55,7 +45,7 @@ def written(tmp_path: Path) -> Path:
         f'[daemon]\noutput_dir = "{out}"\nmetrics_listen = "127.0.0.1:9848"\n'
         f'[ray]\naddress = "file:{described}"\n[prometheus]\nrule_files = [{rules}]\n'
     )
-    result = cli("run", "--once", "--config", str(config))
+    result = run_cli("run", "--once", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["gpu.json", "ray.json", "rollout.json"]
     return config
@@ -72,7 +62,7 @@ def promtool_check(promtool: str, config: Path) -> str:
 def test_generated_config_globs_match_the_files_and_promtool_accepts_it(
     promtool: str, written: Path, tmp_path: Path
 ) -> None:
-    result = cli("prometheus-config", "--config", str(written))
+    result = run_cli("prometheus-config", "--config", str(written))
     assert result.returncode == 0, result.stderr
     doc = yaml.safe_load(result.stdout)
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
@@ -98,7 +88,7 @@ def test_patch_of_ray_generated_config_keeps_the_rest_and_is_idempotent(
     target.write_text(original + user_job)
     before = yaml.safe_load(target.read_text())
 
-    first = cli("prometheus-config", "--config", str(written), "--patch", str(target))
+    first = run_cli("prometheus-config", "--config", str(written), "--patch", str(target))
     assert first.returncode == 0, first.stderr
     assert "patched" in first.stderr
     doc = yaml.safe_load(target.read_text())
@@ -113,7 +103,7 @@ def test_patch_of_ray_generated_config_keeps_the_rest_and_is_idempotent(
     promtool_check(promtool, target)
 
     st = target.stat()
-    again = cli("prometheus-config", "--config", str(written), "--patch", str(target))
+    again = run_cli("prometheus-config", "--config", str(written), "--patch", str(target))
     assert again.returncode == 0 and "already up to date" in again.stderr
     assert (target.stat().st_ino, target.stat().st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
 
@@ -123,7 +113,7 @@ def test_patch_of_a_broken_file_fails_clearly_and_changes_nothing(
 ) -> None:
     target = tmp_path / "prometheus.yml"
     target.write_text("scrape_configs: [unclosed\n")
-    result = cli("prometheus-config", "--config", str(written), "--patch", str(target))
+    result = run_cli("prometheus-config", "--config", str(written), "--patch", str(target))
     assert result.returncode == 1
     assert "not valid YAML" in result.stderr
     assert target.read_text() == "scrape_configs: [unclosed\n"
@@ -150,7 +140,7 @@ def test_patch_then_reload_is_checked_and_logged(
 ) -> None:
     port, config, _ = prometheus
     env = {"FSD_PROMETHEUS_RELOAD_URL": f"http://127.0.0.1:{port}"}
-    result = cli("prometheus-config", "--config", str(written), "--patch", str(config), env=env)
+    result = run_cli("prometheus-config", "--config", str(written), "--patch", str(config), env=env)
     assert result.returncode == 0, result.stderr
     assert "reloaded its config" in result.stderr and "HTTP 200" in result.stderr
     # Prometheus really runs the patched config now.
@@ -167,15 +157,16 @@ def test_reload_without_lifecycle_api_says_so(
     config = tmp_path / "prometheus.yml"
     config.write_text(ray_generated_prometheus_yml())
     port = free_port()
-    proc = subprocess.Popen(
-        [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = start_prometheus(
+        prometheus_bin, config, tmp_path / "data", port, tmp_path / "prometheus.log",
+        lifecycle=False,
     )  # fmt: skip
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 60, proc)
         env = {"FSD_PROMETHEUS_RELOAD_URL": f"http://127.0.0.1:{port}"}
-        result = cli("prometheus-config", "--config", str(written), "--patch", str(config), env=env)
+        result = run_cli(
+            "prometheus-config", "--config", str(written), "--patch", str(config), env=env
+        )
         assert result.returncode == 1
         assert "--web.enable-lifecycle" in result.stderr
     finally:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.cli import run_cli
 from tests.support.daemonproc import DaemonProcess, read_groups, wait_for
 from tests.support.raycluster import LocalRayCluster, start_job
 
@@ -182,57 +182,32 @@ def test_targets_command_shows_servers_and_writes_nothing(
     """`fsd-daemon targets --json` lists what would be written; the output dir stays empty."""
     job = start_job(ray_cluster.address, "--vllm", "1")
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fsd_daemon.cli",
-                "targets",
-                "--json",
-                "--ray-address",
-                ray_cluster.address,
-                "--output-dir",
-                str(tmp_path / "never"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        result = run_cli(
+            "targets",
+            "--json",
+            "--ray-address",
+            ray_cluster.address,
+            "--output-dir",
+            str(tmp_path / "never"),
         )
         assert result.returncode == 0, result.stderr
         data = json.loads(result.stdout)
         assert [g["targets"][0] for g in data["rollout.json"]] == [job.addresses["vllm_server_0_0"]]
         assert not (tmp_path / "never").exists()
-        table = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fsd_daemon.cli",
-                "targets",
-                "--ray-address",
-                ray_cluster.address,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        table = run_cli("targets", "--ray-address", ray_cluster.address)
         assert table.returncode == 0, table.stderr
         assert "vllm_server_0_0" in table.stdout and "ENGINE" in table.stdout
     finally:
         job.stop()
 
 
-def _mean_poll_seconds(metrics: str) -> tuple[float, float]:
-    values = {}
-    for line in metrics.splitlines():
-        for key in (
-            "fsd_daemon_poll_duration_seconds_sum",
-            "fsd_daemon_poll_duration_seconds_count",
-        ):
-            if line.startswith(key + " "):
-                values[key] = float(line.split()[1])
-    return values["fsd_daemon_poll_duration_seconds_sum"], values[
-        "fsd_daemon_poll_duration_seconds_count"
-    ]
+def _poll_duration_sum_and_count(metrics: str) -> tuple[float, float]:
+    """The daemon's fsd_daemon_poll_duration_seconds histogram: (sum, count)."""
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "fsd_daemon_poll_duration_seconds":
+            values = {s.name: s.value for s in family.samples}
+            return values[family.name + "_sum"], values[family.name + "_count"]
+    raise AssertionError("fsd_daemon_poll_duration_seconds is missing")
 
 
 def test_hung_server_delays_neither_the_others_nor_later_polls(
@@ -247,9 +222,9 @@ def test_hung_server_delays_neither_the_others_nor_later_polls(
         try:
             wait_for(lambda: set(d.by_actor()) == {"vllm_server_0_0", "vllm_server_1_0"}, 30)
             time.sleep(3)  # the hung call has been issued and waited for once by now
-            sum0, count0 = _mean_poll_seconds(d.metrics())
+            sum0, count0 = _poll_duration_sum_and_count(d.metrics())
             time.sleep(5)
-            sum1, count1 = _mean_poll_seconds(d.metrics())
+            sum1, count1 = _poll_duration_sum_and_count(d.metrics())
             mean = (sum1 - sum0) / max(count1 - count0, 1)
             print(
                 f"mean poll while one call hangs: {mean * 1000:.0f} ms "

@@ -229,6 +229,7 @@ def _resolve(
     # Calls for actors nobody asks about any more (gone) are forgotten, not awaited.
     for actor_id in list(inflight.keys() - wanted):
         del inflight[actor_id]
+    older = list(inflight.values())  # calls still running from earlier requests
     issued: list[Any] = []
     for actor_id, name, namespace in batch:
         if actor_id in inflight:
@@ -250,14 +251,10 @@ def _resolve(
         # from earlier requests are only collected if done. So a hung actor costs the wait
         # once, when first asked, not at every poll while its call hangs.
         ready_set: set[Any] = set()
-        if issued:
-            ready, _ = ray.wait(issued, num_returns=len(issued), timeout=timeout, fetch_local=True)
-            ready_set.update(ready)
-        just_issued = set(issued)
-        older = [ref for ref in inflight.values() if ref not in just_issued]
-        if older:
-            ready, _ = ray.wait(older, num_returns=len(older), timeout=0, fetch_local=True)
-            ready_set.update(ready)
+        for refs, wait in ((issued, timeout), (older, 0)):
+            if refs:
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait, fetch_local=True)
+                ready_set.update(ready)
         for actor_id, ref in list(inflight.items()):
             if ref not in ready_set:
                 continue

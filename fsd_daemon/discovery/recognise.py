@@ -59,25 +59,40 @@ class Recogniser:
         for actor_id in self._cache.keys() - live_actor_ids:
             del self._cache[actor_id]
 
-    def _match(self, class_name: str, name: str) -> ServerIdentity | None:
+    def name_groups(self, class_name: str, name: str) -> dict[str, str]:
+        """What the first pattern matching this class and name captures (``replica``,
+        ``role``, ``node``, ...; absent groups left out), whatever the node rank; {} when no
+        pattern matches. The GPU exporter reads replicas and roles of GPU holders with it."""
+        found = self._first_match(class_name, name)
+        if found is None:
+            return {}
+        return {k: v for k, v in found[1].items() if v}
+
+    def _first_match(
+        self, class_name: str, name: str
+    ) -> tuple[_Compiled, dict[str, str | None]] | None:
         for p in self._patterns:
-            if not p.class_re.fullmatch(class_name):
-                continue
-            m = p.name_re.fullmatch(name)
-            if m is None:
-                continue
-            groups = m.groupdict()
-            role = groups.get("role") or "rollout"
-            node_text = groups.get("node")
-            node_rank = int(node_text) if node_text else 0
-            # Only node rank 0 of a multi-node replica runs the HTTP server; the others have
-            # nothing to scrape. Some roles (disaggregated decode) serve on every index.
-            if node_rank != 0 and role not in p.every_index_serves_roles:
-                return None
-            return ServerIdentity(
-                engine=groups.get("engine") or p.engine,
-                role=role,
-                replica=groups.get("replica") or "",
-                node_rank=node_rank,
-            )
+            if p.class_re.fullmatch(class_name):
+                m = p.name_re.fullmatch(name)
+                if m is not None:
+                    return p, m.groupdict()
         return None
+
+    def _match(self, class_name: str, name: str) -> ServerIdentity | None:
+        found = self._first_match(class_name, name)
+        if found is None:
+            return None
+        p, groups = found
+        role = groups.get("role") or "rollout"
+        node_text = groups.get("node")
+        node_rank = int(node_text) if node_text else 0
+        # Only node rank 0 of a multi-node replica runs the HTTP server; the others have
+        # nothing to scrape. Some roles (disaggregated decode) serve on every index.
+        if node_rank != 0 and role not in p.every_index_serves_roles:
+            return None
+        return ServerIdentity(
+            engine=groups.get("engine") or p.engine,
+            role=role,
+            replica=groups.get("replica") or "",
+            node_rank=node_rank,
+        )

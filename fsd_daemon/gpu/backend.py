@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+# NVML documents GPM metrics between two samples at least 100 ms apart; every backend refuses
+# shorter intervals the same way (see GpuBackend.gpm_metrics).
+GPM_MIN_INTERVAL_SECONDS = 0.1
+
 
 class BackendError(Exception):
     """One driver call failed. ``function`` is the driver's name for it (a metric label)."""

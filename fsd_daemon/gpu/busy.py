@@ -31,7 +31,6 @@ class SampleIntegrator:
     def __init__(self) -> None:
         self.busy_seconds = 0.0
         self.last_timestamp_us: int | None = None
-        self.last_percent: float | None = None
         # Seconds the driver did not cover (samples lost to a stall), for diagnosis and tests.
         self.uncovered_seconds = 0.0
         self._period_us: int | None = None  # the driver's sample period, as last measured
@@ -53,7 +52,7 @@ class SampleIntegrator:
         ordered = sorted(by_time.items())
         self._learn_period(ordered)
         previous = self.last_timestamp_us
-        self.last_timestamp_us, self.last_percent = ordered[-1]
+        self.last_timestamp_us = ordered[-1][0]
         if previous is None:
             # First call: the buffer holds history from before we started watching; counting
             # starts at the newest sample, so the counter starts at 0 with the exporter.

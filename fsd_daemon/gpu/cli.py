@@ -8,15 +8,11 @@ exporter serves ``fsd_gpu_nvml_up 0`` and retries NVML, so systemd does not cras
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
-import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from types import FrameType
+from collections.abc import Sequence
 from typing import Any
 
 from fsd_daemon import __version__
@@ -27,6 +23,7 @@ from fsd_daemon.config import (
     parse_listen,
     resolve_config_path,
 )
+from fsd_daemon.process import STOP_SIGNALS, configure_logging, handled_signals
 from fsd_daemon.sdnotify import SystemdNotifier
 
 log = logging.getLogger("fsd_daemon.gpu")
@@ -80,35 +77,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _configure_logging(level: str) -> None:
-    # Under systemd, journald stamps each line already.
-    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(
-        stream=sys.stderr, format=f"{stamp}%(levelname)s %(name)s: %(message)s", force=True
-    )
-    logging.getLogger("fsd_daemon").setLevel(level.upper())
-
-
-class _Signals:
-    """SIGTERM/SIGINT set :attr:`should_exit`; handlers are restored on leaving the block."""
-
-    def __init__(self) -> None:
-        self.should_exit = threading.Event()
-
-    @contextlib.contextmanager
-    def capture(self) -> Iterator[_Signals]:
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
-            self.should_exit.set()
-
-        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -120,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fsd-gpu-exporter: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    _configure_logging(config.daemon.log_level)
+    configure_logging(config.daemon.log_level)
     node = args.node or socket.gethostname()
 
     # Imported here: the exporter's modules are not needed to print --help or a config error.
@@ -146,10 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fsd-gpu-exporter: cannot listen on {listen[0]}:{listen[1]}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     notifier = SystemdNotifier()
+    stop = threading.Event()
     try:
-        with _Signals().capture() as signals:
+        with handled_signals({signum: stop.set for signum in STOP_SIGNALS}):
             notifier.notify(READY=1, STATUS=f"serving on port {exporter.port}")
-            _serve(exporter, notifier, signals)
+            _serve(exporter, notifier, stop)
     finally:
         notifier.notify(STOPPING=1)
         exporter.stop()
@@ -157,12 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _serve(exporter: Any, notifier: SystemdNotifier, signals: _Signals) -> None:
+def _serve(exporter: Any, notifier: SystemdNotifier, stop: threading.Event) -> None:
     """Wait for a signal; keep systemd's watchdog fed only while the sampler is healthy, so a
     sampler stuck in the driver gets the unit restarted (if WatchdogSec= is set)."""
     step = min(notifier.watchdog_interval or 5.0, 5.0)
     last_status = ""
-    while not signals.should_exit.wait(step):
+    while not stop.wait(step):
         healthy, details = exporter.health()
         if healthy:
             notifier.notify(WATCHDOG=1)

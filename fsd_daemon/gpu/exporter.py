@@ -111,13 +111,14 @@ class Exporter:
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy while the sampler's ticks keep coming (see :meth:`Sampler.health`)."""
         healthy, details = self.sampler.health()
-        refreshed = self.ownership.ownership.refreshed_at
-        details["ownership_age_seconds"] = (
-            None if refreshed is None else round(max(0.0, time.time() - refreshed), 3)
-        )
-        snap = self.sampler.snapshot
-        last = snap.last_sample_timestamp_seconds
-        details["last_sample_age_seconds"] = (
-            None if last is None else round(max(0.0, time.time() - last), 3)
+        now = time.time()
+        details["ownership_age_seconds"] = _age(self.ownership.ownership.refreshed_at, now)
+        details["last_sample_age_seconds"] = _age(
+            self.sampler.snapshot.last_sample_timestamp_seconds, now
         )
         return healthy, details
+
+
+def _age(timestamp: float | None, now: float) -> float | None:
+    """Seconds since the wall-clock ``timestamp`` (None before the first one)."""
+    return None if timestamp is None else round(max(0.0, now - timestamp), 3)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pynvml
 
 from fsd_daemon.gpu.backend import (
+    GPM_MIN_INTERVAL_SECONDS,
     BackendError,
     CallFailed,
     DriverInfo,
@@ -62,8 +63,6 @@ _GPM_IDS = (
     pynvml.NVML_GPM_METRIC_SM_OCCUPANCY,
     pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL,
 )
-# NVML documents GPM metrics between two samples at least 100 ms apart.
-GPM_MIN_INTERVAL_SECONDS = 0.1
 
 
 def translate(function: str, exc: Exception) -> BackendError:

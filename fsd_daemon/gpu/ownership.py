@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import psutil
 
 from fsd_daemon.config import RecognitionPattern
+from fsd_daemon.discovery.recognise import Recogniser
 from fsd_daemon.gpu.raylookup import ActorKey, ActorNameResolver, raylet_info, title_class
 from fsd_daemon.gpu.sampler import Snapshot
 
@@ -105,22 +106,18 @@ class RoleMap:
 
 
 class NameMatcher:
-    """What an actor name says, by the discovery patterns: ``(replica, role or "")``."""
+    """What an actor name says, by the discovery patterns: ``(replica, role or "")``.
+
+    The discovery's own :class:`Recogniser` does the matching, so the exporter reads names
+    exactly as ``rollout.json`` does (node ranks other than 0 included: they hold GPUs too).
+    """
 
     def __init__(self, patterns: Iterable[RecognitionPattern]) -> None:
-        self._patterns = [(re.compile(p.class_name), re.compile(p.name)) for p in patterns]
+        self._recogniser = Recogniser(tuple(patterns))
 
     def match(self, actor_class: str, name: str) -> tuple[str, str]:
-        if not name:
-            return "", ""
-        for class_re, name_re in self._patterns:
-            if not class_re.fullmatch(actor_class):
-                continue
-            m = name_re.fullmatch(name)
-            if m is not None:
-                groups = m.groupdict()
-                return groups.get("replica") or "", groups.get("role") or ""
-        return "", ""
+        groups = self._recogniser.name_groups(actor_class, name) if name else {}
+        return groups.get("replica", ""), groups.get("role", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +204,9 @@ class OwnershipTracker:
         self._envs: dict[tuple[int, float], _Env] = {}
         self._env_devices: dict[tuple[int, float], tuple[str, ...]] = {}
         self._raylets: dict[tuple[int, float], tuple[str, str]] = {}
+        # pid -> what its title says, for the current refresh only: a holder's actor is met by
+        # the walk up from the holder and again by the reservation scan, read once.
+        self._scanned: dict[int, _Actor | None] = {}
         self.ownership = Ownership()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -247,18 +247,23 @@ class OwnershipTracker:
     def refresh(self) -> Ownership:
         started = self._timer()
         snap = self._snapshot()
-        if not snap.gpus:
-            # No GPU to own (driver down, none installed): no scan, no lookups.
-            if self.resolver is not None:
-                self.resolver.want(())
-            self.ownership = Ownership(
-                refreshed_at=self._wall_clock(),
-                duration_seconds=self._timer() - started,
-                name_lookup_failures=self.resolver.failures if self.resolver is not None else 0,
-            )
-            return self.ownership
-        table = self._process_table()
+        # No GPU to own (driver down, none installed): no scan, no lookups.
+        owners, keys = self._scan(snap) if snap.gpus else ([], set())
+        if self.resolver is not None:
+            self.resolver.want(keys)
+        self.ownership = Ownership(
+            owners=tuple(sorted(set(owners))),
+            refreshed_at=self._wall_clock(),
+            duration_seconds=self._timer() - started,
+            name_lookup_failures=self.resolver.failures if self.resolver is not None else 0,
+        )
+        return self.ownership
+
+    def _scan(self, snap: Snapshot) -> tuple[list[Owner], set[ActorKey]]:
+        """The owners of the snapshot's GPUs, and the actors whose names they need."""
+        table = process_table(self._proc)
         self._forget_gone(table)
+        self._scanned.clear()
         owners: list[Owner] = []
         keys: set[ActorKey] = set()
         names = self.resolver.names() if self.resolver is not None else {}
@@ -295,15 +300,7 @@ class OwnershipTracker:
                 if given is None or actor.pid in holding.get(given, set()):
                     continue
                 owners.append(self._owner(given, STATE_RESERVED, actor.pid, actor, names))
-        if self.resolver is not None:
-            self.resolver.want(keys)
-        self.ownership = Ownership(
-            owners=tuple(sorted(set(owners))),
-            refreshed_at=self._wall_clock(),
-            duration_seconds=self._timer() - started,
-            name_lookup_failures=self.resolver.failures if self.resolver is not None else 0,
-        )
-        return self.ownership
+        return owners, keys
 
     def _owner(
         self, gpu: int, state: str, pid: int, actor: _Actor, names: Mapping[ActorKey, str]
@@ -329,9 +326,6 @@ class OwnershipTracker:
 
     # -- processes ----------------------------------------------------------------------------
 
-    def _process_table(self) -> dict[int, _Proc]:
-        return _proc_stat_table(self._proc) if os.path.isdir(self._proc) else _psutil_table()
-
     def _forget_gone(self, table: Mapping[int, _Proc]) -> None:
         live = {(pid, p.create_time) for pid, p in table.items()}
         for cache in (self._envs, self._env_devices, self._raylets):
@@ -354,7 +348,12 @@ class OwnershipTracker:
         return None
 
     def _actor(self, pid: int, proc: _Proc, table: Mapping[int, _Proc]) -> _Actor | None:
-        # The title is read every time (a pooled task worker is retitled for each task and
+        if pid not in self._scanned:
+            self._scanned[pid] = self._read_actor(pid, proc, table)
+        return self._scanned[pid]
+
+    def _read_actor(self, pid: int, proc: _Proc, table: Mapping[int, _Proc]) -> _Actor | None:
+        # The title is read every refresh (a pooled task worker is retitled for each task and
         # ray::IDLE between them); what the environment says is read once per process.
         try:
             actor_class = title_class(psutil.Process(pid).cmdline())
@@ -366,7 +365,7 @@ class OwnershipTracker:
         env = self._envs.get(cache_key)
         if env is None:
             try:
-                environ = _environ(psutil.Process(pid))
+                environ = read_environ(pid, self._proc)
             except (psutil.Error, OSError):
                 return None
             gcs, node = self._raylet(environ, proc, table)
@@ -438,11 +437,46 @@ class OwnershipTracker:
         cached = self._env_devices.get(cache_key)
         if cached is None:
             try:
-                cached = visible_devices(_environ(psutil.Process(pid)).get("CUDA_VISIBLE_DEVICES"))
+                cached = visible_devices(read_environ(pid, self._proc).get("CUDA_VISIBLE_DEVICES"))
             except (psutil.Error, OSError):
                 return ()
             self._env_devices[cache_key] = cached
         return cached
+
+
+def process_table(proc_dir: str = "/proc") -> dict[int, _Proc]:
+    """Every process on the machine: from ``proc_dir``, or through psutil where there is none."""
+    return _proc_stat_table(proc_dir) if os.path.isdir(proc_dir) else _psutil_table()
+
+
+def read_environ(pid: int, proc_dir: str = "/proc") -> Mapping[str, str]:
+    """The environment ``pid`` was started with; {} where it is not ours to read. Raises
+    OSError (or psutil.Error) when the process is gone.
+
+    One read of ``/proc/<pid>/environ``, parsed as psutil parses it (entries end in NUL; an
+    empty one ends the block), without psutil.Process's extra read of the stat file.
+    """
+    try:
+        with open(f"{proc_dir}/{pid}/environ", "rb") as f:
+            data = f.read()
+    except PermissionError:
+        return {}  # another user's process: no job id, no devices, but still its class
+    except FileNotFoundError:
+        if os.path.isdir(proc_dir):
+            raise  # the process is gone
+        # No procfs here: psutil knows the platform's way.
+        try:
+            return psutil.Process(pid).environ()
+        except psutil.AccessDenied:
+            return {}
+    environ: dict[str, str] = {}
+    for entry in os.fsdecode(data).split("\0")[:-1]:
+        if not entry:
+            break
+        key, sep, value = entry.partition("=")
+        if key and sep:
+            environ[key] = value
+    return environ
 
 
 def _proc_stat_table(proc_dir: str) -> dict[int, _Proc]:
@@ -476,10 +510,3 @@ def _psutil_table() -> dict[int, _Proc]:
             continue  # gone or unreadable while iterating
         table[p.pid] = _Proc(int(info["ppid"] or 0), str(info["name"] or ""), info["create_time"])
     return table
-
-
-def _environ(proc: psutil.Process) -> Mapping[str, str]:
-    try:
-        return proc.environ()
-    except psutil.AccessDenied:
-        return {}  # another user's process: no job id, no devices, but still its class

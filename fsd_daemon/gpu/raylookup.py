@@ -171,9 +171,9 @@ class ActorNameResolver:
         self._lock = threading.Lock()
         self._names: dict[ActorKey, str] = {}
         self._wanted: set[ActorKey] = set()
-        # Per (gcs, job): when it may be asked again, and the delay after the next miss.
-        self._next_try: dict[tuple[str, str], float] = {}
-        self._delay: dict[tuple[str, str], float] = {}
+        # Per (gcs, job) that missed: when it may be asked again, and the delay after the
+        # next miss. Absent: ask at once.
+        self._backoff_until: dict[tuple[str, str], tuple[float, float]] = {}
         self.failures = 0  # listings that failed, since start (a metric)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -227,7 +227,7 @@ class ActorNameResolver:
         for group, keys in sorted(groups.items()):
             if self._stop.is_set():
                 break
-            if self._next_try.get(group, float("-inf")) > now:
+            if group in self._backoff_until and self._backoff_until[group][0] > now:
                 continue
             try:
                 listing = self._lister(group[0], group[1], self.timeout)
@@ -253,21 +253,17 @@ class ActorNameResolver:
             if len(resolved) < len(keys):
                 self._backoff(group)  # some are still in __init__ (not yet listed with a pid)
             else:
-                self._next_try.pop(group, None)
-                self._delay.pop(group, None)
-        live = {(k.gcs_address, k.job_id) for k in pending}
-        for stale in self._next_try.keys() - live:
-            self._next_try.pop(stale, None)
-            self._delay.pop(stale, None)
+                self._backoff_until.pop(group, None)
+        for stale in self._backoff_until.keys() - groups.keys():
+            del self._backoff_until[stale]
         if found_any and self._on_change is not None:
             self._on_change()
-        due = [t for g, t in self._next_try.items() if g in live]
+        due = [t for t, _ in self._backoff_until.values()]
         return max(0.05, min(due) - self._clock()) if due else 3600.0
 
     def _backoff(self, group: tuple[str, str]) -> None:
-        delay = self._delay.get(group, self._retry)
-        self._next_try[group] = self._clock() + delay
-        self._delay[group] = min(delay * 2, self._max_retry)
+        _, delay = self._backoff_until.get(group, (0.0, self._retry))
+        self._backoff_until[group] = (self._clock() + delay, min(delay * 2, self._max_retry))
 
 
 # -- the child process ------------------------------------------------------------------------

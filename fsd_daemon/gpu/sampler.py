@@ -79,7 +79,7 @@ class _GpuState:
     identity: GpuIdentity
     samples: SampleIntegrator
     rates: RateIntegrator
-    method: str | None = METHOD_SAMPLES
+    method: str = METHOD_SAMPLES  # or METHOD_UTILIZATION_RATES, for good (until re-init)
     unsupported: set[str] = field(default_factory=set)
     gpm: GpmMetrics | None = None  # GPM values are kept between the ticks that refresh them
     lost: bool = False
@@ -302,12 +302,10 @@ class Sampler:
             else:
                 state.samples.feed(samples)
                 return state.samples.busy_seconds
-        if state.method == METHOD_UTILIZATION_RATES:
-            if percent is None:
-                return None
-            state.rates.feed(percent, self._clock())
-            return state.rates.busy_seconds
-        return None
+        if percent is None:
+            return None
+        state.rates.feed(percent, self._clock())
+        return state.rates.busy_seconds
 
     def _gpm(self, state: _GpuState) -> GpmMetrics | None:
         # A GPM answer covers the time since the previous GPM sample; between answers (the

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import psutil
 
 from fsd_daemon.gpu.backend import (
+    GPM_MIN_INTERVAL_SECONDS,
     CallFailed,
     DriverInfo,
     GpmMetrics,
@@ -34,6 +35,7 @@ from fsd_daemon.gpu.backend import (
     NotSupported,
     UtilSample,
 )
+from fsd_daemon.gpu.ownership import process_table, read_environ
 from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
 
 SAMPLE_PERIOD_SECONDS = 1.0 / 6.0  # what most data-center GPUs use
@@ -154,8 +156,7 @@ class SimulatedNvml:
     def init(self) -> DriverInfo:
         if not self.available:
             raise LibraryMissing("nvmlInit", "NVML Shared Library Not Found (simulated)")
-        if self._started is None:
-            self._started = self._clock()
+        self._started_at()  # the energy counter runs from the first init
         return DriverInfo(driver_version="simulated", nvml_version="simulated")
 
     def shutdown(self) -> None:
@@ -224,7 +225,7 @@ class SimulatedNvml:
             raise NotSupported("nvmlGpmQueryDeviceSupport", "GPM needs Hopper or newer (simulated)")
         now = self._clock()
         prev = self._gpm_prev.get(index)
-        if prev is not None and now - prev < 0.1:
+        if prev is not None and now - prev < GPM_MIN_INTERVAL_SECONDS:
             return None
         self._gpm_prev[index] = now
         if prev is None:
@@ -245,13 +246,16 @@ class SimulatedNvml:
         if now - scanned_at < 2.0:
             return cached
         found: dict[int, tuple[int, int, list[int]]] = {}  # pid -> (ppid, bytes, gpus)
-        for proc in psutil.process_iter(["pid", "ppid", "environ"]):
-            env = proc.info.get("environ") or {}
+        for pid, proc in process_table().items():
+            try:
+                env = read_environ(pid)
+            except (psutil.Error, OSError):
+                continue  # exited while we listed
             value = env.get(SIMULATED_GPU_MEMORY_ENV)
             if not value or not value.isdigit():
                 continue
             gpus = [int(d) for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.isdigit()]
-            found[proc.info["pid"]] = (proc.info["ppid"], int(value), gpus)
+            found[pid] = (proc.ppid, int(value), gpus)
         holders: dict[int, dict[int, int]] = {}
         for pid, (ppid, used, gpus) in found.items():
             if ppid in found:

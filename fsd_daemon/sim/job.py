@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 from typing import Any
 
 import orjson
 
+from fsd_daemon.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
 
 SIMULATED_ENGINE_BYTES = 120 * 1024**3  # what a loaded engine takes of an H200
@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         plan.append((sim.vLLMHttpServer, f"vllm_server_reward_{r}_0", r))
     for r in range(args.legacy):
         plan.append((sim.AsyncvLLMServer, f"async_llm_server_{r}", r))
-    hanging = {f"vllm_server_{args.vllm + r}_0" for r in range(args.hang)}
-    for name in sorted(hanging):
-        plan.append((sim.vLLMHttpServer, name, int(name.split("_")[2])))
+    hanging: set[str] = set()
+    for replica in range(args.vllm, args.vllm + args.hang):
+        hanging.add(f"vllm_server_{replica}_0")
+        plan.append((sim.vLLMHttpServer, f"vllm_server_{replica}_0", replica))
 
     actors: list[tuple[str, Any]] = []
     pinned = min(len(devices), len(plan))
@@ -123,15 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
 
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
 
     def wait_for_stdin_to_close() -> None:
         sys.stdin.read()
         done.set()
 
     threading.Thread(target=wait_for_stdin_to_close, daemon=True).start()
-    done.wait()
+    with handled_signals({signum: done.set for signum in STOP_SIGNALS}):
+        done.wait()
     ray.shutdown()
     return 0
 
