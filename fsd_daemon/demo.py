@@ -39,15 +39,13 @@ from typing import Any
 
 import orjson
 
+from fsd_daemon.assets import DASHBOARDS_DIR, RULES_DIR
 from fsd_daemon.config import Config, load_config
 from fsd_daemon.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.promconfig import full_config, render_yaml
 from fsd_daemon.sim.launch import Job, free_port, start_job, start_logged, stop_process
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-RULES_DIR = REPO_CONFIGS / "prometheus" / "rules"
-DASHBOARDS_DIR = REPO_CONFIGS / "grafana" / "dashboards"
-# Which rollout GPUs are idle, and how idle (a recording rule of configs/prometheus/rules).
+# Which rollout GPUs are idle, and how idle (a recording rule of fsd_daemon/assets/prometheus/rules).
 IDLE_ROLLOUT_GPUS_QUERY = urllib.parse.quote('gpu_role:fsd_gpu_idle:ratio_rate1m{role="rollout"}')
 DEMO_SCRAPE_INTERVAL = 5.0  # short, so rates and rules have data within a minute
 

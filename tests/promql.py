@@ -4,7 +4,7 @@
 panel targets and the dashboard variables, each as an :class:`Expression` ``(where, expr, kind)``:
 
 * ``where``: file and location, for messages
-  (``configs/grafana/dashboards/gpu-idleness.json: panel 5 "..." target A``);
+  (``fsd_daemon/assets/grafana/dashboards/gpu-idleness.json: panel 5 "..." target A``);
 * ``expr``: the expression, Grafana variables substituted (see :func:`substitute`);
 * ``kind``: ``"record"``, ``"alert"``, ``"panel"`` or ``"variable"``.
 
@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-RULES_DIR = REPO / "configs" / "prometheus" / "rules"
-DASHBOARDS_DIR = REPO / "configs" / "grafana" / "dashboards"
+RULES_DIR = REPO / "fsd_daemon" / "assets" / "prometheus" / "rules"
+DASHBOARDS_DIR = REPO / "fsd_daemon" / "assets" / "grafana" / "dashboards"
 
 KINDS = ("record", "alert", "panel", "variable")
 

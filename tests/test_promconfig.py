@@ -22,7 +22,7 @@ from tests.support.daemonproc import DaemonProcess, wait_for
 from tests.support.raycluster import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-RULES = sorted(str(p) for p in (REPO / "configs" / "prometheus" / "rules").glob("*.yml"))
+RULES = sorted(str(p) for p in (REPO / "fsd_daemon" / "assets" / "prometheus" / "rules").glob("*.yml"))
 
 
 def ray_generated_prometheus_yml() -> str:

@@ -22,7 +22,7 @@ import yaml
 from tests import promql
 
 REPO = promql.REPO
-GRAFANA_DIR = REPO / "configs" / "grafana"
+GRAFANA_DIR = REPO / "fsd_daemon" / "assets" / "grafana"
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 # level:metric:operations (https://prometheus.io/docs/practices/rules/).
 RECORD_NAME_RE = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")

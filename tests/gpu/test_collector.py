@@ -114,8 +114,8 @@ def test_every_exporter_metric_the_shipped_configs_use_is_produced() -> None:
     """Rules and dashboards are written against these names: none may be missing."""
     used: set[str] = set()
     for path in [
-        *REPO.glob("configs/prometheus/rules/*.yml"),
-        *REPO.glob("configs/grafana/**/*.json"),
+        *REPO.glob("fsd_daemon/assets/prometheus/rules/*.yml"),
+        *REPO.glob("fsd_daemon/assets/grafana/**/*.json"),
     ]:
         # Recording-rule names (level:metric:operations) contain fsd_gpu_ too; skip them.
         used |= set(re.findall(r"(?<![\w:])fsd_gpu_\w+(?![\w:])", path.read_text()))
