@@ -26,7 +26,6 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from fsd_daemon.sim.harness import DaemonProcess
 from fsd_daemon.sim.launch import free_port, stop_process
 
 # Before anything imports ray: a loopback-only single-machine cluster, no usage reporting
@@ -37,6 +36,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+# The harness is test-only code (tests/support), importable once the checkout is on the path.
+from tests.support.harness import DaemonProcess  # noqa: E402
 
 # Ray's PrometheusServiceDiscoveryWriter flushes every 5 s (ray/_private/metrics_agent.py).
 RAY_FLUSH_PERIOD = 5.0

@@ -21,7 +21,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import http_get, machine, parse_metrics, percentile, start_exporter, stop_pid, table
 
-from fsd_daemon.sim.harness import wait_for
+from tests.support.harness import wait_for
 
 
 def cpu_seconds(proc: psutil.Process) -> float:

@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
-from fsd_daemon.sim.harness import wait_for
+from tests.support.harness import wait_for
 
 GOAL_CHANGED_CPU_MS = 100.0
 
@@ -255,8 +255,8 @@ def worker(
     n: int, outdir: Path, repeats: int, max_nodes: int, prom_url: str, trials: int
 ) -> dict[str, Any]:
     from fsd_daemon.config import load_config
-    from fsd_daemon.daemon import Daemon
     from fsd_daemon.discovery.static import StaticCluster
+    from fsd_daemon.poll import Poll
 
     nodes_n = min(max_nodes, math.ceil(n / 8))
     ports = PortPool()
@@ -284,7 +284,7 @@ def worker(
     source = ReplaySource()
     gc.collect()
     rss_before = rss_bytes()
-    daemon = Daemon(config, source=source, resolver=resolver)
+    daemon = Poll(config, source, resolver)
     daemon.writer.prepare()
     naive = NaiveWriter(naive_dir, addresses, "bench")
     fsd: dict[str, list[float]] = {"cold": [], "unchanged": [], "add1": [], "churn": []}

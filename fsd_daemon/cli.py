@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import tomli_w
 
 from fsd_daemon import __version__
 from fsd_daemon.config import (
@@ -58,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon (foreground; systemd Type=notify aware)")
     _common(run)
     run.add_argument(
-        "--once", action="store_true", help="one pass, write, exit (1: Ray unreachable)"
+        "--once",
+        action="store_true",
+        help="one pass, write, exit (1: Ray unreachable or a file could not be written)",
     )
     run.add_argument("--metrics-listen", metavar="HOST:PORT", help="daemon.metrics_listen")
     run.add_argument("--no-watch", action="store_true", help="do not watch files with watchdog")
@@ -121,10 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check-config":
         return _check_config(config, config_path)
     if command == "run":
-        from fsd_daemon.daemon import Daemon
+        from fsd_daemon.service import Service, StartupError
 
-        daemon = Daemon(config, config_loader=load, config_path=config_path)
-        return daemon.run(once=args.once, watch=not args.no_watch)
+        service = Service(config, config_loader=load, config_path=config_path)
+        try:
+            return service.run(once=args.once, watch=not args.no_watch)
+        except StartupError as exc:
+            print(f"fsd-daemon: {exc}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
     if command == "targets":
         return _targets(config, as_json=args.json)
     if command == "prometheus-config":
@@ -139,26 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(config: Config, path: str | None) -> int:
-    print(f"# effective config (file: {path or 'none, built-in defaults'})")
-    for section, values in to_toml_dict(config).items():
-        print(f"\n[{section}]")
-        for key, value in values.items():
-            if key == "extra_patterns":
-                print(f"{key} = {orjson.dumps(value).decode()}")
-            elif isinstance(value, dict):
-                inner = ", ".join(
-                    f"{orjson.dumps(k).decode()} = {orjson.dumps(v).decode()}"
-                    for k, v in value.items()
-                )
-                print(f"{key} = {{ {inner} }}")
-            else:
-                print(f"{key} = {orjson.dumps(value).decode()}")
+    """The effective config as TOML that loads back as the same config."""
+    sys.stdout.write(f"# effective config (file: {path or 'none, built-in defaults'})\n\n")
+    sys.stdout.write(tomli_w.dumps(to_toml_dict(config)))
     return EXIT_OK
 
 
 def _targets(config: Config, *, as_json: bool) -> int:
-    from fsd_daemon.daemon import default_components
     from fsd_daemon.discovery.base import SourceError
+    from fsd_daemon.poll import default_components
     from fsd_daemon.reconcile import Reconciler
 
     source, resolver = default_components(config)

@@ -12,7 +12,9 @@ key and what is allowed, and the CLI turns that into one line on stderr and exit
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
+import math
 import os
 import re
 import sys
@@ -115,6 +117,10 @@ class DaemonSection:
     output_dir: str = "/var/lib/fsd-daemon/targets"
     cluster: str = "default"
     poll_interval_seconds: float = 2.0
+    # After a poll that saw the cluster change, poll this often for a few seconds (a new
+    # server's address is picked up sooner); a quiet cluster keeps poll_interval_seconds.
+    # Never slower than poll_interval_seconds.
+    fast_poll_interval_seconds: float = 0.5
     grace_period_seconds: float = 10.0
     max_backoff_seconds: float = 30.0
     log_level: str = "info"
@@ -252,15 +258,45 @@ def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
     return result
 
 
+# FSD_* variables that are not config keys: the config path, the simulations' knobs, and
+# the tests' switch for regenerating reference files.
+_OTHER_VARIABLES = frozenset({"FSD_CONFIG", "FSD_UPDATE_REFERENCE"})
+_OTHER_PREFIXES = ("FSD_SIM_",)
+
+
+def environment_variables() -> dict[str, tuple[str, str]]:
+    """Every ``FSD_<SECTION>_<KEY>`` variable -> (section, key)."""
+    return {
+        f"FSD_{name}_{f.name}".upper(): (name, f.name)
+        for name, cls in _SECTION_TYPES.items()
+        for f in dataclasses.fields(cls)
+    }
+
+
 def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     result: dict[str, dict[str, str]] = {}
     if environ.get("RAY_ADDRESS"):
         result.setdefault("ray", {})["address"] = environ["RAY_ADDRESS"]
-    for name, cls in _SECTION_TYPES.items():
-        for f in dataclasses.fields(cls):
-            env_name = f"FSD_{name}_{f.name}".upper()
-            if env_name in environ:
-                result.setdefault(name, {})[f.name] = environ[env_name]
+    known = environment_variables()
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith("FSD_")
+        and name not in known
+        and name not in _OTHER_VARIABLES
+        and not name.startswith(_OTHER_PREFIXES)
+    )
+    if unknown:
+        # A misspelt variable silently ignored is a setting the user believes in but does
+        # not have; refuse it like an unknown key in the file.
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, [*known, *_OTHER_VARIABLES], n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise ConfigError("environment", f"unknown variable {', '.join(hints)}")
+    for env_name, (section, key) in known.items():
+        if env_name in environ:
+            result.setdefault(section, {})[key] = environ[env_name]
     return result
 
 
@@ -291,19 +327,22 @@ def _convert(dotted: str, f: dataclasses.Field[Any], value: Any) -> Any:
             return False
         raise ConfigError(dotted, f"must be true or false (got {value!r})")
     if isinstance(default, int):
-        if isinstance(value, bool):
-            raise ConfigError(dotted, f"must be an integer (got {value!r})")
-        try:
+        # int(1.5) would be 1: a fraction is refused, not truncated.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
             return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(dotted, f"must be an integer (got {value!r})") from None
+        raise ConfigError(dotted, f"must be an integer (got {value!r})")
     if isinstance(default, float):
         if isinstance(value, bool):
             raise ConfigError(dotted, f"must be a number (got {value!r})")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(dotted, f"must be a number (got {value!r})") from None
+        if not math.isfinite(number):
+            raise ConfigError(dotted, f"must be a finite number (got {value!r})")
+        return number
     if isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(dotted, f"must be a string (got {value!r})")
@@ -369,7 +408,7 @@ def _positive(section: Any, key: str, prefix: str) -> None:
 
 def _check_section(name: str, s: Any) -> None:
     if isinstance(s, DaemonSection):
-        for key in ("poll_interval_seconds", "max_backoff_seconds"):
+        for key in ("poll_interval_seconds", "fast_poll_interval_seconds", "max_backoff_seconds"):
             _positive(s, key, name)
         if s.grace_period_seconds < 0:
             raise ConfigError(f"{name}.grace_period_seconds", "must be >= 0")
@@ -388,8 +427,7 @@ def _check_section(name: str, s: Any) -> None:
             value = getattr(s, key)
             if not 1 <= value <= 1_000_000:
                 raise ConfigError(f"{name}.{key}", f"must be 1 to 1000000 (got {value})")
-        if not s.address:
-            raise ConfigError(f"{name}.address", "must not be empty (use 'auto')")
+        check_ray_address(s.address, f"{name}.address")
     elif isinstance(s, TargetsSection):
         if not 1 <= s.gpu_exporter_port <= 65535:
             raise ConfigError(f"{name}.gpu_exporter_port", "must be a port, 1 to 65535")
@@ -405,38 +443,88 @@ def _check_section(name: str, s: Any) -> None:
                     f"{name}.roles.{class_name}", "role must match [a-zA-Z_][a-zA-Z0-9_]*"
                 )
     elif isinstance(s, PrometheusSection):
-        _positive(s, "scrape_interval_seconds", name)
+        prometheus_duration(s.scrape_interval_seconds, f"{name}.scrape_interval_seconds")
         if s.reload_url and not s.reload_url.startswith(("http://", "https://")):
             raise ConfigError(f"{name}.reload_url", "must be an http:// or https:// URL")
 
 
-def parse_listen(value: str, key: str) -> tuple[str, int]:
+def parse_listen(value: str, key: str, *, min_port: int = 0) -> tuple[str, int]:
     """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into a bind address."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not host:
         raise ConfigError(key, f"must be HOST:PORT (got {value!r})")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not re.fullmatch(r"[A-Za-z0-9.\-]+", host):
-            raise ConfigError(
-                key, f"host must be an IP address or a hostname (got {host!r})"
-            ) from None
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(key, f"port must be an integer (got {port_text!r})") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(key, f"port must be 0 to 65535 (got {port})")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(key, f"[{host}] is not an IPv6 address") from None
+    elif ":" in host:
+        raise ConfigError(key, f"an IPv6 address goes in brackets: [{host}]:{port_text}")
+    else:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,252}[A-Za-z0-9])?", host):
+                raise ConfigError(
+                    key, f"host must be an IP address or a hostname (got {host!r})"
+                ) from None
+    if not re.fullmatch(r"[0-9]{1,5}", port_text):
+        raise ConfigError(key, f"port must be an integer (got {port_text!r})")
+    port = int(port_text)
+    if not min_port <= port <= 65535:
+        raise ConfigError(key, f"port must be {min_port} to 65535 (got {port})")
     return host, port
 
 
+def check_ray_address(value: str, key: str) -> None:
+    """What the daemon can use: ``auto`` (Ray's own discovery), the GCS address
+    ``HOST:PORT`` / ``[v6]:PORT`` (what ``ray start --head`` prints and ``ray.init`` takes), or
+    ``file:PATH`` (a described cluster). Ray Client (``ray://``) and dashboard URLs are not
+    GCS addresses: refused here rather than failing at every poll."""
+    if value == "auto" or (value.startswith("file:") and len(value) > len("file:")):
+        return
+    if not value:
+        raise ConfigError(key, "must not be empty (use 'auto')")
+    allowed = "'auto', the GCS address HOST:PORT (e.g. 10.0.0.1:6379) or file:PATH"
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise ConfigError(key, f"{scheme}:// URLs are not supported; use {allowed} (got {value!r})")
+    try:
+        parse_listen(value, key, min_port=1)
+    except ConfigError:
+        raise ConfigError(key, f"must be {allowed} (got {value!r})") from None
+
+
+def prometheus_duration(seconds: float, key: str = "duration") -> str:
+    """``seconds`` as a Prometheus duration (``15s``, ``500ms``, ``1m30s``).
+
+    Prometheus durations are whole numbers of units down to milliseconds ("0.5s" is refused
+    by promtool, "500ms" accepted): anything finer, or under 1 ms, is a ConfigError."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(key, f"must be > 0 (got {seconds!r})")
+    ms = round(seconds * 1000)
+    if ms < 1 or abs(ms - seconds * 1000) > 1e-6:
+        raise ConfigError(
+            key, f"must be a whole number of milliseconds, at least 0.001 (got {seconds!r})"
+        )
+    parts = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
 def to_toml_dict(config: Config) -> dict[str, Any]:
-    """The effective config as plain data, for ``check-config``."""
-    out: dict[str, Any] = {}
-    for name in _SECTION_TYPES:
-        section = dataclasses.asdict(getattr(config, name))
-        out[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in section.items()}
-    return out
+    """The effective config as plain data (lists, tables, strings, numbers), for
+    ``check-config``: what it prints loads back as the same config."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return {name: plain(dataclasses.asdict(getattr(config, name))) for name in _SECTION_TYPES}

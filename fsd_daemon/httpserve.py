@@ -7,6 +7,7 @@ collectors never block on I/O), so a slow Ray call or a hung NVML call never del
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -26,6 +27,22 @@ StartResponse = Callable[..., Any]
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+
+
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def _server_class(host: str, port: int) -> type[_ThreadingWSGIServer]:
+    """The address family ``host`` needs (an IPv6 address, or a name that resolves only to
+    one); socketserver's default is IPv4 only."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return _ThreadingWSGIServer  # the bind then fails with the resolver's own message
+    if infos and infos[0][0] == socket.AF_INET6:
+        return _ThreadingWSGIServerV6
+    return _ThreadingWSGIServer
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -68,7 +85,7 @@ class MetricsServer:
             host,
             port,
             build_app(registry, health),
-            server_class=_ThreadingWSGIServer,
+            server_class=_server_class(host, port),
             handler_class=_QuietHandler,
         )
         self._thread = threading.Thread(

@@ -1,25 +1,36 @@
 """Prometheus configuration: the scrape jobs that read our target files, printed or patched in.
 
 A patch adds or replaces exactly the jobs named in :data:`JOB_NAMES` and adds our rule files;
-every other job and setting stays. Unchanged content means no write and no reload, so running
-the patch again (or on every Ray restart) is free. Comments in the patched file are not kept
-(the YAML is rewritten); a copy of the original is kept next to it as ``<name>.fsd-orig`` the
-first time.
+every other job and setting stays, the user's comments included (ruamel.yaml's round trip), and
+so do the file's mode and owner (a prometheus.yml may hold a basic-auth password). Unchanged
+content means no write and no reload, so running the patch again (or on every Ray restart) is
+free. A copy of the original is kept next to it as ``<name>.fsd-orig`` the first time.
+
+:class:`PrometheusConfigKeeper` keeps files patched while the daemon runs. verl's own
+``update_prometheus_config`` (verl/workers/rollout/utils.py) overwrites the whole prometheus.yml
+in place (open "w", yaml.dump: not atomic) and POSTs /-/reload; the keeper waits until the file
+has stopped changing, patches it once (verl's static ``rollout`` job is replaced by ours) and
+reloads once.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import shutil
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError as RoundTripError
 
-from fsd_daemon.config import Config
+from fsd_daemon.condition import Condition
+from fsd_daemon.config import Config, prometheus_duration
 from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
 from fsd_daemon.writer import TargetFileWriter, WriteError
 
@@ -71,7 +82,7 @@ def scrape_jobs(config: Config) -> list[dict[str, Any]]:
 
 
 def full_config(config: Config) -> dict[str, Any]:
-    interval = f"{config.prometheus.scrape_interval_seconds:g}s"
+    interval = prometheus_duration(config.prometheus.scrape_interval_seconds)
     doc: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
     }
@@ -85,13 +96,15 @@ def render_yaml(doc: dict[str, Any]) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
 
 
-def patched(doc: Any, config: Config) -> dict[str, Any]:
-    """``doc`` with our jobs added or replaced and our rule files listed; nothing else changed."""
+def patched(doc: Any, config: Config) -> Any:
+    """``doc`` with our jobs added or replaced and our rule files listed; nothing else changed.
+
+    ``doc`` is changed in place when it is a round-trip mapping (comments stay attached)."""
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise PatchError("the top level is not a mapping")
-    new = dict(doc)
+    new = doc
     existing = new.get("scrape_configs") or []
     if not isinstance(existing, list):
         raise PatchError("scrape_configs is not a list")
@@ -104,33 +117,56 @@ def patched(doc: Any, config: Config) -> dict[str, Any]:
         else:
             jobs.append(job)
     jobs.extend(ours.values())
-    new["scrape_configs"] = jobs
+    if isinstance(existing, list) and existing:
+        existing[:] = jobs  # the same sequence object keeps its comments
+    else:
+        new["scrape_configs"] = jobs
     if config.prometheus.rule_files:
-        rules = list(new.get("rule_files") or [])
-        rules.extend(r for r in config.prometheus.rule_files if r not in rules)
-        new["rule_files"] = rules
+        rules = new.get("rule_files") or []
+        if not isinstance(rules, list):
+            raise PatchError("rule_files is not a list")
+        missing = [r for r in config.prometheus.rule_files if r not in rules]
+        if not rules:
+            new["rule_files"] = missing
+        else:
+            rules.extend(missing)
     return new
 
 
+def _round_trip() -> YAML:
+    rt = YAML(typ="rt")
+    rt.width = 100
+    rt.indent(mapping=2, sequence=2, offset=0)
+    return rt
+
+
 def patch_file(path: str | Path, config: Config) -> bool:
-    """Patch ``path`` in place, atomically. True when the content changed."""
+    """Patch ``path`` in place, atomically, keeping its comments, mode and owner.
+    True when the content changed."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+        st = path.stat()
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise PatchError(f"cannot read {path}: {exc}") from exc
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        before = yaml.safe_load(text)
+        doc = _round_trip().load(text)
+    except (yaml.YAMLError, RoundTripError) as exc:
         raise PatchError(f"{path} is not valid YAML: {exc}") from exc
     new = patched(doc, config)
-    if new == doc:
+    out = io.StringIO()
+    _round_trip().dump(new, out)
+    rendered = out.getvalue()
+    if yaml.safe_load(rendered) == before:
         return False
-    backup = path.with_name(path.name + ".fsd-orig")
-    if not backup.exists():
-        shutil.copy2(path, backup)
+    writer = TargetFileWriter(path.parent)
+    backup = path.name + ".fsd-orig"
     try:
-        TargetFileWriter(path.parent).write(path.name, render_yaml(new).encode())
+        if not (path.parent / backup).exists():
+            writer.write(backup, raw, like=st)
+        writer.write(path.name, rendered.encode(), like=st)
     except WriteError as exc:
         raise PatchError(str(exc)) from exc
     return True
@@ -176,3 +212,91 @@ def prometheus_config_command(config: Config, patch: str | None) -> int:
     if changed and config.prometheus.reload_url:
         return 0 if reload_prometheus(config.prometheus.reload_url) else 1
     return 0
+
+
+# A file that changed is patched only once it has kept the same size, inode and mtime for this
+# long: a writer like verl's (truncate, then write) may be caught half-way.
+SETTLE_SECONDS = 0.4
+_MAX_UNPARSABLE_LOOKS = 3
+
+
+class PrometheusConfigKeeper:
+    """Keeps prometheus.yml files patched: a configured one, and Ray's generated one.
+
+    :meth:`check` runs after every poll (a stat and a readlink each), watching or not; a Ray
+    restart or a rewrite by someone else (verl) is patched within a poll or two.
+    """
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._clock = clock
+        # path -> signature we last patched or judged (no work until it changes)
+        self._done: dict[Path, tuple[int, int, int]] = {}
+        # path -> (signature, first seen, unparsable looks) of a file that is changing
+        self._seen: dict[Path, tuple[tuple[int, int, int], float, int]] = {}
+        self._broken: dict[Path, Condition] = {}
+
+    def targets(self) -> list[Path]:
+        paths = []
+        if self.config.prometheus.config_file:
+            paths.append(Path(self.config.prometheus.config_file))
+        if self.config.prometheus.patch_ray_config:
+            latest = Path(self.config.prometheus.ray_temp_dir) / "session_latest"
+            try:
+                session = latest.resolve(strict=True)
+            except OSError:
+                return paths
+            paths.append(session / "metrics" / "prometheus" / "prometheus.yml")
+        return paths
+
+    def check(self) -> float | None:
+        """Patch what needs it. Returns the seconds after which it wants to look again (a file
+        still settling), None when all is done. Never raises for file trouble."""
+        again: float | None = None
+        for path in self.targets():
+            wait = self._check_one(path)
+            if wait is not None:
+                again = wait if again is None else min(again, wait)
+        return again
+
+    def _check_one(self, path: Path) -> float | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None  # Ray writes it a moment after the session starts: next time
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._done.get(path) == signature:
+            return None
+        now = self._clock()
+        seen = self._seen.get(path)
+        if seen is None or seen[0] != signature:
+            looks = seen[2] if seen is not None else 0
+            self._seen[path] = (signature, now, looks)
+            return SETTLE_SECONDS
+        if now - seen[1] < SETTLE_SECONDS:
+            return SETTLE_SECONDS - (now - seen[1])
+        broken = self._broken.setdefault(path, Condition(log, f"cannot patch {path}"))
+        try:
+            changed = patch_file(path, self.config)
+        except PatchError as exc:
+            looks = seen[2] + 1
+            if "not valid YAML" in str(exc) and looks < _MAX_UNPARSABLE_LOOKS:
+                # Maybe caught between a truncate and a write that stalled: look again.
+                self._seen[path] = (signature, now, looks)
+                return SETTLE_SECONDS
+            broken.failing(f"{exc}; not retried until the file changes")
+            self._done[path] = signature
+            self._seen.pop(path, None)
+            return None
+        broken.fine()
+        self._seen.pop(path, None)
+        try:
+            st = path.stat()
+            self._done[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            self._done.pop(path, None)
+        if changed:
+            log.info("patched %s with the rollout, gpu and ray scrape jobs", path)
+            if self.config.prometheus.reload_url:
+                reload_prometheus(self.config.prometheus.reload_url)
+        return None

@@ -1,8 +1,9 @@
 """File watching (watchdog): the config file, the output directory, Ray's temp directory.
 
-Watchdog's threads only set flags on the daemon and wake it; the daemon's own thread does the
-work. Our own writes produce events too (the rename of a temp file onto a target file): they
-cost a stat, because a restore only writes when the file differs from what we wrote last.
+The watcher knows nothing of the daemon: it calls the callbacks it is given, from watchdog's
+threads, and those callbacks only set flags and wake the service's loop. Our own writes produce
+events too (the rename of a temp file onto a target file): they cost a stat, because a restore
+only writes when the file differs from what was written last.
 """
 
 from __future__ import annotations
@@ -10,24 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from fsd_daemon.config import Config
-from fsd_daemon.promconfig import PatchError, patch_file, reload_prometheus
-from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
-
-if TYPE_CHECKING:
-    from fsd_daemon.daemon import Daemon
-
 log = logging.getLogger(__name__)
 
-MANAGED_FILES = frozenset({ROLLOUT_FILE, GPU_FILE, RAY_FILE})
 # Editors write a config in several steps (truncate, write, rename): wait for the last one.
-_CONFIG_DEBOUNCE_SECONDS = 0.3
+CONFIG_DEBOUNCE_SECONDS = 0.3
 
 
 def _paths(event: FileSystemEvent) -> list[str]:
@@ -38,35 +33,40 @@ def _paths(event: FileSystemEvent) -> list[str]:
     return paths
 
 
+def _is_read(event: FileSystemEvent) -> bool:
+    return event.event_type in ("opened", "closed_no_write")
+
+
 class _OutputDirHandler(FileSystemEventHandler):
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, names: frozenset[str], on_change: Callable[[str], None]) -> None:
+        self.names = names
+        self.on_change = on_change
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type in ("opened", "closed_no_write"):
+        if event.is_directory or _is_read(event):
             return
         for path in _paths(event):
             name = os.path.basename(path)
-            if name in MANAGED_FILES:
-                self.daemon.request_restore(name)
+            if name in self.names:
+                self.on_change(name)
 
 
 class _ConfigHandler(FileSystemEventHandler):
-    def __init__(self, daemon: Daemon, config_path: Path) -> None:
-        self.daemon = daemon
+    def __init__(self, config_path: Path, on_change: Callable[[], None]) -> None:
         self.config_path = config_path
+        self.on_change = on_change
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
+        if _is_read(event):
             return
         if not any(Path(p).absolute() == self.config_path for p in _paths(event)):
             return
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = threading.Timer(_CONFIG_DEBOUNCE_SECONDS, self.daemon.request_reload)
+            self._timer = threading.Timer(CONFIG_DEBOUNCE_SECONDS, self.on_change)
             self._timer.daemon = True
             self._timer.start()
 
@@ -76,89 +76,65 @@ class _ConfigHandler(FileSystemEventHandler):
                 self._timer.cancel()
 
 
-class _WakeHandler(FileSystemEventHandler):
-    """Ray's temp dir: a new session_latest link means Ray restarted; look at once."""
+class _SessionHandler(FileSystemEventHandler):
+    """Ray's temp dir: a new session_latest link means Ray restarted."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self.on_change = on_change
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if any(os.path.basename(p) == "session_latest" for p in _paths(event)):
-            self.daemon.wake()
+            self.on_change()
 
 
-class PrometheusConfigKeeper:
-    """Keeps prometheus.yml files patched: a configured one, and Ray's generated one.
+@dataclass(frozen=True)
+class WatchPlan:
+    """What to watch; a None path is not watched."""
 
-    Checked after every poll (a stat and a readlink), so it works without inotify too; the
-    watcher only makes a Ray restart be noticed at once rather than at the next poll.
-    """
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._done: dict[Path, tuple[int, int]] = {}
-
-    def targets(self) -> list[Path]:
-        paths = []
-        if self.config.prometheus.config_file:
-            paths.append(Path(self.config.prometheus.config_file))
-        if self.config.prometheus.patch_ray_config:
-            latest = Path(self.config.prometheus.ray_temp_dir) / "session_latest"
-            try:
-                session = latest.resolve(strict=True)
-            except OSError:
-                return paths
-            paths.append(session / "metrics" / "prometheus" / "prometheus.yml")
-        return paths
-
-    def check(self) -> None:
-        for path in self.targets():
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # Ray writes it a moment after the session starts: next time
-            signature = (st.st_ino, st.st_mtime_ns)
-            if self._done.get(path) == signature:
-                continue
-            try:
-                changed = patch_file(path, self.config)
-            except PatchError as exc:
-                log.error("cannot patch %s: %s", path, exc)
-                self._done[path] = signature  # do not retry until it changes again
-                continue
-            st = path.stat()
-            self._done[path] = (st.st_ino, st.st_mtime_ns)
-            if changed:
-                log.info("patched %s with the rollout, gpu and ray scrape jobs", path)
-                if self.config.prometheus.reload_url:
-                    reload_prometheus(self.config.prometheus.reload_url)
+    output_dir: Path | None = None
+    managed_files: frozenset[str] = frozenset()
+    config_file: Path | None = None
+    ray_temp_dir: Path | None = None
 
 
-class DaemonWatcher:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.keeper = PrometheusConfigKeeper(daemon.config)
+class Watcher:
+    """Watches what a :class:`WatchPlan` names and calls back:
+    ``on_target_file(name)`` for a managed file touched by anyone, ``on_config()`` once per
+    edit of the config file (debounced), ``on_ray_session()`` when session_latest changes."""
+
+    def __init__(
+        self,
+        plan: WatchPlan,
+        *,
+        on_target_file: Callable[[str], None],
+        on_config: Callable[[], None],
+        on_ray_session: Callable[[], None],
+    ) -> None:
+        self.plan = plan
+        self._on_target_file = on_target_file
+        self._on_config = on_config
+        self._on_ray_session = on_ray_session
         self._observer: Any = None
         self._config_handler: _ConfigHandler | None = None
 
     def start(self) -> None:
-        config = self.daemon.config
+        plan = self.plan
         observer = Observer()
-        watched = []
-        if config.daemon.watch_output_dir:
-            out = Path(config.daemon.output_dir)
-            observer.schedule(_OutputDirHandler(self.daemon), str(out), recursive=False)
-            watched.append(str(out))
-        if self.daemon.config_path:
-            config_path = Path(self.daemon.config_path).absolute()
+        watched: list[str] = []
+        if plan.output_dir is not None and plan.output_dir.is_dir():
+            handler = _OutputDirHandler(plan.managed_files, self._on_target_file)
+            observer.schedule(handler, str(plan.output_dir), recursive=False)
+            watched.append(str(plan.output_dir))
+        if plan.config_file is not None:
+            config_path = plan.config_file.absolute()
             if config_path.parent.is_dir():
-                self._config_handler = _ConfigHandler(self.daemon, config_path)
+                self._config_handler = _ConfigHandler(config_path, self._on_config)
                 observer.schedule(self._config_handler, str(config_path.parent), recursive=False)
                 watched.append(str(config_path))
-        ray_dir = Path(config.prometheus.ray_temp_dir)
-        if config.prometheus.patch_ray_config and ray_dir.is_dir():
-            observer.schedule(_WakeHandler(self.daemon), str(ray_dir), recursive=False)
-            watched.append(str(ray_dir))
+        if plan.ray_temp_dir is not None and plan.ray_temp_dir.is_dir():
+            handler_s = _SessionHandler(self._on_ray_session)
+            observer.schedule(handler_s, str(plan.ray_temp_dir), recursive=False)
+            watched.append(str(plan.ray_temp_dir))
         if not watched:
             return
         observer.daemon = True
@@ -166,12 +142,11 @@ class DaemonWatcher:
         self._observer = observer
         log.debug("watching %s", ", ".join(watched))
 
-    def after_poll(self) -> None:
-        self.keeper.check()
-
-    def reconfigure(self, config: Config) -> None:
-        self.keeper = PrometheusConfigKeeper(config)
+    def replan(self, plan: WatchPlan) -> None:
+        if plan == self.plan and self._observer is not None:
+            return
         self.stop()
+        self.plan = plan
         self.start()
 
     def stop(self) -> None:
@@ -182,3 +157,17 @@ class DaemonWatcher:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+
+def plan_for(
+    output_dir: str | None,
+    managed_files: Iterable[str],
+    config_file: str | None,
+    ray_temp_dir: str | None,
+) -> WatchPlan:
+    return WatchPlan(
+        output_dir=Path(output_dir) if output_dir else None,
+        managed_files=frozenset(managed_files),
+        config_file=Path(config_file) if config_file else None,
+        ray_temp_dir=Path(ray_temp_dir) if ray_temp_dir else None,
+    )

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,11 @@ class WriteError(OSError):
 
     def __init__(self, path: Path, cause: OSError) -> None:
         name = errno.errorcode.get(cause.errno or 0, "error")
-        super().__init__(cause.errno, f"writing {path} failed: {name}: {cause.strerror or cause}")
+        other = cause.filename and str(cause.filename) != str(path)
+        where = f" ({cause.filename})" if other else ""
+        super().__init__(
+            cause.errno, f"writing {path} failed: {name}: {cause.strerror or cause}{where}"
+        )
         self.path = path
         self.reason = name
 
@@ -60,8 +65,17 @@ class TargetFileWriter:
         self._written: dict[str, _Written] = {}
 
     def prepare(self) -> None:
-        """Create the directory if missing and sweep temp files a killed process left behind."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Create the directory if missing, prove it writable, and sweep temp files a killed
+        process left behind. Raises :class:`WriteError` saying what is wrong (a file in the
+        way, a read-only filesystem, no permission), so start-up can refuse in one line."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / temp_name("probe")
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise WriteError(self.directory, exc) from exc
         for leftover in self.directory.glob(f".*.json.*{TEMP_SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
@@ -88,22 +102,34 @@ class TargetFileWriter:
             self._written[name] = _Written(data, _signature(st))
         return same
 
-    def write(self, name: str, data: bytes) -> bool:
-        """Write ``data`` to ``name`` unless it is already there. True when a write happened."""
+    def write(self, name: str, data: bytes, *, like: os.stat_result | None = None) -> bool:
+        """Write ``data`` to ``name`` unless it is already there. True when a write happened.
+
+        ``like``: give the new file this mode and owner (a file we patch, not one we own);
+        when the owner cannot be kept, nothing is written (WriteError, EPERM)."""
         if self.is_current(name, data):
             return False
         path = self.directory / name
         tmp = self.directory / temp_name(name)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            create_mode = FILE_MODE if like is None else 0o600
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, create_mode)
             try:
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
                 os.fsync(fd)
-                # O_CREAT's mode is filtered by the umask; Prometheus may run as another user.
-                os.fchmod(fd, FILE_MODE)
+                if like is not None:
+                    # Before the rename: the file must never be readable by more people than
+                    # the one it replaces (it may hold a password).
+                    os.fchmod(fd, stat.S_IMODE(like.st_mode))
+                    if (like.st_uid, like.st_gid) != (os.geteuid(), os.getegid()):
+                        os.fchown(fd, like.st_uid, like.st_gid)
+                else:
+                    # O_CREAT's mode is filtered by the umask; Prometheus may run as another
+                    # user.
+                    os.fchmod(fd, FILE_MODE)
             finally:
                 os.close(fd)
             os.replace(tmp, path)

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from fsd_daemon.config import load_config
-from fsd_daemon.daemon import Daemon
+from fsd_daemon.service import Service as Daemon
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
 
@@ -115,7 +115,7 @@ def test_source_failure_keeps_files_and_reports_degraded(env: dict[str, Path]) -
         rollout = env["out"] / "rollout.json"
         wait_for(lambda: len(targets_in(rollout)) == 2)
         good = rollout.read_bytes()
-        port = d._metrics_server.port
+        port = d.metrics_port
         env["cluster"].write_bytes(b"{not json")
         wait_for(lambda: health(port)[0] == 503)
         time.sleep(1.0)  # well past the grace period: a failure must not count as "left"

@@ -73,4 +73,10 @@ class Resolver(Protocol):
 
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]: ...
 
+    def problem(self) -> str | None:
+        """None while resolution works; else one line saying what fails (e.g. "Ray bridge
+        cannot connect: ..."). /healthz shows it as the "resolver" stage, and the daemon logs
+        when it starts and ends."""
+        ...
+
     def close(self) -> None: ...

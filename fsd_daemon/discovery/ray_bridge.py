@@ -46,6 +46,7 @@ class RayBridge:
         self._started_at = 0.0
         self._restart_delay = 1.0
         self._next_start = 0.0
+        self._problem: str | None = None
 
     # -- Resolver ------------------------------------------------------------------------------
 
@@ -79,6 +80,11 @@ class RayBridge:
             time.sleep(0.05)
         return True
 
+    def problem(self) -> str | None:
+        """The last failure of the child (cannot connect, exited, timed out), until a request
+        succeeds again."""
+        return self._problem
+
     def close(self) -> None:
         self._stop_child()
 
@@ -103,15 +109,19 @@ class RayBridge:
                 kind, payload = self._conn.recv()
                 if kind == "ok":
                     self._restart_delay = 1.0
+                    self._problem = None
                     return payload
+                self._problem = f"Ray bridge failed a request: {payload}"
                 log.warning("Ray bridge failed a request: %s; restarting it", payload)
             else:
+                self._problem = f"Ray bridge did not answer within {reply_timeout:.1f}s"
                 log.warning(
                     "Ray bridge (pid %s) did not answer within %.1fs; restarting it",
                     self.pid,
                     reply_timeout,
                 )
         except (EOFError, OSError) as exc:
+            self._problem = f"Ray bridge is gone: {exc}"
             log.warning("Ray bridge (pid %s) is gone (%s); restarting it", self.pid, exc)
         self._fail()
         return None
@@ -119,6 +129,7 @@ class RayBridge:
     def _ensure_ready(self) -> bool:
         """True when a connected child is ready. Never blocks on a starting child."""
         if self._proc is not None and not self._proc.is_alive():
+            self._problem = f"Ray bridge exited with {self._proc.exitcode}"
             log.warning("Ray bridge (pid %s) exited with %s", self._proc.pid, self._proc.exitcode)
             self._fail()
         if self._proc is None:
@@ -136,6 +147,7 @@ class RayBridge:
                     self._ready = True
                     log.info("Ray bridge (pid %s) connected to %s", self.pid, payload)
                     return True
+                self._problem = f"Ray bridge cannot connect: {payload}"
                 log.warning("Ray bridge could not connect to Ray: %s", payload)
                 self._fail()
                 return False
@@ -143,6 +155,7 @@ class RayBridge:
             self._fail()
             return False
         if time.monotonic() - self._started_at > _START_TIMEOUT:
+            self._problem = f"Ray bridge did not connect within {_START_TIMEOUT:.0f}s"
             log.warning("Ray bridge did not connect within %.0fs; restarting it", _START_TIMEOUT)
             self._fail()
         return False

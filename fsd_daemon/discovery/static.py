@@ -113,5 +113,8 @@ class StaticCluster:
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
         return {n: self._ports[n] for n in node_ids if n in self._ports}
 
+    def problem(self) -> str | None:
+        return None  # addresses come with the description: resolving cannot fail
+
     def close(self) -> None:
         pass

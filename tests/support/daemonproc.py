@@ -1,11 +1,10 @@
 """Run fsd-daemon as a real process and read what it writes and serves.
 
-The harness lives in the package (``fsd_daemon.sim.harness``), shared with the benches; this
-module keeps the tests' import path.
+The harness is ``tests.support.harness`` (test-only code, shared with the benches).
 """
 
 from __future__ import annotations
 
-from fsd_daemon.sim.harness import DaemonProcess, read_groups, wait_for
+from tests.support.harness import DaemonProcess, read_groups, wait_for
 
 __all__ = ["DaemonProcess", "read_groups", "wait_for"]

@@ -1,4 +1,5 @@
-"""A real local Ray cluster and ``fsd-daemon run`` as a subprocess, for the tests and benches.
+"""A real local Ray cluster and ``fsd-daemon run`` as a subprocess, for the tests and benches
+(test-only: not shipped in the package).
 
 The cluster is started through Ray's own library (``ray.cluster_utils.Cluster``), bound to
 127.0.0.1, with the dashboard (the state API needs it) on a free port; ``stop()`` ends every

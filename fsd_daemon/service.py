@@ -1,0 +1,424 @@
+"""The service around the poll: signals, systemd notify, the metrics listener, file watching,
+config reload, the prometheus.yml keeper, and the loop that decides when to poll.
+
+One thread does all the work (polls, writes, restores, reloads, patches), so no lock guards
+the poll's state; signal handlers and the watcher's callbacks only set flags and wake it.
+
+Timing: the normal interval while the cluster is quiet; ``fast_poll_interval_seconds`` for
+FAST_POLL_WINDOW_SECONDS after a poll that saw the cluster change (servers come in waves: the
+next one, or the address of the one just seen, is picked up sooner); the
+capped backoff (``fsd_daemon.backoff``) while Ray fails slowly (timeouts, errors: it may be
+overloaded), but the normal interval while Ray is simply absent (connection refused costs it
+nothing), so a Ray that is back is seen within a poll, not at the backoff ceiling.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fsd_daemon.backoff import Backoff
+from fsd_daemon.config import Config, ConfigError, parse_listen
+from fsd_daemon.discovery.base import ClusterSource, Resolver
+from fsd_daemon.poll import Poll, PollResult, default_components
+from fsd_daemon.process import handled_signals, set_log_level
+from fsd_daemon.promconfig import PrometheusConfigKeeper
+from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
+from fsd_daemon.sdnotify import SystemdNotifier
+from fsd_daemon.watch import Watcher, WatchPlan, plan_for
+from fsd_daemon.writer import TargetFileWriter, WriteError
+
+log = logging.getLogger(__name__)
+
+MANAGED_FILES = frozenset({ROLLOUT_FILE, GPU_FILE, RAY_FILE})
+# How long fast polling lasts after the last poll that saw the cluster change.
+FAST_POLL_WINDOW_SECONDS = 10.0
+# A failed poll that took less than this was refused, not slow: Ray is absent, not overloaded.
+_QUICK_FAILURE_SECONDS = 1.0
+
+
+class StartupError(Exception):
+    """The service cannot start as configured. ``str()`` is the one line for the user."""
+
+
+class ReloadRefused(Exception):
+    """A new config cannot be applied; the running one stays entirely."""
+
+
+def _bind_metrics(config: Config, poll: Poll) -> Any:
+    """A started metrics listener for ``config``, or None when none is configured.
+    Raises OSError (busy port, address not on this host) or ConfigError."""
+    listen = config.daemon.metrics_listen
+    if not listen:
+        return None
+    from fsd_daemon.httpserve import MetricsServer
+
+    host, port = parse_listen(listen, "daemon.metrics_listen")
+    return MetricsServer(host, port, poll.metrics.registry, poll.health.check).start()
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: ClusterSource | None = None,
+        resolver: Resolver | None = None,
+        config_loader: Callable[[], Config] | None = None,
+        config_path: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if source is None or resolver is None:
+            default_source, default_resolver = default_components(config)
+            source = source or default_source
+            resolver = resolver or default_resolver
+        self.poll = Poll(config, source, resolver, clock=clock)
+        self.keeper = PrometheusConfigKeeper(config, clock=clock)
+        self.notifier = SystemdNotifier()
+        self.config_path = config_path
+        self._config_loader = config_loader
+        self._loaded_config_bytes = self._config_bytes()
+        self._clock = clock
+        self._backoff = self._new_backoff(config)
+        self._fast_until = 0.0
+        self._keeper_again: float | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self._reload = False
+        self._poll_now = False
+        self._restore: set[str] = set()
+        self._restore_lock = threading.Lock()
+        self._metrics_server: Any = None
+        self._watcher: Watcher | None = None
+        self.loop_errors = 0
+
+    # -- what tests and the CLI read ---------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self.poll.config
+
+    @property
+    def metrics(self) -> Any:
+        return self.poll.metrics
+
+    @property
+    def health(self) -> Any:
+        return self.poll.health
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_server.port if self._metrics_server is not None else None
+
+    # -- requests from signal handlers and watchers (any thread) -----------------------------------
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Poll now rather than at the next tick (Ray's session link changed)."""
+        self._poll_now = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload = True
+        self._wake.set()
+
+    def request_restore(self, name: str) -> None:
+        with self._restore_lock:
+            self._restore.add(name)
+        self._wake.set()
+
+    # -- start-up ----------------------------------------------------------------------------------
+
+    def start(self, *, watch: bool = True, serve: bool = True) -> None:
+        """Fallible set-up, before anything is announced: the output directory, the metrics
+        listener, the watcher. Raises :class:`StartupError` with one line saying what is wrong."""
+        config = self.config
+        try:
+            self.poll.prepare()
+        except WriteError as exc:
+            raise StartupError(f"daemon.output_dir: {exc}") from None
+        if serve:
+            try:
+                self._metrics_server = _bind_metrics(config, self.poll)
+            except OSError as exc:
+                raise StartupError(
+                    f"daemon.metrics_listen: cannot listen on {config.daemon.metrics_listen}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            if self._metrics_server is not None:
+                host, _ = parse_listen(config.daemon.metrics_listen, "daemon.metrics_listen")
+                where = f"[{host}]" if ":" in host else host
+                log.info(
+                    "self-metrics on http://%s:%d/metrics and /healthz",
+                    where,
+                    self._metrics_server.port,
+                )
+        if watch:
+            self._watcher = Watcher(
+                self._watch_plan(config),
+                on_target_file=self.request_restore,
+                on_config=self.request_reload,
+                on_ray_session=self.wake,
+            )
+            self._watcher.start()
+
+    def _watch_plan(self, config: Config) -> WatchPlan:
+        return plan_for(
+            config.daemon.output_dir if config.daemon.watch_output_dir else None,
+            MANAGED_FILES,
+            self.config_path,
+            config.prometheus.ray_temp_dir if config.prometheus.patch_ray_config else None,
+        )
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False, watch: bool = True) -> int:
+        """Start, then loop until stopped (or one pass for ``once``). Raises StartupError."""
+        if once:
+            self.start(watch=False, serve=False)
+            try:
+                return self._run_once()
+            finally:
+                self.shutdown()
+        try:
+            self.start(watch=watch)
+        except BaseException:
+            self.shutdown()
+            raise
+        # SIGTERM/SIGINT stop after the current step; SIGHUP reloads the config.
+        signals = {
+            signal.SIGTERM: self.request_stop,
+            signal.SIGINT: self.request_stop,
+            signal.SIGHUP: self.request_reload,
+        }
+        with handled_signals(signals):
+            self.notifier.notify(READY=1, STATUS="started, first poll")
+            log.info(
+                "fsd-daemon started: Ray %s, writing %s every %.1fs",
+                self.config.ray.address,
+                self.config.daemon.output_dir,
+                self.config.daemon.poll_interval_seconds,
+            )
+            try:
+                self._loop()
+            finally:
+                self.shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        next_poll = self._clock()
+        while not self._stop:
+            try:
+                next_poll = self._step(next_poll)
+            except Exception:
+                # Last resort: whatever escaped is logged and counted, and the loop goes on
+                # (after a backoff, so a bug that fails every time does not spin).
+                self.loop_errors += 1
+                self.metrics.poll_errors.labels("internal").inc()
+                self.health.problem("loop", "unexpected error; see the log")
+                log.exception("unexpected error in the daemon loop; going on")
+                next_poll = self._clock() + self._backoff.failed()
+            self.notifier.notify(WATCHDOG=1)
+            wait = max(0.0, next_poll - self._clock())
+            if self._keeper_again is not None:
+                wait = min(wait, max(0.0, self._keeper_again - self._clock()))
+            # A backoff may be longer than WatchdogSec: ping while waiting (the interval is
+            # already half of WATCHDOG_USEC), so only a stuck loop gets restarted.
+            if self.notifier.watchdog_interval is not None:
+                wait = min(wait, self.notifier.watchdog_interval)
+            self._wake.wait(timeout=wait)
+            self._wake.clear()
+
+    def _step(self, next_poll: float) -> float:
+        if self._reload:
+            self._reload = False
+            self.notifier.notify(RELOADING=1)
+            if self.reload_config():
+                next_poll = self._clock()
+            self.notifier.notify(READY=1)
+        if self._restore:
+            with self._restore_lock:
+                names, self._restore = self._restore, set()
+            for name in sorted(names):
+                self.poll.restore(name)
+        if self._poll_now:
+            self._poll_now = False
+            next_poll = self._clock()
+        now = self._clock()
+        if now >= next_poll:
+            started = self._clock()
+            result = self.poll.poll()
+            next_poll = self._clock() + self.next_delay(result, self._clock() - started)
+            self._after_poll(result)
+            self.health.clear("loop")
+        elif self._keeper_again is not None and now >= self._keeper_again:
+            self._keep_prometheus_config()
+        return next_poll
+
+    def next_delay(self, result: PollResult, took: float = 0.0) -> float:
+        daemon = self.config.daemon
+        if not result.ok:
+            delay = self._backoff.failed()
+            if result.error_kind == "unreachable" and took < _QUICK_FAILURE_SECONDS:
+                delay = min(delay, daemon.poll_interval_seconds)
+            return delay
+        self._backoff.succeeded()
+        now = self._clock()
+        if result.cluster_changed:
+            self._fast_until = now + FAST_POLL_WINDOW_SECONDS
+        if now < self._fast_until:
+            return min(daemon.fast_poll_interval_seconds, daemon.poll_interval_seconds)
+        return daemon.poll_interval_seconds
+
+    def _after_poll(self, result: PollResult) -> None:
+        self._keep_prometheus_config()
+        healthy, _details = self.health.check()
+        self.metrics.healthy.set(1 if healthy else 0)
+        counts = {name: len(t) for name, t in self.poll.written_targets.items()}
+        state = "ok" if result.ok else f"Ray unreachable ({self.poll.failures} failed polls)"
+        summary = ", ".join(
+            f"{n} {name.removesuffix('.json')}" for name, n in sorted(counts.items())
+        )
+        self.notifier.notify(STATUS=f"{state}; targets: {summary or 'none yet'}")
+
+    def _keep_prometheus_config(self) -> None:
+        """After every poll, watching or not."""
+        again = self.keeper.check()
+        self._keeper_again = None if again is None else self._clock() + again
+
+    # -- one pass ----------------------------------------------------------------------------------
+
+    def _run_once(self) -> int:
+        """One pass for ``run --once``: list first (an unreachable Ray fails within
+        ray.request_timeout_seconds), give slow address resolution a few rounds, then write."""
+        result = self.poll.poll()
+        if not result.ok:
+            log.error("Ray could not be reached: %s", result.error)
+            return 1
+        deadline = self._clock() + self.config.ray.resolve_timeout_seconds + 10
+        wait_ready = getattr(self.poll.resolver, "wait_ready", None)
+        if result.unresolved and wait_ready is not None:
+            wait_ready(max(0.0, deadline - self._clock()))
+        while result.unresolved and self._clock() < deadline:
+            time.sleep(0.2)
+            result = self.poll.poll()
+            if not result.ok:
+                log.error("Ray could not be reached: %s", result.error)
+                return 1
+        # Write what is known, even if some servers never answered.
+        self.poll.write_pending(force=True)
+        if self.poll.unwritten:
+            log.error("could not write %s", ", ".join(sorted(self.poll.unwritten)))
+            return 1
+        self._keep_prometheus_config()
+        return 0
+
+    # -- reload: all or nothing --------------------------------------------------------------------
+
+    def _config_bytes(self) -> bytes | None:
+        if not self.config_path:
+            return None
+        try:
+            return Path(self.config_path).read_bytes()
+        except OSError:
+            return None
+
+    def reload_config(self) -> bool:
+        """Load the config again and switch to it, or keep the running one entirely.
+
+        An edit is reloaded once: the file watch and a SIGHUP for the same edit find the same
+        bytes, and the second request is a no-op."""
+        if self._config_loader is None:
+            return False
+        current = self._config_bytes()
+        if self.config_path and current is not None and current == self._loaded_config_bytes:
+            log.debug("config file unchanged since the last reload; nothing to do")
+            return False
+        try:
+            new = self._config_loader()
+            self.apply_config(new)
+        except (ConfigError, ReloadRefused) as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
+        self._loaded_config_bytes = current
+        log.info("config reloaded")
+        return True
+
+    def apply_config(self, new: Config) -> None:
+        """Prepare everything the new config needs, then switch. Raises ReloadRefused, having
+        changed nothing, when any part cannot be prepared."""
+        old = self.config
+        writer = None
+        if new.daemon.output_dir != old.daemon.output_dir:
+            writer = TargetFileWriter(new.daemon.output_dir)
+            try:
+                writer.prepare()
+            except WriteError as exc:
+                raise ReloadRefused(f"daemon.output_dir: {exc}") from None
+        server, new_listener = None, new.daemon.metrics_listen != old.daemon.metrics_listen
+        if new_listener and new.daemon.metrics_listen:
+            try:
+                server = _bind_metrics(new, self.poll)
+            except OSError as exc:
+                raise ReloadRefused(
+                    f"daemon.metrics_listen: cannot listen on {new.daemon.metrics_listen}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        components = None
+        if new.ray != old.ray:
+            try:
+                components = default_components(new)
+            except Exception as exc:
+                if server is not None:
+                    server.stop()
+                raise ReloadRefused(f"ray: {exc}") from None
+        # Commit: from here on nothing is expected to fail.
+        if writer is not None:
+            log.info("output directory %s -> %s", old.daemon.output_dir, new.daemon.output_dir)
+        self.poll.reconfigure(new, writer=writer, components=components)
+        if new_listener:
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+            self._metrics_server = server
+            if server is not None:
+                log.info("self-metrics now on http://%s/metrics", new.daemon.metrics_listen)
+        self.keeper = PrometheusConfigKeeper(new, clock=self._clock)
+        failures = self._backoff.failures
+        self._backoff = self._new_backoff(new)
+        self._backoff.failures = failures
+        set_log_level(new.daemon.log_level)
+        if self._watcher is not None:
+            try:
+                self._watcher.replan(self._watch_plan(new))
+            except OSError as exc:  # the config is applied; only the watching is degraded
+                log.warning("cannot watch files as configured: %s", exc)
+
+    @staticmethod
+    def _new_backoff(config: Config) -> Backoff:
+        return Backoff(
+            base=config.daemon.poll_interval_seconds, cap=config.daemon.max_backoff_seconds
+        )
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        self.notifier.notify(STOPPING=1)
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
+        self.poll.close()
+        self.notifier.close()
+
+
+__all__ = ["Service", "StartupError"]
