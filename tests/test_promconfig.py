@@ -4,17 +4,24 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import subprocess
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import yaml
 
+from fsd_daemon.config import load_config
 from fsd_daemon.demo import start_prometheus, wait_http_ok
+from fsd_daemon.service import Service
 from fsd_daemon.sim.launch import stop_process
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
@@ -22,7 +29,8 @@ from tests.support.daemonproc import DaemonProcess, wait_for
 from tests.support.raycluster import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-RULES = sorted(str(p) for p in (REPO / "fsd_daemon" / "assets" / "prometheus" / "rules").glob("*.yml"))
+RULES_DIR = REPO / "fsd_daemon" / "assets" / "prometheus" / "rules"
+RULES = sorted(str(p) for p in RULES_DIR.glob("*.yml"))
 
 
 def ray_generated_prometheus_yml() -> str:
@@ -144,8 +152,6 @@ def test_patch_then_reload_is_checked_and_logged(
     assert result.returncode == 0, result.stderr
     assert "reloaded its config" in result.stderr and "HTTP 200" in result.stderr
     # Prometheus really runs the patched config now.
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status/config") as r:
         loaded = orjson.loads(r.read())["data"]["yaml"]
     assert "job_name: rollout" in loaded
@@ -206,3 +212,150 @@ def test_promtool_is_the_real_one(promtool: str) -> None:
     out = subprocess.run([promtool, "--version"], capture_output=True, text=True).stdout
     assert "promtool, version" in out
     assert shutil.which("prometheus") is not None
+
+
+# -- #8 item 6: a patch keeps the file's mode, owner and comments ----------------------------------
+
+USER_FILE = """\
+# Prometheus for the training cluster. Ask ops before changing the auth below.
+global:
+  scrape_interval: 15s  # our SLO needs 15s
+scrape_configs:
+  # the node exporters, behind basic auth
+  - job_name: node
+    basic_auth:
+      username: prom
+      password: s3cret
+    static_configs:
+      - targets: ['127.0.0.1:9100']
+"""
+
+
+def test_patch_keeps_mode_owner_and_comments(written: Path, tmp_path: Path, promtool: str) -> None:
+    """A 0600 prometheus.yml with a password, owned by another user: after the patch it is
+    still 0600 and still theirs (the backup too), and every comment of the user is kept."""
+    target = tmp_path / "prom" / "prometheus.yml"
+    target.parent.mkdir()
+    target.write_text(USER_FILE)
+    target.chmod(0o600)
+    other = 65534 if os.geteuid() == 0 else os.geteuid()  # nobody, where we may chown
+    os.chown(target, other, other)
+    result = run_cli("prometheus-config", "--config", str(written), "--patch", str(target))
+    assert result.returncode == 0, result.stderr
+    text = target.read_text()
+    assert "job_name: rollout" in text
+    for comment in ("# Prometheus for the training cluster", "# our SLO needs 15s",
+                    "# the node exporters, behind basic auth"):  # fmt: skip
+        assert comment in text, text
+    for path in (target, target.with_name("prometheus.yml.fsd-orig")):
+        st = path.stat()
+        assert oct(st.st_mode & 0o777) == oct(0o600), path
+        assert (st.st_uid, st.st_gid) == (other, other), path
+    assert yaml.safe_load(text)["scrape_configs"][0]["basic_auth"]["password"] == "s3cret"
+    promtool_check(promtool, target)
+
+
+# -- #10 item 3: verl's own prometheus.yml rewrite, side by side -----------------------------------
+
+
+def verl_update_prometheus_config(
+    config_file: Path, server_addresses: list[str], port: int, *, stall_after: int = 0
+) -> None:
+    """A faithful re-creation of verl's ``update_prometheus_config``
+    (verl-project/verl, verl/workers/rollout/utils.py, read at commit 180ce198): the same
+    document (jobs ``ray`` with Ray's discovery file and ``rollout`` with static, unlabelled
+    targets), written the same way (``open(path, "w")`` + ``yaml.dump(..., indent=2)``: truncate,
+    then write, not atomic), then ``POST /-/reload``. Ray remote tasks (one per node) become a
+    plain call: this is one node. ``stall_after`` bytes: the write pauses there for a moment, as
+    a large file written in buffered chunks does, so a reader can see it half-written."""
+    prometheus_config_json = {
+        "global": {"scrape_interval": "10s", "evaluation_interval": "10s"},
+        "scrape_configs": [
+            {
+                "job_name": "ray",
+                "file_sd_configs": [{"files": ["/tmp/ray/prom_metrics_service_discovery.json"]}],
+            },
+            {"job_name": "rollout", "static_configs": [{"targets": server_addresses}]},
+        ],
+    }
+    os.makedirs(os.path.dirname(config_file), exist_ok=True)
+    with open(config_file, "w") as f:
+        text = yaml.dump(prometheus_config_json, default_flow_style=False, indent=2)
+        if stall_after:
+            f.write(text[:stall_after])
+            f.flush()
+            time.sleep(0.25)
+            text = text[stall_after:]
+        f.write(text)
+    subprocess.run(
+        ["curl", "-s", "-X", "POST", f"http://127.0.0.1:{port}/-/reload"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+
+def _active_rollout_targets(port: int) -> list[dict[str, str]]:
+    url = f"http://127.0.0.1:{port}/api/v1/targets?state=active"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        targets = orjson.loads(r.read())["data"]["activeTargets"]
+    return [t["labels"] for t in targets if t["labels"].get("job") == "rollout"]
+
+
+def _loaded_config(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status/config", timeout=5) as r:
+        return dict(yaml.safe_load(orjson.loads(r.read())["data"]["yaml"]))
+
+
+def test_daemon_wins_back_verls_rewrite_without_a_fight(
+    prometheus: tuple[int, Path, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    promtool: str,
+) -> None:
+    """Prometheus runs with the daemon's patched prometheus.yml; verl then rewrites the whole
+    file (caught half-written by the keeper's first look) and reloads. The daemon patches the
+    complete file once it has settled, reloads once, and Prometheus ends with exactly the
+    labelled rollout targets: verl's unlabelled static duplicates are gone."""
+    port, prom_yml, _ = prometheus
+    addresses = ["127.0.0.1:21011", "127.0.0.1:21012"]
+    described = tmp_path / "cluster.json"
+    described.write_bytes(orjson.dumps(cluster(server(0, port=21011), server(1, port=21012))))
+    config = tmp_path / "fsd.toml"
+    config.write_text(
+        f'[daemon]\noutput_dir = "{tmp_path / "targets"}"\npoll_interval_seconds = 0.1\n'
+        f'[ray]\naddress = "file:{described}"\n'
+        f'[prometheus]\nconfig_file = "{prom_yml}"\nreload_url = "http://127.0.0.1:{port}"\n'
+    )
+    caplog.set_level(logging.INFO, logger="fsd_daemon")
+    service = Service(load_config(config, environ={}))
+    thread = threading.Thread(target=service.run, kwargs={"watch": False}, daemon=True)
+    thread.start()
+
+    def labelled_only() -> bool:
+        targets = _active_rollout_targets(port)
+        return sorted(t["instance"] for t in targets) == addresses and all(
+            t.get("replica") and t.get("actor_name") for t in targets
+        )
+
+    try:
+        wait_for(labelled_only, timeout=30)
+        caplog.clear()
+        # Stalls right after "evaluation_interval: 1": valid YAML, and garbage to patch.
+        verl_update_prometheus_config(prom_yml, addresses, port, stall_after=32)
+        wait_for(lambda: "job_name: rollout" in prom_yml.read_text()
+                 and "static_configs" not in prom_yml.read_text(), timeout=10)  # fmt: skip
+        wait_for(labelled_only, timeout=30)
+        time.sleep(1.0)  # a few more polls: no further patch, no further reload
+    finally:
+        service.request_stop()
+        thread.join(timeout=10)
+    loaded = _loaded_config(port)
+    rollout_jobs = [j for j in loaded["scrape_configs"] if j["job_name"] == "rollout"]
+    assert len(rollout_jobs) == 1 and "static_configs" not in rollout_jobs[0]
+    assert "file_sd_configs" in rollout_jobs[0]
+    reloads = [r for r in caplog.records if "Prometheus reloaded its config" in r.getMessage()]
+    patches = [r for r in caplog.records if r.getMessage().startswith("patched ")]
+    assert len(reloads) == 1 and len(patches) == 1, [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    promtool_check(promtool, prom_yml)

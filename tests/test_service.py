@@ -103,7 +103,7 @@ def make_service(paths: dict[str, Path], **kwargs: Any) -> Service:
     return Service(load(), config_loader=load, config_path=str(paths["config"]), **kwargs)
 
 
-# -- item 3: nothing after a poll or on reload ends the loop --------------------------------------
+# -- item 3: nothing after a poll or on reload ends the loop ---------------------------------------
 
 
 def test_unexpected_error_after_a_poll_is_logged_counted_and_the_loop_goes_on(
@@ -202,7 +202,7 @@ def test_absent_ray_is_probed_at_the_poll_interval_not_the_backoff_ceiling(
     assert max(service.next_delay(slow, took=5.0) for _ in range(50)) > 10.0
 
 
-# -- item 5: the keeper without watching, and wake() ----------------------------------------------
+# -- item 5: the keeper without watching, and wake() -----------------------------------------------
 
 
 def test_keeper_runs_after_polls_with_no_watch(paths: dict[str, Path]) -> None:
@@ -260,7 +260,7 @@ def test_healthz_names_the_resolver_when_it_fails(
         port = s.metrics_port
         assert port
         wait_for(lambda: healthz(port)[0] == 503)
-        status, body = healthz(port)
+        _status, body = healthz(port)
         assert body["problems"] == {"resolver": "Ray bridge cannot connect: InvalidAuthToken"}
         time.sleep(0.5)  # several polls: still one line
         resolver.current_problem = None
@@ -356,7 +356,7 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
     assert len(targets_in(rollout)) == 2
 
 
-# -- item 13: quiet logs, one reload per edit -------------------------------------------------------
+# -- item 13: quiet logs, one reload per edit ------------------------------------------------------
 
 
 def test_persisting_write_error_is_logged_once_then_when_it_ends(
@@ -414,7 +414,7 @@ def test_one_reload_per_edit_and_no_error_on_a_good_reload(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-# -- issue 12 goal 1: poll sooner while the cluster changes ------------------------------------------
+# -- issue 12 goal 1: poll sooner while the cluster changes ----------------------------------------
 
 
 def test_fast_polls_after_a_change_and_normal_interval_when_quiet(paths: dict[str, Path]) -> None:
@@ -449,7 +449,7 @@ def test_new_server_is_picked_up_by_a_fast_poll(paths: dict[str, Path]) -> None:
         assert took < 1.5, took
 
 
-# -- item 8: IPv6 listen addresses ----------------------------------------------------------------
+# -- item 8: IPv6 listen addresses -----------------------------------------------------------------
 
 
 def _ipv6_available() -> bool:
