@@ -45,7 +45,7 @@ from fsd_daemon.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.promconfig import full_config, render_yaml
 from fsd_daemon.sim.launch import Job, free_port, start_job, start_logged, stop_process
 
-# Which rollout GPUs are idle, and how idle (a recording rule of fsd_daemon/assets/prometheus/rules).
+# Which rollout GPUs are idle, and how idle (a recording rule of assets/prometheus/rules).
 IDLE_ROLLOUT_GPUS_QUERY = urllib.parse.quote('gpu_role:fsd_gpu_idle:ratio_rate1m{role="rollout"}')
 DEMO_SCRAPE_INTERVAL = 5.0  # short, so rates and rules have data within a minute
 
@@ -119,14 +119,19 @@ class DemoStack:
     replicas: int
     gpus: int
     prometheus_port: int
+    log_level: str = "info"
+    # Where the daemon writes (default: <workdir>/targets).
+    output_dir: Path | None = None
     ray_address: str = ""
+    # The demo's own Ray temp dir: a real head node's /tmp/ray/session_latest is never touched.
+    ray_temp_dir: Path | None = None
     jobs: list[Job] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def targets_dir(self) -> Path:
-        return self.workdir / "targets"
+        return self.output_dir or self.workdir / "targets"
 
     @property
     def logs(self) -> Path:
@@ -148,10 +153,13 @@ class DemoStack:
     def start_ray(self) -> None:
         import ray
 
-        _say("starting a local Ray cluster on 127.0.0.1 ...")
+        # Short (Unix socket paths are limited to 107 bytes) and our own.
+        self.ray_temp_dir = Path(tempfile.mkdtemp(prefix="fsd-demo-ray-"))
+        _say(f"starting a local Ray cluster on 127.0.0.1 (temp dir {self.ray_temp_dir}) ...")
         self.ports["ray_dashboard"] = free_port()
         context = ray.init(
             address="local",
+            _temp_dir=str(self.ray_temp_dir),
             num_cpus=max(4, os.cpu_count() or 1),
             include_dashboard=True,
             dashboard_host="127.0.0.1",
@@ -210,6 +218,7 @@ class DemoStack:
 [daemon]
 output_dir = {_toml(self.targets_dir)}
 cluster = "demo"
+log_level = "{self.log_level}"
 poll_interval_seconds = 1.0
 grace_period_seconds = 5.0
 metrics_listen = "127.0.0.1:{self.ports["daemon_metrics"]}"
@@ -271,6 +280,7 @@ rule_files = [{", ".join(_toml(r) for r in rules)}]
         state = {
             "workdir": str(self.workdir),
             "ray_address": self.ray_address,
+            "ray_temp_dir": str(self.ray_temp_dir or ""),
             "targets_dir": str(self.targets_dir),
             "ports": self.ports,
             "pids": {name: p.pid for name, p in self.procs.items()},
@@ -322,16 +332,47 @@ def _toml(value: object) -> str:
     return orjson.dumps(str(value)).decode()  # a JSON string is a valid TOML basic string
 
 
+class DemoArgumentError(ValueError):
+    """A demo flag that cannot work; ``str()`` is the one line for the user."""
+
+
+def check_demo_args(args: argparse.Namespace) -> None:
+    """Everything the demo is given is checked before anything starts."""
+    if getattr(args, "ray_address", None):
+        raise DemoArgumentError(
+            "demo: --ray-address is not used: the demo starts its own Ray cluster "
+            "(run `fsd-daemon run --ray-address ...` against yours)"
+        )
+    if args.replicas < 1:
+        raise DemoArgumentError(f"demo: --replicas must be at least 1 (got {args.replicas})")
+    if args.gpus < 0:
+        raise DemoArgumentError(f"demo: --gpus must be 0 or more (got {args.gpus})")
+    if not 1 <= args.prometheus_port <= 65535:
+        raise DemoArgumentError(
+            f"demo: --prometheus-port must be 1 to 65535 (got {args.prometheus_port})"
+        )
+    if not args.duration >= 0 or args.duration == float("inf"):
+        raise DemoArgumentError(f"demo: --duration must be 0 or more seconds (got {args.duration})")
+
+
 def run_demo(config: Config, args: argparse.Namespace) -> int:
-    """``config`` is not used: the demo writes the config its own daemon runs with."""
+    """The demo writes the config its own daemon runs with; of ``config`` it takes the
+    output directory (``--output-dir``) and the log level."""
+    try:
+        check_demo_args(args)
+    except DemoArgumentError as exc:
+        print(f"fsd-daemon: {exc}", file=sys.stderr)
+        return 2
     loopback_ray_environment()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fsd-demo-")).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     stack = DemoStack(
         workdir=workdir,
-        replicas=max(1, args.replicas),
-        gpus=max(0, args.gpus),
+        replicas=args.replicas,
+        gpus=args.gpus,
         prometheus_port=args.prometheus_port,
+        log_level=config.daemon.log_level,
+        output_dir=Path(args.output_dir).absolute() if args.output_dir else None,
     )
     stopping = threading.Event()
     with handled_signals({signum: stopping.set for signum in STOP_SIGNALS}):

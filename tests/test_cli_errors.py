@@ -261,3 +261,28 @@ def test_check_config_prints_toml_that_loads_back(tmp_path: Path) -> None:
     again.write_text(result.stdout)
     assert printed["daemon"]["cluster"] == 'a "quoted" name'
     assert load_config(again, environ={}) == load_config(config, environ={})
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--replicas", "-1"], "--replicas"),
+        (["--replicas", "0"], "--replicas"),
+        (["--gpus", "-1"], "--gpus"),
+        (["--prometheus-port", "99999"], "--prometheus-port"),
+        (["--prometheus-port", "0"], "--prometheus-port"),
+        (["--duration", "nan"], "--duration"),
+        (["--ray-address", "127.0.0.1:6379"], "--ray-address"),
+        (["--ray-address", "foo"], "ray.address"),
+    ],
+)
+def test_demo_refuses_bad_flags_before_starting_anything(
+    tmp_path: Path, args: list[str], names: str
+) -> None:
+    started = time.monotonic()
+    result = fsd("demo", "--workdir", str(tmp_path / "w"), *args, env=clean_env(), timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and names in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 15  # Ray was never started
