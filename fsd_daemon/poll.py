@@ -157,8 +157,8 @@ class Poll:
     def prepare(self) -> None:
         """Create the output directory and arm the start-up gate from the file found there.
         Raises OSError when the directory cannot be made (the caller reports it)."""
-        self.writer.prepare()
         self._arm_startup_gate()
+        self.writer.prepare()
 
     def _arm_startup_gate(self) -> None:
         count, names = servers_in_file(self.writer.directory / ROLLOUT_FILE)

@@ -42,6 +42,11 @@ FAST_POLL_WINDOW_SECONDS = 10.0
 _QUICK_FAILURE_SECONDS = 1.0
 
 
+# Write errors at start-up that someone may fix while the daemon runs; anything else (a file in
+# the way, a read-only filesystem) is a configuration error and ends it with exit 2.
+_FIXABLE_WITHOUT_US = frozenset({"EACCES", "EPERM", "ENOSPC", "EDQUOT"})
+
+
 class StartupError(Exception):
     """The service cannot start as configured. ``str()`` is the one line for the user."""
 
@@ -144,7 +149,12 @@ class Service:
         try:
             self.poll.prepare()
         except WriteError as exc:
-            raise StartupError(f"daemon.output_dir: {exc}") from None
+            directory = self.poll.writer.directory
+            if exc.reason not in _FIXABLE_WITHOUT_US or not directory.is_dir():
+                raise StartupError(f"daemon.output_dir: {exc}") from None
+            # A directory we may not write yet (an admin will chown it) or a full disk: run,
+            # keep the files there, and write once it works; health and the log say why.
+            log.error("%s; starting anyway, the files are written once it works", exc)
         if serve:
             try:
                 self._metrics_server = _bind_metrics(config, self.poll)
