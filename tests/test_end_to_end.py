@@ -85,6 +85,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> Itera
                 "6",
                 "--prometheus-port",
                 str(free_port()),
+                "--output-dir",
+                str(workdir / "files"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -187,6 +189,19 @@ def test_a_job_that_ends_is_dropped(demo: Demo) -> None:
     print(f"job dropped from Prometheus's active targets {took:.1f} s after it was stopped")
     remaining = [t for t in demo.active_targets() if t["labels"]["job"] == "rollout"]
     assert len(remaining) == 3
+
+
+def test_demo_keeps_to_its_own_ray_temp_dir_and_output_dir(demo: Demo) -> None:
+    """Run on a real head node, the demo must not repoint the machine's session_latest: its
+    Ray lives in a temp dir of its own. --output-dir is where its daemon writes."""
+    own = Path(demo.state["ray_temp_dir"])
+    assert (own / "session_latest").exists()
+    for default in {Path("/tmp/ray"), Path(os.environ.get("RAY_TMPDIR", "/tmp/ray"))}:
+        latest = default / "session_latest"
+        if latest.exists():
+            assert own not in latest.resolve().parents, latest
+    assert Path(demo.state["targets_dir"]) == demo.workdir / "files"
+    assert (demo.workdir / "files" / "rollout.json").exists()
 
 
 def test_ctrl_c_stops_everything(demo: Demo) -> None:
