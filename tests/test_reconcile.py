@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from fsd_daemon.config import load_config
-from fsd_daemon.discovery.base import ActorRecord, Resolution
+from fsd_daemon.discovery.base import ActorRecord, Resolution, SourceError
 from fsd_daemon.discovery.static import StaticCluster
 from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE, Reconciler, summarize_changes
 from tests.support.clusterfile import cluster, node, server
@@ -368,3 +370,15 @@ def test_a_session_first_told_late_is_not_a_change() -> None:
     desired = r.apply(told.snapshot(), resolver)
     assert not r.session_changed and resolver.calls == 0
     assert [t.label("ray_session") for t in desired.files[ROLLOUT_FILE]] == ["session_a"]  # type: ignore[union-attr]
+
+
+def test_static_cluster_file_carries_the_session(tmp_path: Path) -> None:
+    """The static source reads "session" from its file; a malformed one is a SourceError
+    (the poll fails, the files stay as they are), never a crash."""
+    path = tmp_path / "cluster.json"
+    path.write_bytes(orjson.dumps({**cluster(server(0)), "session": "session_x"}))
+    assert StaticCluster(path).snapshot().session == "session_x"
+    for bad in (42, "s" * 300):
+        path.write_bytes(orjson.dumps({**cluster(server(0)), "session": bad}))
+        with pytest.raises(SourceError):
+            StaticCluster(path).snapshot()

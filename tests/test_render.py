@@ -10,6 +10,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.render import InvalidTarget, Target, parse_address, render, validate_target
@@ -202,3 +204,25 @@ def test_prometheus_scrapes_the_metrics_path_given_in_the_target_file(
         proc.terminate()
         proc.wait(timeout=30)
         server.shutdown()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    host=st.text(max_size=80) | st.sampled_from(["10.0.0.1", "node-1", "fd00::1", "[fd00::1]"]),
+    port=st.integers(-5, 70000) | st.floats(allow_nan=True) | st.text(max_size=8),
+    newline=st.booleans(),
+)
+def test_any_address_value_is_refused_or_is_one_prometheus_can_scrape(
+    host: str, port: object, newline: bool
+) -> None:
+    """Property: whatever a server answers, parse_address raises InvalidTarget or returns
+    ASCII host:port with an integer port 1-65535 and no whitespace."""
+    for value in ((host + ("\n" if newline else ""), port), f"{host}:{port}"):
+        try:
+            address = parse_address(value)
+        except InvalidTarget:
+            continue
+        assert address.isascii() and not any(c.isspace() for c in address)
+        port_text = address.rpartition(":")[2]
+        assert port_text.isdigit() and 1 <= int(port_text) <= 65535
+        assert isinstance(port, (int, str)) and not isinstance(port, bool)

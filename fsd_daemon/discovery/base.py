@@ -47,7 +47,9 @@ class ClusterSnapshot:
 class Resolution:
     """The outcome of asking one actor for its HTTP address."""
 
-    address: str | None  # "host:port" ("[v6]:port"), None while unknown
+    # What get_server_address() returned, unvalidated: (host, port) (verl 0.6+) or "host:port"
+    # (verl <= 0.5); None while unknown. The reconciler validates it (render.parse_address).
+    address: object | None
     error: str | None = None  # why it is unknown; None while the call is still running
 
 
