@@ -23,6 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fsd_daemon.discovery.patterns import (
+    DEFAULT_GPU_ROLES,
+    DEFAULT_PATTERNS,
+    ENGINES,
+    RecognitionPattern,
+)
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -45,7 +52,6 @@ def resolve_config_path(arg: str | None, environ: Mapping[str, str] | None = Non
     return DEFAULT_CONFIG_PATH if os.path.isfile(DEFAULT_CONFIG_PATH) else None
 
 
-ENGINES = ("vllm", "sglang", "trtllm")
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -55,61 +61,6 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"config error: {key}: {message}")
         self.key = key
-
-
-@dataclass(frozen=True)
-class RecognitionPattern:
-    """How to recognise one kind of rollout server among the cluster's actors.
-
-    ``class_name`` and ``name`` are regular expressions matched against the whole actor class
-    name and the whole actor name. ``name`` may capture the named groups ``role``, ``replica``,
-    ``node`` (node rank within the replica) and ``engine``; a missing role means ``rollout``.
-    """
-
-    class_name: str
-    name: str
-    engine: str
-    # Only node rank 0 of a multi-node replica runs the HTTP server (verl 0.6+); roles listed
-    # here serve HTTP on every index (verl's disaggregated decode servers).
-    every_index_serves_roles: tuple[str, ...] = ("decode",)
-
-
-# Defaults cover verl 0.6-0.9 (vLLMHttpServer, SGLangHttpServer, TRTLLMHttpServer; names
-# "<engine>_server[_<role>]_<replica>[_<node>][suffix]") and verl <= 0.5 (AsyncvLLMServer,
-# AsyncSGLangServer named "async_llm_server_<dp_rank>").
-_VERL_NAME = (
-    r"(?:[a-z0-9]+_)*?server_(?:(?P<role>[a-z][a-z]*)_)?(?P<replica>\d+)"
-    r"(?:_(?P<node>\d+))?(?:[_\-.][A-Za-z0-9_\-.]*)?"
-)
-DEFAULT_PATTERNS: tuple[RecognitionPattern, ...] = (
-    RecognitionPattern(class_name=r"vLLM\w*HttpServer", name=_VERL_NAME, engine="vllm"),
-    RecognitionPattern(class_name=r"SGLang\w*HttpServer", name=_VERL_NAME, engine="sglang"),
-    RecognitionPattern(class_name=r"TRTLLM\w*HttpServer", name=_VERL_NAME, engine="trtllm"),
-    RecognitionPattern(
-        class_name=r"AsyncvLLMServer", name=r"async_llm_server_(?P<replica>\d+)", engine="vllm"
-    ),
-    RecognitionPattern(
-        class_name=r"AsyncSGLangServer", name=r"async_llm_server_(?P<replica>\d+)", engine="sglang"
-    ),
-)
-
-# Which role a GPU holder plays, by Ray actor class name (exact match first, then regex).
-DEFAULT_GPU_ROLES: Mapping[str, str] = {
-    "vLLMHttpServer": "rollout",
-    "SGLangHttpServer": "rollout",
-    "TRTLLMHttpServer": "rollout",
-    "AsyncvLLMServer": "rollout",
-    "AsyncSGLangServer": "rollout",
-    "vLLMOmniHttpServer": "rollout",
-    "RewardModelWorker": "reward",
-    "RewardLoopWorker": "reward",
-    "ActorRolloutRefWorker": "train",
-    "AsyncActorRolloutRefWorker": "train",
-    "CriticWorker": "train",
-    "TrainingWorker": "train",
-    # verl's colocated (hybrid) engine: actor, rollout and reference in one worker class.
-    "WorkerDict": "train",
-}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ The reconciler is the daemon's memory between polls: which servers exist and sin
 resolved addresses, node metrics ports, and the grace timers of servers that disappeared. It is
 pure apart from the resolver it is handed, and takes its clock as an argument, so tests drive
 time directly.
+
+Servers are keyed by (Ray session, actor id): Ray derives actor ids from job ids, which a new
+session reuses, so the same id in a new session is another actor, with another address.
 """
 
 from __future__ import annotations
@@ -11,14 +14,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord, Resolver
-from fsd_daemon.discovery.recognise import Recogniser, ServerIdentity
-from fsd_daemon.render import InvalidTarget, Target, format_address, parse_address, validate_target
+from fsd_daemon.discovery.patterns import DEFAULT_METRICS_PATH
+from fsd_daemon.discovery.recognise import Recogniser, Rejected, ServerIdentity, describe
+from fsd_daemon.render import (
+    METRICS_PATH_LABEL,
+    InvalidTarget,
+    Target,
+    format_address,
+    parse_address,
+    validate_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +38,16 @@ GPU_FILE = "gpu.json"
 RAY_FILE = "ray.json"
 
 
+# (Ray session, actor id): see the module docstring.
+_ServerKey = tuple[str, str]
+
+
 @dataclass
 class _Server:
     actor: ActorRecord
     identity: ServerIdentity
+    # The last time a poll listed it. Every poll refreshes it, also one whose listing did not
+    # change: the grace period counts from the last poll that saw the server.
     last_seen: float
     address: str | None = None
     # Resolution failures are expected while a server starts (verl creates the actor first and
@@ -95,8 +112,18 @@ class Reconciler:
     config: Config
     clock: Callable[[], float] = time.monotonic
     recogniser: Recogniser = field(init=False)
-    _servers: dict[str, _Server] = field(default_factory=dict, init=False)
+    # True when the last apply() saw the Ray session change (the poll then restarts the
+    # resolver and waits for it to warm up again).
+    session_changed: bool = field(default=False, init=False)
+    _session: str = field(default="", init=False)
+    _servers: dict[_ServerKey, _Server] = field(default_factory=dict, init=False)
     _nodes: dict[str, _Node] = field(default_factory=dict, init=False)
+    # What the last folded snapshot listed, and when a poll last listed it: an unchanged poll
+    # returns early, so this is how its servers count as seen (see _Server.last_seen).
+    _listed_servers: set[_ServerKey] = field(default_factory=set, init=False)
+    _listed_nodes: set[str] = field(default_factory=set, init=False)
+    _listed_at: float | None = field(default=None, init=False)
+    _stale_sessions: bool = field(default=False, init=False)
     _last_snapshot: ClusterSnapshot | None = field(default=None, init=False)
     _pending: _Pending = field(default_factory=_Pending, init=False)
     _warned: set[tuple[str, str]] = field(default_factory=set, init=False)
@@ -115,6 +142,12 @@ class Reconciler:
         self._servers.clear()
         self._target_cache.clear()
         self._nodes.clear()
+        self._listed_servers.clear()
+        self._listed_nodes.clear()
+        self._listed_at = None
+        self._session = ""
+        self._stale_sessions = False
+        self.session_changed = False
         self._last_snapshot = None
         self._pending = _Pending()
         self.recogniser = Recogniser(self.config.patterns)
@@ -124,10 +157,10 @@ class Reconciler:
         self.config = config
         self._target_cache.clear()  # limits and the cluster label may have changed
         self.recogniser = Recogniser(config.patterns)
-        for actor_id, server in list(self._servers.items()):
+        for key, server in list(self._servers.items()):
             identity = self.recogniser.identify(server.actor)
             if identity is None:
-                del self._servers[actor_id]
+                del self._servers[key]
             else:
                 server.identity = identity
         self._last_snapshot = None  # recompute at the next poll, labels may have changed
@@ -135,7 +168,7 @@ class Reconciler:
     def has_unresolved(self) -> bool:
         """Servers without an address yet, or (when ray.json is written) nodes without a port."""
         if any(s.address is None for s in self._servers.values()):
-            return True
+            return True  # only the current session's can lack one (see _start_session)
         return self.config.targets.write_ray and any(
             n.metrics_port is None for n in self._nodes.values()
         )
@@ -147,57 +180,123 @@ class Reconciler:
         what keeps a Ray outage from emptying the files.
         """
         now = self.clock()
+        self.session_changed = False
         if snapshot == self._last_snapshot and not self._pending.any(now):
+            self._listed_at = now  # everything the last snapshot listed was seen now
             return None
+        if snapshot.session and snapshot.session != self._session:
+            self._start_session(snapshot.session)
         self._last_snapshot = snapshot
         self._pending = _Pending()
         self._fold_servers(snapshot, now)
         self._fold_nodes(snapshot, now)
+        self._listed_at = now
         self._resolve_addresses(resolver)
+        self._drop_replaced()
         self._resolve_ports(resolver)
         return self._desired()
+
+    def unresolved_names(self) -> set[tuple[str, str]]:
+        """``(ray_namespace, actor_name)`` of live recognised servers without an address yet."""
+        return {
+            (s.actor.namespace, s.actor.name)
+            for key, s in self._servers.items()
+            if s.address is None and key[0] == self._session
+        }
+
+    # -- Ray sessions ----------------------------------------------------------------------
+
+    def _start_session(self, session: str) -> None:
+        """A new Ray session (or the first one seen). Old servers keep their targets until the
+        grace period passes, as any server that leaves does, unless the new session lists the
+        same actor again (then the new one replaces it once resolved: _drop_replaced).
+        Addresses are never carried over: the key includes the session."""
+        if self._session:
+            self.session_changed = True
+            log.info("Ray session changed (%s -> %s)", self._session, session)
+            # An actor id of the old session may name another actor now.
+            self.recogniser.clear()
+            for key in [k for k, s in self._servers.items() if s.address is None]:
+                del self._servers[key]  # nothing to keep listing: it never had an address
+            self._stale_sessions = bool(self._servers)
+        else:
+            # The source told no session until now: what it listed belongs to this one.
+            self._servers = {(session, key[1]): s for key, s in self._servers.items()}
+            self._listed_servers = {(session, key[1]) for key in self._listed_servers}
+        self._session = session
+
+    def _drop_replaced(self) -> None:
+        """Old-session servers whose actor id the new session resolved: the new one replaces."""
+        if not self._stale_sessions:
+            return
+        resolved = {
+            key[1] for key, s in self._servers.items() if key[0] == self._session and s.address
+        }
+        stale = [key for key in self._servers if key[0] != self._session]
+        for key in stale:
+            if key[1] in resolved:
+                del self._servers[key]
+        self._stale_sessions = any(key[0] != self._session for key in self._servers)
 
     # -- servers ---------------------------------------------------------------------------
 
     def _fold_servers(self, snapshot: ClusterSnapshot, now: float) -> None:
-        live: set[str] = set()
+        live: set[_ServerKey] = set()
         for actor in snapshot.actors:
-            identity = self.recogniser.identify(actor)
-            if identity is None:
+            verdict = self.recogniser.classify(actor)
+            if not isinstance(verdict, ServerIdentity):
+                if isinstance(verdict, Rejected):
+                    who = _who(actor)
+                    self._warn_drop(ROLLOUT_FILE, verdict.reason, who, "")
                 continue
-            live.add(actor.actor_id)
-            known = self._servers.get(actor.actor_id)
+            identity = verdict
+            key = (self._session, actor.actor_id)
+            live.add(key)
+            known = self._servers.get(key)
             if known is None:
-                self._servers[actor.actor_id] = _Server(actor, identity, now)
+                self._servers[key] = _Server(actor, identity, now)
                 continue
             if (known.actor.pid, known.actor.node_id) != (actor.pid, actor.node_id):
                 # Ray restarted the actor (same id, new process): its port is new too.
                 log.info(
-                    "actor %s restarted (pid %s -> %s)", actor.name, known.actor.pid, actor.pid
+                    "actor %s restarted (pid %s -> %s)",
+                    describe(actor.name),
+                    known.actor.pid,
+                    actor.pid,
                 )
                 known.address = None
             known.actor = actor
             known.last_seen = now
         self.recogniser.forget({a.actor_id for a in snapshot.actors})
-        self._expire(self._servers, live, snapshot.truncated, now, "rollout server")
+        listed_before, self._listed_servers = self._listed_servers, live
+        self._expire(self._servers, live, listed_before, snapshot.truncated, now, "rollout server")
 
     def _expire(
         self,
-        entries: dict[str, _Server] | dict[str, _Node],
-        live: set[str],
+        entries: dict[Any, Any],  # servers by _ServerKey or nodes by node id
+        live: set[Any],
+        listed_before: set[Any],
         truncated: bool,
         now: float,
         what: str,
     ) -> None:
         grace = self.config.daemon.grace_period_seconds
         for key in list(entries.keys() - live):
+            entry = entries[key]
             if truncated:
-                # The listing was cut at the limit: a missing entry may simply be beyond it.
+                # The listing was cut at the limit: a missing entry may simply be beyond it,
+                # so it counts as seen.
+                entry.last_seen = now
                 continue
-            deadline = entries[key].last_seen + grace
+            if key in listed_before and self._listed_at is not None:
+                # Listed by every poll up to the previous one, which may have returned early.
+                entry.last_seen = max(entry.last_seen, self._listed_at)
+            deadline = entry.last_seen + grace
             if now >= deadline:
-                entry = entries.pop(key)
-                name = entry.actor.name if isinstance(entry, _Server) else entry.node.node_id
+                entries.pop(key)
+                name = (
+                    describe(entry.actor.name) if isinstance(entry, _Server) else entry.node.node_id
+                )
                 log.info("%s %s gone for %.0fs: removing it", what, name, now - entry.last_seen)
             else:
                 current = self._pending.grace_deadline
@@ -211,22 +310,24 @@ class Reconciler:
             return
         answers = resolver.resolve_addresses(waiting)
         for actor in waiting:
-            server = self._servers[actor.actor_id]
+            server = self._servers[(self._session, actor.actor_id)]
             answer = answers.get(actor.actor_id)
             if answer is not None and answer.address is not None:
                 try:
                     server.address = parse_address(answer.address)
                 except InvalidTarget as exc:
-                    who = f"actor {actor.name!r} ({actor.actor_id})"
+                    who = _who(actor)
                     self._warn_drop(ROLLOUT_FILE, exc.reason, who, f"{who}: {exc}; dropped")
                     continue
                 if server.failures:
-                    log.info("actor %s now answers at %s", actor.name, server.address)
+                    log.info("actor %s now answers at %s", describe(actor.name), server.address)
                 continue
             if answer is not None and answer.error is not None:
                 if server.failures == 0:
                     log.info(
-                        "actor %s has no address yet: %s (will retry)", actor.name, answer.error
+                        "actor %s has no address yet: %s (will retry)",
+                        describe(actor.name),
+                        str(answer.error)[:500],
                     )
                 server.failures += 1
             self._pending.unresolved = True
@@ -243,7 +344,8 @@ class Reconciler:
             else:
                 known.node = node
                 known.last_seen = now
-        self._expire(self._nodes, live, False, now, "node")
+        listed_before, self._listed_nodes = self._listed_nodes, live
+        self._expire(self._nodes, live, listed_before, False, now, "node")
 
     def _resolve_ports(self, resolver: Resolver) -> None:
         if not self.config.targets.write_ray:
@@ -264,19 +366,25 @@ class Reconciler:
     def _desired(self) -> Desired:
         cluster = self.config.daemon.cluster
         built = _Built(previous=self._target_cache)
-        for server in self._servers.values():
+        disaggregated = _disaggregated_replicas(self._servers)
+        for (session, actor_id), server in self._servers.items():
             if server.address is None:
                 continue
-            actor = server.actor
+            actor, ident = server.actor, server.identity
+            if not ident.disaggregation and _replica_key(session, server) in disaggregated:
+                # A disaggregated replica's prefill server keeps the plain name
+                # (verl/workers/rollout/vllm_rollout/vllm_pd_replica.py): it is known as the
+                # plain server of a replica that also has decode servers.
+                ident = replace(ident, disaggregation="prefill")
             node = self._nodes.get(actor.node_id)
             node_ip = node.node.node_ip if node else ""
             self._add(
                 built,
                 ROLLOUT_FILE,
-                actor.actor_id,
-                (actor, server.identity, node_ip, server.address),
-                partial(_rollout_target, server.address, server.identity, actor, node_ip, cluster),
-                f"actor {actor.name!r} ({actor.actor_id})",
+                f"{session}/{actor_id}",
+                (actor, ident, node_ip, server.address, session),
+                partial(_rollout_target, server.address, ident, actor, node_ip, cluster, session),
+                _who(actor),
             )
         gpu_port = self.config.targets.gpu_exporter_port
         for entry in self._nodes.values():
@@ -333,35 +441,70 @@ class Reconciler:
         return None
 
     def _warn_drop(self, file: str, reason: str, who: str, message: str) -> None:
-        """Warn and count once per offender, not once per poll."""
+        """Warn (unless ``message`` is empty: logged already) and count once per offender, not
+        once per poll."""
         if (file, who) in self._warned:
             return
         if len(self._warned) > 100_000:  # bound the memory a flood of bad actors can take
             self._warned.clear()
         self._warned.add((file, who))
         self.dropped_counts[(file, reason)] = self.dropped_counts.get((file, reason), 0) + 1
-        log.warning("%s", message)
+        if message:
+            log.warning("%s", message)
 
     @property
     def server_count(self) -> int:
         return len(self._servers)
 
 
+def _who(actor: ActorRecord) -> str:
+    """An actor for log lines and drop counts: its name and id, each bounded in length."""
+    return f"actor {describe(actor.name)} ({describe(actor.actor_id, 64)})"
+
+
+def _replica_key(session: str, server: _Server) -> tuple[str, ...]:
+    a, i = server.actor, server.identity
+    return (session, a.job_id, a.namespace, i.engine, i.role, i.replica)
+
+
+def _disaggregated_replicas(servers: dict[_ServerKey, _Server]) -> set[tuple[str, ...]]:
+    """The replicas that have decode servers (their plain-named server is the prefill one)."""
+    return {
+        _replica_key(session, s)
+        for (session, _), s in servers.items()
+        if s.identity.disaggregation == "decode"
+    }
+
+
 def _rollout_target(
-    address: str, ident: ServerIdentity, actor: ActorRecord, node_ip: str, cluster: str
+    address: str,
+    ident: ServerIdentity,
+    actor: ActorRecord,
+    node_ip: str,
+    cluster: str,
+    session: str,
 ) -> Target:
+    """One server's target. Labels that do not apply are empty, hence left out of the file."""
     return Target.of(
         address,
         {
             "engine": ident.engine,
             "role": ident.role,
+            "disaggregation": ident.disaggregation,
+            "teacher": ident.teacher,
             "replica": ident.replica,
             "node_ip": node_ip,
             "node_id": actor.node_id,
             "ray_job_id": actor.job_id,
             "ray_namespace": actor.namespace,
+            "ray_session": session,
             "actor_name": actor.name,
             "cluster": cluster,
+            # verl <= 0.5 servers have no metrics route: rules tell them from a server down.
+            "metrics_route": "" if ident.has_metrics_route else "absent",
+            METRICS_PATH_LABEL: (
+                "" if ident.metrics_path == DEFAULT_METRICS_PATH else ident.metrics_path
+            ),
         },
     )
 

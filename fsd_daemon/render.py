@@ -15,12 +15,23 @@ from dataclasses import dataclass, field
 
 import orjson
 
-LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+# The one reserved label a target may carry: Prometheus scrapes that path instead of the job's
+# metrics_path (TRT-LLM serves Prometheus text at /prometheus/metrics, not /metrics).
+METRICS_PATH_LABEL = "__metrics_path__"
+_METRICS_PATH_RE = re.compile(r"/[A-Za-z0-9_\-./]{0,255}\Z", re.ASCII)
 # RFC 1123 host names; Prometheus would accept more, but nothing Ray reports needs more.
+# Matched with fullmatch and \Z: "$" would accept a trailing newline, which Prometheus then
+# fails to scrape ("invalid URL escape %0A").
+MAX_HOST_LENGTH = 253
 _HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*$"
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,126}\Z",
+    re.ASCII,
 )
+# "[v6]:port", "v4:port" or "name:port" is never longer than this; longer is refused unread.
+_MAX_ADDRESS_LENGTH = MAX_HOST_LENGTH + 2 + 1 + 5
+_PORT_RE = re.compile(r"[0-9]{1,5}\Z", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,49 +76,77 @@ def format_address(host: str, port: int) -> str:
 
 
 def parse_address(value: object) -> str:
-    """Normalise what ``get_server_address()`` returned: ``(ip, port)`` or ``"ip:port"``."""
+    """Normalise what ``get_server_address()`` returned: ``(ip, port)`` or ``"ip:port"``.
+
+    Raises :class:`InvalidTarget` for anything else, including a port that is not an integer
+    (80.9 is refused, not truncated) and digits that are not ASCII.
+    """
     if isinstance(value, (tuple, list)) and len(value) == 2:
         host, port = value
-        if not isinstance(host, str) or isinstance(port, bool):
-            raise InvalidTarget("bad_address", f"address {value!r} is not (host, port)")
-        try:
-            port_number = int(port)
-        except (TypeError, ValueError):
-            raise InvalidTarget("bad_address", f"port {port!r} is not a number") from None
-        address = format_address(host.strip("[]"), port_number)
+        if not isinstance(host, str) or len(host) > MAX_HOST_LENGTH + 2:
+            raise InvalidTarget("bad_address", f"address {_short(value)} is not (host, port)")
+        address = format_address(host.strip("[]"), _port_number(port))
     elif isinstance(value, str):
-        address = value.strip()
+        if len(value) > _MAX_ADDRESS_LENGTH + len("https://") + 1:
+            raise InvalidTarget("bad_address", f"address {_short(value)} is too long")
+        address = value
         for prefix in ("http://", "https://"):
             if address.startswith(prefix):
-                address = address[len(prefix) :].rstrip("/")
+                address = address[len(prefix) :]
+                if address.endswith("/"):
+                    address = address[:-1]
     else:
         raise InvalidTarget(
-            "bad_address", f"address {value!r} is neither (host, port) nor 'host:port'"
+            "bad_address", f"address {_short(value)} is neither (host, port) nor 'host:port'"
         )
     check_address(address)
     return address
 
 
+def _port_number(port: object) -> int:
+    """An int port, or a string of ASCII digits; never a float, a bool or other digits."""
+    if isinstance(port, int) and not isinstance(port, bool):
+        return port
+    if isinstance(port, str) and _PORT_RE.match(port):
+        return int(port)
+    raise InvalidTarget("bad_port", f"port {_short(port)} is not an integer")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
+
+
 def check_address(address: str) -> None:
+    """Raise :class:`InvalidTarget` unless ``address`` is ``host:port`` Prometheus can scrape."""
+    if len(address) > _MAX_ADDRESS_LENGTH:
+        raise InvalidTarget("bad_address", f"address {_short(address)} is too long")
     host, sep, port_text = address.rpartition(":")
     if not sep or not host:
-        raise InvalidTarget("bad_address", f"address {address!r} is not host:port")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise InvalidTarget("bad_port", f"port in {address!r} is not 1 to 65535")
+        raise InvalidTarget("bad_address", f"address {_short(address)} is not host:port")
+    if not _PORT_RE.match(port_text) or not 1 <= int(port_text) <= 65535:
+        raise InvalidTarget("bad_port", f"port in {_short(address)} is not 1 to 65535")
     if host.startswith("[") and host.endswith("]"):
+        literal = host[1:-1]
+        # No zone ("%eth0"): Prometheus reads a target as a URL, where "%" starts an escape.
+        if not literal.isascii() or "%" in literal:
+            raise InvalidTarget("bad_address", f"{_short(host)} is not an IPv6 address")
         try:
-            ipaddress.IPv6Address(host[1:-1])
+            ipaddress.IPv6Address(literal)
         except ValueError:
-            raise InvalidTarget("bad_address", f"{host!r} is not an IPv6 address") from None
+            raise InvalidTarget("bad_address", f"{_short(host)} is not an IPv6 address") from None
         return
+    if ":" in host:
+        raise InvalidTarget("bad_address", f"IPv6 host {_short(host)} must be in brackets")
+    # ipaddress accepts only ASCII digits in IPv4; the host-name pattern only ASCII at all.
     try:
         ipaddress.IPv4Address(host)
         return
     except ValueError:
         pass
-    if not _HOSTNAME_RE.match(host):
+    if len(host) > MAX_HOST_LENGTH or not _HOSTNAME_RE.match(host):
         raise InvalidTarget(
-            "bad_address", f"host {host!r} is neither an IP address nor a host name"
+            "bad_address", f"host {_short(host)} is neither an IP address nor a host name"
         )
 
 
@@ -115,8 +154,12 @@ def validate_target(target: Target, max_value_length: int) -> None:
     """Raise :class:`InvalidTarget` unless Prometheus will accept ``target`` in a file_sd file."""
     check_address(target.address)
     for name, value in target.labels:
+        if name == METRICS_PATH_LABEL:
+            if not _METRICS_PATH_RE.match(value):
+                raise InvalidTarget("bad_metrics_path", f"metrics path {_short(value)} refused")
+            continue
         if not LABEL_NAME_RE.match(name) or name.startswith("__"):
-            raise InvalidTarget("bad_label_name", f"label name {name!r} is not allowed")
+            raise InvalidTarget("bad_label_name", f"label name {_short(name)} is not allowed")
         if len(value) > max_value_length:
             raise InvalidTarget(
                 "label_too_long", f"label {name} is {len(value)} characters (> {max_value_length})"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
 
 from fsd_daemon.config import load_config
-from fsd_daemon.discovery.base import ActorRecord, Resolution
+from fsd_daemon.discovery.base import ActorRecord, Resolution, SourceError
 from fsd_daemon.discovery.static import StaticCluster
 from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE, Reconciler, summarize_changes
 from tests.support.clusterfile import cluster, node, server
@@ -203,3 +209,176 @@ def test_cached_targets_follow_every_change_they_are_made_of() -> None:
     third = r.apply(c.snapshot(), c)
     assert third is not None
     assert [t.label("cluster") for t in third.files[ROLLOUT_FILE]] == ["c2"]
+
+
+def test_grace_counts_from_the_last_poll_even_when_nothing_changed() -> None:
+    """Issue 8 item 2: a server that leaves after a quiet spell (polls whose listing did not
+    change) still gets the whole grace period, counted from the last poll that saw it."""
+    r, clock = make(grace=10)
+    both = StaticCluster.from_data(cluster(server(0), server(1)))
+    one = StaticCluster.from_data(cluster(server(0)))
+    assert r.apply(both.snapshot(), both) is not None
+    for _ in range(11):  # 22 quiet seconds of polls every 2 s, listing unchanged
+        clock.now += 2
+        assert r.apply(both.snapshot(), both) is None
+    clock.now += 2
+    desired = r.apply(one.snapshot(), one)
+    assert desired is not None and len(desired.files[ROLLOUT_FILE]) == 2  # main removed it here
+    clock.now += 7.9  # 9.9 s after the last poll that listed it: still within grace
+    assert r.apply(one.snapshot(), one) is None
+    clock.now += 0.2
+    desired = r.apply(one.snapshot(), one)
+    assert desired is not None
+    assert [t.label("replica") for t in desired.files[ROLLOUT_FILE]] == ["0"]
+
+
+def _labels(desired: object, file: str = ROLLOUT_FILE) -> dict[str, dict[str, str]]:
+    assert desired is not None
+    return {t.label("actor_name"): dict(t.labels) for t in desired.files[file]}  # type: ignore[attr-defined]
+
+
+def named(replica: int, name: str, class_name: str, port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        **server(replica, port=port),
+        "actor_id": f"id-{name}",
+        "name": name,
+        "class_name": class_name,
+        **extra,
+    }
+
+
+def test_prefill_decode_teacher_trtllm_and_legacy_labels() -> None:
+    """Issue 10 item 1: a disaggregated replica's servers are role="rollout" with
+    disaggregation="prefill"|"decode" (vllm_pd_replica.py: the prefill server keeps the plain
+    name); a teacher's key is its own label; TRT-LLM targets carry __metrics_path__; verl <=
+    0.5 servers carry metrics_route="absent"."""
+    r, _ = make()
+    c = StaticCluster.from_data(
+        cluster(
+            named(0, "vllm_server_0_0", "vLLMHttpServer", 20000),  # prefill of replica 0
+            named(0, "vllm_server_decode_0_0", "vLLMHttpServer", 20001),
+            named(0, "vllm_server_decode_0_1", "vLLMHttpServer", 20002),
+            named(1, "vllm_server_1_0", "vLLMHttpServer", 20003),  # not disaggregated
+            named(0, "vllm_server_teacher_0_0_Qwen_Qwen3-8B", "vLLMHttpServer", 20004),
+            named(0, "vllm_server_teacher_0_0_math", "vLLMHttpServer", 20005),
+            named(2, "trtllm_server_2", "TRTLLMHttpServer", 20006),
+            named(3, "async_llm_server_3", "AsyncvLLMServer", 20007),
+        )
+    )
+    labels = _labels(r.apply(c.snapshot(), c))
+    assert labels["vllm_server_0_0"]["disaggregation"] == "prefill"
+    assert labels["vllm_server_decode_0_1"]["disaggregation"] == "decode"
+    for name in ("vllm_server_0_0", "vllm_server_decode_0_0", "vllm_server_decode_0_1"):
+        assert labels[name]["role"] == "rollout" and labels[name]["replica"] == "0"
+    assert "disaggregation" not in labels["vllm_server_1_0"]
+    assert labels["vllm_server_teacher_0_0_Qwen_Qwen3-8B"]["teacher"] == "Qwen_Qwen3-8B"
+    assert labels["vllm_server_teacher_0_0_math"]["teacher"] == "math"
+    assert labels["vllm_server_teacher_0_0_math"]["role"] == "teacher"
+    assert labels["trtllm_server_2"]["__metrics_path__"] == "/prometheus/metrics"
+    assert labels["trtllm_server_2"]["engine"] == "trtllm"
+    assert "__metrics_path__" not in labels["vllm_server_1_0"]
+    assert labels["async_llm_server_3"]["metrics_route"] == "absent"
+    assert "metrics_route" not in labels["vllm_server_1_0"]
+
+
+def test_hostile_actor_names_are_dropped_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 8 item 10: a server-class actor named with 4,301 digits (int() would raise) or a
+    crafted 18,000-character name is dropped and logged once; every other server is listed."""
+    r, _ = make()
+    hostile = [
+        named(9, "vllm_server_0_" + "1" * 4301, "vLLMHttpServer", 20009),
+        named(8, "server_1_" * 2000 + "!", "vLLMHttpServer", 20008),
+        named(7, "vllm_server_\u0663_0", "vLLMHttpServer", 20007),
+    ]
+    c = StaticCluster.from_data(cluster(server(0), *hostile))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            desired = r.apply(c.snapshot(), c)
+            r._last_snapshot = None  # force a full fold each time
+    assert desired is not None
+    assert [t.label("replica") for t in desired.files[ROLLOUT_FILE]] == ["0"]
+    assert r.dropped_counts == {(ROLLOUT_FILE, "name_too_long"): 2}
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and all(len(w) < 400 for w in warnings)
+
+
+def test_addresses_that_prometheus_would_fail_are_dropped() -> None:
+    """Issue 8 item 11: a host with a trailing newline, a float port and non-ASCII digits
+    never reach the file."""
+    r, _ = make()
+    c = StaticCluster.from_data(
+        cluster(
+            server(0),
+            server(1, address=["127.0.0.1\n", 20001]),
+            server(2, address=["127.0.0.1", 80.9]),
+            server(3, address="127.0.0.1:\u0668\u0660"),
+            server(4, address="node-4\n:80"),
+        )
+    )
+    desired = r.apply(c.snapshot(), c)
+    assert desired is not None
+    assert [t.address for t in desired.files[ROLLOUT_FILE]] == ["127.0.0.1:20000"]
+
+
+def _session(data: dict[str, Any], session: str) -> StaticCluster:
+    return StaticCluster.from_data({**data, "session": session})
+
+
+def test_ray_session_label_and_a_restart_that_reuses_job_and_actor_ids() -> None:
+    """Issue 8 item 14 / contract 1: targets carry ray_session; a new session that reuses the
+    job id and actor id is another server: its address is asked anew, the old target stays
+    until the new one answers or grace passes, and session_changed says so for that poll."""
+    r, clock = make(grace=10)
+    old = _session(cluster(server(0, port=20000), server(1, port=20001)), "session_a")
+    desired = r.apply(old.snapshot(), old)
+    assert {t.label("ray_session") for t in desired.files[ROLLOUT_FILE]} == {"session_a"}  # type: ignore[union-attr]
+    assert not r.session_changed
+    clock.now += 2
+    # Ray restarted: same job id and actor id for server 0, nothing resolvable yet.
+    new = ScriptedResolver([Resolution(None, "not launched")])
+    snap = _session(cluster(server(0, port=20100)), "session_b").snapshot()
+    desired = r.apply(snap, new)
+    assert r.session_changed
+    assert r.unresolved_names() == {("ns-01000000", "vllm_server_0_0")}
+    assert r.has_unresolved()
+    addresses = sorted(t.address for t in desired.files[ROLLOUT_FILE])
+    assert addresses == ["127.0.0.1:20000", "127.0.0.1:20001"]  # old targets kept
+    clock.now += 2
+    new.answers = [Resolution(("127.0.0.1", 20100))]
+    desired = r.apply(snap, new)
+    assert not r.session_changed
+    got = sorted((t.address, t.label("ray_session")) for t in desired.files[ROLLOUT_FILE])
+    # Server 0 replaced by its new self; server 1 (gone) kept within grace.
+    assert got == [("127.0.0.1:20001", "session_a"), ("127.0.0.1:20100", "session_b")]
+    assert r.unresolved_names() == set()
+    clock.now += 7  # 11 s after the old session was last seen
+    desired = r.apply(snap, new)
+    assert [t.address for t in desired.files[ROLLOUT_FILE]] == ["127.0.0.1:20100"]
+
+
+def test_a_session_first_told_late_is_not_a_change() -> None:
+    """A source that could not tell the session at first: the session it tells later is the
+    same cluster, so nothing is re-resolved and session_changed stays False."""
+    r, _ = make()
+    data = cluster(server(0))
+    plain = StaticCluster.from_data(data)
+    r.apply(plain.snapshot(), plain)
+    told = _session(data, "session_a")
+    resolver = ScriptedResolver([])
+    desired = r.apply(told.snapshot(), resolver)
+    assert not r.session_changed and resolver.calls == 0
+    assert [t.label("ray_session") for t in desired.files[ROLLOUT_FILE]] == ["session_a"]  # type: ignore[union-attr]
+
+
+def test_static_cluster_file_carries_the_session(tmp_path: Path) -> None:
+    """The static source reads "session" from its file; a malformed one is a SourceError
+    (the poll fails, the files stay as they are), never a crash."""
+    path = tmp_path / "cluster.json"
+    path.write_bytes(orjson.dumps({**cluster(server(0)), "session": "session_x"}))
+    assert StaticCluster(path).snapshot().session == "session_x"
+    for bad in (42, "s" * 300):
+        path.write_bytes(orjson.dumps({**cluster(server(0)), "session": bad}))
+        with pytest.raises(SourceError):
+            StaticCluster(path).snapshot()

@@ -38,13 +38,18 @@ class ClusterSnapshot:
     nodes: tuple[NodeRecord, ...]
     # The actor list may have been cut at the configured limit: absence proves nothing then.
     truncated: bool = False
+    # The Ray session's identity (its session name, else the head node id); "" when the source
+    # cannot tell. Actor and job ids repeat across sessions: the reconciler tells them apart.
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
     """The outcome of asking one actor for its HTTP address."""
 
-    address: str | None  # "host:port" ("[v6]:port"), None while unknown
+    # What get_server_address() returned, unvalidated: (host, port) (verl 0.6+) or "host:port"
+    # (verl <= 0.5); None while unknown. The reconciler validates it (render.parse_address).
+    address: object | None
     error: str | None = None  # why it is unknown; None while the call is still running
 
 

@@ -5,7 +5,8 @@ daemon loop, and for dry runs: ``fsd-daemon targets --ray-address file:/path/clu
 
 Format::
 
-    {"actors": [{"actor_id": "...", "class_name": "vLLMHttpServer", "name": "vllm_server_0_0",
+    {"session": "session_2026-01-01_00-00-00_000000_1",
+     "actors": [{"actor_id": "...", "class_name": "vLLMHttpServer", "name": "vllm_server_0_0",
                  "job_id": "01000000", "namespace": "...", "node_id": "...", "pid": 123,
                  "address": ["10.0.0.1", 8000]}],
      "nodes": [{"node_id": "...", "node_ip": "10.0.0.1", "node_name": "...", "is_head": true,
@@ -30,6 +31,8 @@ from fsd_daemon.discovery.base import (
 )
 
 STATIC_PREFIX = "file:"
+# A Ray session name is about 40 characters ("session_2026-01-01_00-00-00_000000_1").
+MAX_SESSION_LENGTH = 256
 
 
 class StaticCluster:
@@ -95,11 +98,16 @@ class StaticCluster:
                 nodes.append(node)
                 if n.get("metrics_port"):
                     ports[node.node_id] = int(n["metrics_port"])
+            session = data.get("session", "")
+            if not isinstance(session, str) or len(session) > MAX_SESSION_LENGTH:
+                raise ValueError(f"session must be a string of at most {MAX_SESSION_LENGTH}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SourceError(
                 "bad_response", f"{self.path}: malformed cluster file: {exc!r}"
             ) from exc
-        self._snapshot = ClusterSnapshot(tuple(actors), tuple(nodes), bool(data.get("truncated")))
+        self._snapshot = ClusterSnapshot(
+            tuple(actors), tuple(nodes), bool(data.get("truncated")), session
+        )
         self._addresses = addresses
         self._ports = ports
 

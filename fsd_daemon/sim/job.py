@@ -8,6 +8,17 @@ nothing to GPUs, and its actors die with it.
 Run as ``python -m fsd_daemon.sim.job --address ADDR --vllm 2 --sglang 1``: it prints one JSON
 line describing the actors once they serve, then waits until its stdin closes or it gets
 SIGTERM/SIGINT, and exits (its actors with it).
+
+Flags that make replicas behave as verl does in its other modes (each replica number R names
+every server of that replica: vLLM, SGLang, reward and every node rank):
+
+- ``--metrics-off R[,R...]``: verl's defaults (``rollout.disable_log_stats: True``,
+  ``rollout.prometheus.enable: False``): vLLM serves ``/metrics`` without any ``vllm:`` series,
+  SGLang has no ``/metrics`` route (HTTP 404).
+- ``--sleep-between-steps [LEVEL]``: colocated training: every engine sleeps after the rollout
+  part of each step (``vllm:engine_sleep_state`` flips awake -> discard_all, verl's level 2, or
+  weights_offloaded with LEVEL 1) and wakes up for the next.
+- ``--idle-replicas R[,R...]``: those replicas get no requests at all.
 """
 
 from __future__ import annotations
@@ -25,6 +36,26 @@ from fsd_daemon.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
 
 SIMULATED_ENGINE_BYTES = 120 * 1024**3  # what a loaded engine takes of an H200
+
+
+def replica_list(text: str) -> frozenset[int]:
+    """``"0,2"`` -> {0, 2}: ASCII replica numbers, comma separated (an argparse type)."""
+    replicas = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not (part.isascii() and part.isdigit() and len(part) <= 6):
+            raise argparse.ArgumentTypeError(f"not a replica number: {part!r} (want R[,R...])")
+        replicas.add(int(part))
+    return frozenset(replicas)
+
+
+def server_options(args: argparse.Namespace, replica: int) -> dict[str, Any]:
+    """The :class:`~fsd_daemon.sim.rollout_server.ServerOptions` of one replica's servers."""
+    return {
+        "metrics_off": replica in args.metrics_off,
+        "sleep_level": args.sleep_between_steps,
+        "idle": replica in args.idle_replicas,
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +79,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="the last N servers given a GPU hold no memory on it (reserved and idle)",
+    )
+    p.add_argument(
+        "--metrics-off",
+        type=replica_list,
+        default=frozenset(),
+        metavar="R[,R...]",
+        help="replicas with verl's default metrics settings (vLLM: no vllm: series; SGLang: "
+        "no /metrics route)",
+    )
+    p.add_argument(
+        "--sleep-between-steps",
+        type=int,
+        nargs="?",
+        const=2,
+        default=0,
+        choices=(1, 2),
+        metavar="LEVEL",
+        help="engines sleep between rollout steps, as in colocated training (level 2, "
+        "discard_all, unless LEVEL 1, weights_offloaded)",
+    )
+    p.add_argument(
+        "--idle-replicas",
+        type=replica_list,
+        default=frozenset(),
+        metavar="R[,R...]",
+        help="replicas that get no requests at all",
     )
     return p.parse_args(argv)
 
@@ -78,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     actors: list[tuple[str, Any]] = []
     pinned = min(len(devices), len(plan))
-    for i, (cls, name, _replica) in enumerate(plan):
+    for i, (cls, name, replica) in enumerate(plan):
         env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
         if i < pinned:
             env["CUDA_VISIBLE_DEVICES"] = devices[i]
@@ -100,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 load={"step_seconds": args.step_seconds},
                 legacy_address=cls is sim.AsyncvLLMServer,
                 hang_address=name in hanging,
+                options=server_options(args, replica),
             )
         )
         actors.append((name, handle))
