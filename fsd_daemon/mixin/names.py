@@ -48,7 +48,17 @@ ENGINE_TRTLLM = "trtllm"
 
 # One series per rollout server after the rules' aggregation. instance and actor_name stay
 # because roles that serve on every node index ("decode") have several servers per replica.
-REPLICA_LABELS = (CLUSTER, RAY_JOB_ID, ROLE, REPLICA, ENGINE, INSTANCE, ACTOR_NAME, NODE_IP, MODEL_NAME)
+REPLICA_LABELS = (
+    CLUSTER,
+    RAY_JOB_ID,
+    ROLE,
+    REPLICA,
+    ENGINE,
+    INSTANCE,
+    ACTOR_NAME,
+    NODE_IP,
+    MODEL_NAME,
+)
 JOB_ROLE_LABELS = (CLUSTER, RAY_JOB_ID, ROLE)
 JOB_ROLE_ENGINE_LABELS = (CLUSTER, RAY_JOB_ID, ROLE, ENGINE)
 # Who holds a GPU, as the GPU exporter labels it and as rollout targets carry it: the join key
@@ -182,7 +192,9 @@ JOB_ROLE_REPLICAS = "cluster_job_role:fsd_rollout_replicas:count"
 JOB_ROLE_REQUESTS_RUNNING = "cluster_job_role:fsd_rollout_requests_running:sum"
 JOB_ROLE_GENERATION_TOKENS_RATE = "cluster_job_role:fsd_rollout_generation_tokens:rate1m"
 JOB_ROLE_REPLICAS_BUSY_RATIO = "cluster_job_role:fsd_rollout_replicas_busy:ratio"
-JOB_ROLE_REQUESTS_RUNNING_MAX_OVER_AVG = "cluster_job_role:fsd_rollout_requests_running:max_over_avg"
+JOB_ROLE_REQUESTS_RUNNING_MAX_OVER_AVG = (
+    "cluster_job_role:fsd_rollout_requests_running:max_over_avg"
+)
 JOB_ROLE_TTFT_BUCKETS = "cluster_job_role:fsd_rollout_time_to_first_token_seconds_bucket:rate1m"
 JOB_ROLE_ITL_BUCKETS = "cluster_job_role:fsd_rollout_inter_token_latency_seconds_bucket:rate1m"
 
@@ -205,7 +217,9 @@ REPLICA_PREEMPTIONS_RATE = "replica:fsd_rollout_preemptions:rate1m"
 JOB_ROLE_PREEMPTIONS_RATE = "cluster_job_role:fsd_rollout_preemptions:rate1m"
 # Requests SGLang paused for an async weight sync, per server.
 REPLICA_REQUESTS_PAUSED = "replica:fsd_rollout_requests_paused:sum"
-JOB_ROLE_QUEUE_TIME_BUCKETS = "cluster_job_role:fsd_rollout_request_queue_time_seconds_bucket:rate1m"
+JOB_ROLE_QUEUE_TIME_BUCKETS = (
+    "cluster_job_role:fsd_rollout_request_queue_time_seconds_bucket:rate1m"
+)
 
 # --- Rule groups (what doctor expects Prometheus to have loaded) ------------------------------
 GROUP_GPU_RECORDS = "fsd-gpu.records"

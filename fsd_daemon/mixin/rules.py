@@ -126,7 +126,10 @@ counts as awake.
 
 The rate window is 1m: it needs a scrape interval of 30s or less (the project default is 15s)."""
 
-_OWNED = f"max by ({n.by((*n.GPU_IDENTITY[:3], n.NODE_NAME, n.NODE_IP, 'gpu', 'uuid', n.ROLE, n.REPLICA, n.RAY_JOB_ID))}) (\n  {n.GPU_OWNER_INFO}\n)"
+_GPU_LABELS = (*n.GPU_IDENTITY[:3], n.NODE_NAME, n.NODE_IP, "gpu", "uuid")
+_OWNED = (
+    f"max by ({n.by((*_GPU_LABELS, n.ROLE, n.REPLICA, n.RAY_JOB_ID))}) (\n  {n.GPU_OWNER_INFO}\n)"
+)
 _ID = n.by(n.GPU_IDENTITY)
 _ROLLOUT_GPU_BUSY = f'{n.GPU_ROLE_BUSY_RATIO}{{{n.ROLE}="{n.ROLE_ROLLOUT}"}}'
 _JOIN = n.by(n.GPU_OWNER_JOIN)
@@ -213,15 +216,15 @@ def gpu_file() -> RuleFile:
             ")\n"
             f"or on ({_ID})\n"
             "  label_replace(\n"
-            f"    max by ({n.by((*n.GPU_IDENTITY[:3], n.NODE_NAME, n.NODE_IP, 'gpu', 'uuid', 'gpu_model'))}) (\n"
+            f"    max by ({n.by((*_GPU_LABELS, 'gpu_model'))}) (\n"
             f"      {n.GPU_BUSY_RATIO}\n"
             "    ),\n"
             f'    "{n.ROLE}", "none", "", ""\n'
             "  )",
             "Per GPU and owner: how busy is each GPU, labelled with who holds it (role, replica, "
-            "ray_job_id)? Unowned GPUs get role=\"none\". Labels: cluster, job, instance, "
+            'ray_job_id)? Unowned GPUs get role="none". Labels: cluster, job, instance, '
             "node_name, node_ip, gpu, uuid, gpu_model, role, replica, ray_job_id.\n"
-            "Owner info is the \"many\" side so that a GPU with several owners (colocated roles) "
+            'Owner info is the "many" side so that a GPU with several owners (colocated roles) '
             "joins without a duplicate-match error; the per-GPU busy ratio is unique per GPU "
             "identity.",
         ),
@@ -245,7 +248,7 @@ def gpu_file() -> RuleFile:
             n.JOB_ROLE_GPU_BUSY_RATIO,
             f"avg by ({JR}) ({n.GPU_ROLE_BUSY_RATIO})",
             "Per Ray job and role: what fraction of the job's GPU time in this role was busy? "
-            "(role=\"none\" has no ray_job_id: its series carries only cluster and role.)",
+            '(role="none" has no ray_job_id: its series carries only cluster and role.)',
         ),
         Record(
             n.JOB_ROLE_GPUS,
@@ -254,7 +257,8 @@ def gpu_file() -> RuleFile:
         ),
         Record(
             n.JOB_ROLLOUT_IDLE_GPUS,
-            f'sum by ({n.CLUSTER}, {n.RAY_JOB_ID}) ({n.GPU_ROLE_IDLE_RATIO}{{{n.ROLE}="{n.ROLE_ROLLOUT}"}})',
+            f"sum by ({n.CLUSTER}, {n.RAY_JOB_ID}) "
+            f'({n.GPU_ROLE_IDLE_RATIO}{{{n.ROLE}="{n.ROLE_ROLLOUT}"}})',
             "Per Ray job: how many rollout GPUs' worth of time is idle right now? (sum of idle "
             "fractions: 2.5 = two and a half GPUs doing nothing; asleep engines count as idle "
             f"here, see {n.job_rollout_state_gpus(n.AWAKE_IDLE)} for the sleep-aware count)",
@@ -278,12 +282,12 @@ def gpu_file() -> RuleFile:
             summary="Rollout GPUs of Ray job {{ $labels.ray_job_id }} are only "
             "{{ $value | humanizePercentage }} busy",
             description="The rollout GPUs of Ray job {{ $labels.ray_job_id }} in cluster "
-            "{{ $labels.cluster }} have been under 10% busy for 15 minutes. Open the \"FSD / GPU "
-            "idleness\" dashboard: if every replica is idle, check whether the trainer is stuck "
+            '{{ $labels.cluster }} have been under 10% busy for 15 minutes. Open the "FSD / GPU '
+            'idleness" dashboard: if every replica is idle, check whether the trainer is stuck '
             "or the job has finished and left its rollout servers running (stop the job); if a "
             "few replicas are busy and the rest idle, the rollout batch has a long tail "
             "(consider partial rollout or a smaller response length); if the GPUs are "
-            "\"reserved\", the servers never started generating (check the rollout actors' "
+            '"reserved", the servers never started generating (check the rollout actors\' '
             "logs).",
             for_="15m",
         ),
@@ -582,11 +586,12 @@ def rollout_alerts() -> tuple[Alert, ...]:
             n.ALERT_ROLLOUT_TARGET_DOWN,
             f'up{{job="{n.JOB_ROLLOUT}"}} == 0\n'
             f"unless on ({n.INSTANCE})\n"
-            f'  label_replace({_probe_404()}, "{n.INSTANCE}", "$1", "{n.PROBE_ADDRESS}", "(.+)")',
+            f'  label_join({_probe_404()}, "{n.INSTANCE}", "", "{n.PROBE_ADDRESS}")',
             "Is a rollout server that Ray still lists not answering Prometheus? (fsd-daemon "
             "removes servers whose actors died, so a target stays down only while its actor is "
-            f"alive.) Servers without a metrics route (404, {n.ALERT_ROLLOUT_METRICS_ROUTE_MISSING})"
-            " are a known cause and left out, so a default verl SGLang job raises one precise "
+            "alive.) Servers without a metrics route (404, "
+            f"{n.ALERT_ROLLOUT_METRICS_ROUTE_MISSING}) are a known cause and left out, so a "
+            "default verl SGLang job raises one precise "
             "alert per server instead of a target-down storm.",
             summary="Rollout server {{ $labels.actor_name }} ({{ $labels.engine }}) is not "
             "scrapeable",
@@ -641,7 +646,7 @@ def daemon_alerts() -> tuple[Alert, ...]:
             f'up{{job="{n.JOB_DAEMON}"}} == 0 or absent(up{{job="{n.JOB_DAEMON}"}})',
             "Is fsd-daemon's own metrics endpoint unreachable or not configured in Prometheus?",
             summary="fsd-daemon is down or not scraped",
-            description="Prometheus cannot scrape fsd-daemon's metrics (job \"fsd_daemon\", "
+            description='Prometheus cannot scrape fsd-daemon\'s metrics (job "fsd_daemon", '
             "127.0.0.1:9848 on the Ray head node). While the daemon is down, target files are "
             "not updated: new rollout servers are not scraped and gone ones stay listed. Run "
             "`systemctl status fsd-daemon` and `journalctl -u fsd-daemon -e` on the head node; "
@@ -680,7 +685,7 @@ def daemon_alerts() -> tuple[Alert, ...]:
             "Is fsd-daemon leaving rollout servers out of the target files?",
             summary="fsd-daemon dropped targets from {{ $labels.file }} ({{ $labels.reason }})",
             description="In the last 10 minutes fsd-daemon left targets out of "
-            "{{ $labels.file }} for reason \"{{ $labels.reason }}\", so those servers are not "
+            '{{ $labels.file }} for reason "{{ $labels.reason }}", so those servers are not '
             "monitored. Run `fsd-daemon targets` on the head node to see which, and fix the "
             "label value or recognition pattern named in the daemon's log.",
         ),
@@ -762,7 +767,9 @@ def _quoted(value: str) -> str:
 def render(rule_file: RuleFile) -> str:
     """The YAML text of one rule file: a comment per rule, block scalars for long text."""
     out = [f"# {line}".rstrip() for line in rule_file.header.split("\n")]
-    out.append(f"# Generated by `python -m fsd_daemon.mixin.rules --write`: edit {__name__}.")
+    out.append(
+        "# Generated by `python -m fsd_daemon.mixin.rules --write`: edit fsd_daemon/mixin/rules.py."
+    )
     out.append("groups:")
     for group in rule_file.groups:
         out += [f"  - name: {group.name}", "    rules:"]
@@ -778,7 +785,11 @@ def render(rule_file: RuleFile) -> str:
             out += _scalar("expr", rule.expr, 8)
             if rule.for_:
                 out.append(f"        for: {rule.for_}")
-            out += ["        labels:", f"          severity: {rule.severity}", "        annotations:"]
+            out += [
+                "        labels:",
+                f"          severity: {rule.severity}",
+                "        annotations:",
+            ]
             out.append(f"          summary: {_quoted(rule.summary)}")
             out += _folded("description", rule.description, 10)
         out.append("")
