@@ -256,7 +256,7 @@ VERL_KEY_LOG_STATS = "actor_rollout_ref.rollout.disable_log_stats=False"
 VERL_KEY_PROMETHEUS = "actor_rollout_ref.rollout.prometheus.enable=True"
 VERL_FIX_BY_ENGINE = {
     ENGINE_VLLM: VERL_KEY_LOG_STATS,
-    ENGINE_SGLANG: f"{VERL_KEY_PROMETHEUS} {VERL_KEY_LOG_STATS}",
+    ENGINE_SGLANG: f"{VERL_KEY_PROMETHEUS} and {VERL_KEY_LOG_STATS}",
 }
 
 
