@@ -21,6 +21,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
+# vLLM's 1-2-5 buckets up to the model length.
+_TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 _ITL_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
 
 
@@ -99,14 +101,40 @@ class _Metrics:
         self.prompt = counter("prompt", "Prefill tokens processed.").labels(**labels)
         self.generation = counter("generation", "Generation tokens produced.").labels(**labels)
         if engine == "vllm":
-            self.success = counter("success", "Finished requests.", ("finished_reason",)).labels(
-                **labels, finished_reason="stop"
-            )
+            success = counter("success", "Finished requests.", ("finished_reason",))
+            self.success = success.labels(**labels, finished_reason="stop")
+            # Long-tail series (vllm/v1/metrics/loggers.py): truncated and aborted requests,
+            # response length against max_tokens, preemptions.
+            self.truncated = success.labels(**labels, finished_reason="length")
+            success.labels(**labels, finished_reason="abort")
+            self.response_tokens = Histogram(
+                "vllm:request_generation_tokens",
+                "Generated tokens per finished request.",
+                keys,
+                buckets=_TOKEN_BUCKETS,
+                registry=r,
+            ).labels(**labels)
+            self.max_tokens = Histogram(
+                "vllm:request_params_max_tokens",
+                "The max_tokens request parameter.",
+                keys,
+                buckets=_TOKEN_BUCKETS,
+                registry=r,
+            ).labels(**labels)
+            Counter("vllm:num_preemptions", "Preemptions.", keys, registry=r).labels(**labels)
             Gauge(
                 "vllm:engine_sleep_state", "Engine sleep state.", [*keys, "sleep_state"], registry=r
             ).labels(**labels, sleep_state="awake").set(1)
         else:
             self.success = counter("success", "Finished requests.").labels(**labels)
+            # Long-tail series (SGLang 0.5.10 observability/metrics_collector.py).
+            Counter("sglang:num_aborted_requests", "Aborted requests.", keys, registry=r).labels(
+                **labels
+            )
+            Counter(
+                "sglang:num_retracted_requests", "Retracted requests.", keys, registry=r
+            ).labels(**labels)
+            Gauge("sglang:num_paused_reqs", "Paused requests.", keys, registry=r).labels(**labels)
             self.throughput = Gauge(
                 "sglang:gen_throughput", "Generation throughput, tokens/s.", keys, registry=r
             ).labels(**labels)
@@ -176,7 +204,12 @@ class SimulatedEngine:
                 )
             if req.generated >= req.length:
                 self._running.remove(req)
-                m.success.inc()
+                if self.engine == "vllm":
+                    (m.truncated if req.length >= load.max_tokens else m.success).inc()
+                    m.response_tokens.observe(req.length)
+                    m.max_tokens.observe(load.max_tokens)
+                else:
+                    m.success.inc()
                 m.e2e.observe(now - req.arrived)
         m.generation.inc(produced)
         if self.engine == "sglang":
