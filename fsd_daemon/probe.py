@@ -11,18 +11,18 @@ This module tells the cases apart, for ``fsd-daemon doctor`` and for fsd-daemon 
   ``fsd_daemon_rollout_metrics_probe_engine_series``, which the alert
   ``FsdRolloutMetricsRouteMissing`` reads and ``FsdRolloutTargetDown`` uses to leave 404s out.
 
-Wiring in the daemon (one periodic task; the poll stays free of network calls to servers)::
+* :class:`RolloutMetricsProbe`: both on a :class:`~fsd_daemon.periodic.PeriodicWorker`, for
+  the daemon. Wiring (the poll itself stays free of calls to the servers)::
 
-    collector = MetricsProbeCollector(registry)          # once, next to the self-metrics
-    # every probe interval (e.g. 60 s, fsd_daemon.periodic.PeriodicWorker), off the poll thread:
-    collector.update(probe_all(desired.files[ROLLOUT_FILE], timeout=3.0))
+      probe = RolloutMetricsProbe(self_metrics.registry, lambda: last_rollout_targets)
+      probe.start()   # after the first poll; probe.stop() at shutdown
 """
 
 from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from threading import Lock
@@ -31,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from fsd_daemon.mixin import names
+from fsd_daemon.periodic import PeriodicWorker
 from fsd_daemon.render import Target
 
 # A vLLM /metrics page is a few hundred kB; stop reading well before a hostile server's body
@@ -184,3 +185,39 @@ class MetricsProbeCollector(Collector):
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
+
+
+class RolloutMetricsProbe:
+    """fsd-daemon's probe: every ``interval`` seconds, on its own thread, GET the metrics path
+    of each rollout target that ``targets()`` returns (the last poll's rollout.json) and export
+    the results. A round costs at most about ceil(n / concurrency) * timeout seconds."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        targets: Callable[[], Sequence[Target]],
+        *,
+        interval: float = 60.0,
+        timeout: float = 3.0,
+        concurrency: int = 32,
+    ) -> None:
+        self.collector = MetricsProbeCollector(registry)
+        self._targets = targets
+        self._timeout = timeout
+        self._concurrency = concurrency
+        self._worker = PeriodicWorker("fsd-metrics-probe", self.run_once, interval)
+
+    def run_once(self) -> None:
+        results = probe_all(self._targets(), timeout=self._timeout, concurrency=self._concurrency)
+        self.collector.update(results)
+
+    def start(self) -> RolloutMetricsProbe:
+        self._worker.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._worker.stop(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._worker.running

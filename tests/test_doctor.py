@@ -191,6 +191,40 @@ def test_probe_collector_exports_the_last_results(promtool: str, tmp_path: Path)
     assert f'{names.DAEMON_METRICS_PROBE_ENGINE_SERIES}{{actor_name="",address="10.0.0.1:2"' in text
 
 
+def test_rollout_metrics_probe_runs_on_its_worker(servers: list[_Server]) -> None:
+    """The daemon-side probe, started: it probes the targets it is given on its own thread and
+    exports a 404 for a server without a metrics route; stop() ends the thread."""
+    missing = _Server(lambda path: (404, b""))
+    servers.append(missing)
+    registry = CollectorRegistry()
+    probe_loop = probe.RolloutMetricsProbe(
+        registry, lambda: [_target(missing.address, engine="sglang")], interval=0.2, timeout=5
+    ).start()
+    try:
+        deadline = time.monotonic() + 30
+        wanted = f'address="{missing.address}"'
+        while wanted not in generate_latest(registry).decode():
+            assert time.monotonic() < deadline, "the probe never ran"
+            time.sleep(0.05)
+        value = registry.get_sample_value(
+            names.DAEMON_METRICS_PROBE_STATUS,
+            {
+                "address": missing.address,
+                "metrics_path": "/metrics",
+                "cluster": "",
+                "engine": "sglang",
+                "role": "",
+                "replica": "",
+                "ray_job_id": "",
+                "actor_name": "sglang_server_0_0",
+            },
+        )
+        assert value == 404
+    finally:
+        probe_loop.stop()
+    assert not probe_loop.running
+
+
 # --- doctor on a real cluster -------------------------------------------------------------------
 
 
