@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import urllib.error
 import urllib.parse
@@ -98,6 +99,9 @@ def doctor_command(config: Config, args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"fsd-daemon doctor: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "log_level", None) is None:
+        # The report is the output; the daemon's info lines (bridge connected, ...) are noise.
+        logging.getLogger("fsd_daemon").setLevel(logging.WARNING)
     findings = diagnose(config, options)
     if args.json:
         out = {"ok": all(f.ok for f in findings), "findings": [asdict(f) for f in findings]}
@@ -233,7 +237,8 @@ def _servers_per_job(rollout: Sequence[Target], unresolved: bool) -> list[Findin
 
 
 def _check_servers(rollout: Sequence[Target], options: Options) -> list[Finding]:
-    results = probing.probe_all(rollout, timeout=options.timeout, concurrency=options.concurrency)
+    ordered = sorted(rollout, key=lambda t: (t.label(names.RAY_JOB_ID), t.label(names.ACTOR_NAME)))
+    results = probing.probe_all(ordered, timeout=options.timeout, concurrency=options.concurrency)
     return [_server_finding(r) for r in results]
 
 
