@@ -12,6 +12,7 @@ The unit tests of the rules stay hand-written YAML (``rules/tests/*.rules.test.y
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -754,10 +755,16 @@ def _plain_ok(value: str) -> bool:
         return False
 
 
+_TEMPLATE_RE = re.compile(r"\{\{.*?\}\}")
+_KEEP = "\x00"  # stands for a space inside {{ ... }} while wrapping
+
+
 def _folded(key: str, value: str, indent: int) -> list[str]:
+    """A folded block scalar; lines break between words, never inside a {{ template }}."""
     pad = " " * indent
-    wrapped = textwrap.wrap(value, _WIDTH - indent - 2, break_long_words=False)
-    return [f"{pad}{key}: >-", *(pad + "  " + line for line in wrapped)]
+    glued = _TEMPLATE_RE.sub(lambda m: m.group(0).replace(" ", _KEEP), value)
+    wrapped = textwrap.wrap(glued, _WIDTH - indent - 2, break_long_words=False)
+    return [f"{pad}{key}: >-", *(pad + "  " + line.replace(_KEEP, " ") for line in wrapped)]
 
 
 def _quoted(value: str) -> str:
