@@ -1,4 +1,4 @@
-"""``fsd-daemon``: run, targets, check-config, prometheus-config, demo."""
+"""``fsd-daemon``: run, targets, check-config, prometheus-config, demo, doctor."""
 
 from __future__ import annotations
 
@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prometheus-port", type=int, default=9090)
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: Ctrl-C)")
     demo.add_argument("--workdir", metavar="DIR", help="where files go (default: a temp dir)")
+
+    doctor = sub.add_parser(
+        "doctor", help="check Ray, servers, metrics, exporters and Prometheus; say what to fix"
+    )
+    _common(doctor)
+    from fsd_daemon.doctor import add_arguments
+
+    add_arguments(doctor)
     return parser
 
 
@@ -142,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fsd_daemon.demo import run_demo
 
         return run_demo(config, args)
+    if command == "doctor":
+        from fsd_daemon.doctor import doctor_command
+
+        return doctor_command(config, args)
     raise AssertionError(command)  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from fsd_daemon.mixin import names, rules
 from tests import promql
 
 REPO = promql.REPO
@@ -116,6 +117,26 @@ def test_rule_conventions(path: Path) -> None:
             assert annotations.get("summary") and annotations.get("description"), rule["alert"]
 
 
+def test_committed_rule_files_are_generated_from_code(tmp_path: Path) -> None:
+    """The shipped rule files are exactly what ``fsd_daemon.mixin.rules`` generates: editing the
+    YAML by hand, or the code without ``--write``, fails here. ``--check`` agrees, and
+    ``--write`` into an empty directory produces files that ``--check`` then accepts."""
+    assert rules.stale_files() == [], "run: python -m fsd_daemon.mixin.rules --write"
+    assert rules.main(["--check"]) == 0
+    assert rules.main(["--check", "--dir", str(tmp_path)]) == 1
+    assert rules.main(["--write", "--dir", str(tmp_path)]) == 0
+    assert rules.main(["--check", "--dir", str(tmp_path)]) == 0
+    (tmp_path / "fsd-gpu.rules.yml").write_text("groups: []\n", encoding="utf-8")
+    assert rules.stale_files(tmp_path) == ["fsd-gpu.rules.yml"]
+
+
+@pytest.mark.parametrize("rule_file", rules.rule_files(), ids=lambda f: f.filename)
+def test_rendered_yaml_loads_back_to_the_rule_data(rule_file: rules.RuleFile) -> None:
+    """The hand-written YAML emitter (comments, block scalars) loses nothing: the file loads
+    back to exactly the rules the code defines."""
+    assert yaml.safe_load(rules.render(rule_file)) == rules.as_data(rule_file)
+
+
 def test_rules_do_not_use_the_series_engine_label() -> None:
     """vLLM's own ``engine`` label is renamed ``exported_engine`` (the target label wins): no
     rule may depend on it, and none may read the renamed one either."""
@@ -142,6 +163,41 @@ def test_rules_cover_the_required_answers() -> None:
     } <= records
     assert {"FsdRolloutGpusIdle", "FsdRolloutTargetDown", "FsdGpuExporterMissing"} <= set(alerts)
     assert "absent(" in alerts["FsdGpuExporterMissing"]
+
+
+def test_rules_cover_missing_metrics_sleep_and_long_tail() -> None:
+    """Issue 10 items 2, 4 and 6: the two missing-metrics alerts name the verl key to set, the
+    target-down alert leaves 404 servers out, asleep / awake-busy / awake-idle exist per server,
+    per replica's GPUs and per job, and the long-tail series exist."""
+    records = {r["record"] for p in RULE_FILES for r in rules_of(p) if "record" in r}
+    alerts = {r["alert"]: r for p in RULE_FILES for r in rules_of(p) if "alert" in r}
+    for state in names.GPU_STATES:
+        assert {
+            names.replica_engine_state(state),
+            names.job_role_replicas_in_state(state),
+            names.gpu_rollout_state_ratio(state),
+            names.replica_rollout_state_gpus(state),
+            names.job_rollout_state_gpus(state),
+        } <= records
+    assert {
+        names.JOB_ROLE_GENERATION_TOKENS_P99,
+        names.JOB_ROLE_MAX_TOKENS_P50,
+        names.JOB_ROLE_TRUNCATED_RATIO,
+        names.JOB_ROLE_ABORTED_RATIO,
+        names.REPLICA_PREEMPTIONS_RATE,
+        names.REPLICA_REQUESTS_PAUSED,
+        names.JOB_ROLE_QUEUE_TIME_BUCKETS,
+    } <= records
+    route = alerts[names.ALERT_ROLLOUT_METRICS_ROUTE_MISSING]
+    no_series = alerts[names.ALERT_ROLLOUT_NO_ENGINE_SERIES]
+    for alert in (route, no_series):
+        assert (
+            "actor_rollout_ref.rollout.disable_log_stats=False"
+            in alert["annotations"]["description"]
+        )
+    assert "actor_rollout_ref.rollout.prometheus.enable=True" in route["annotations"]["description"]
+    assert names.DAEMON_METRICS_PROBE_STATUS in route["expr"]
+    assert "unless" in alerts[names.ALERT_ROLLOUT_TARGET_DOWN]["expr"]
 
 
 @pytest.mark.prometheus

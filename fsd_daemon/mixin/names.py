@@ -1,0 +1,271 @@
+"""Every metric, label, scrape-job, rule and alert name the project relies on, in one place.
+
+Rules (:mod:`fsd_daemon.mixin.rules`), dashboards, the report, ``fsd-daemon doctor`` and the
+tests import these constants instead of spelling names themselves, so a rename upstream (vLLM
+renamed ``gpu_cache_usage_perc`` to ``kv_cache_usage_perc``) is one edit here.
+
+Upstream names were checked against the sources (see docs/doctor.md for the list):
+vLLM 0.33 ``vllm/v1/metrics/loggers.py``; SGLang 0.5.10
+``python/sglang/srt/observability/metrics_collector.py``; verl main (1dda039b)
+``verl/trainer/config/rollout/rollout.yaml``.
+
+Recording rules follow Prometheus' ``level:metric:operations`` convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# --- Scrape jobs (prometheus.yml job_name; fsd_daemon.promconfig writes the same names) --------
+JOB_ROLLOUT = "rollout"
+JOB_GPU = "gpu"
+JOB_RAY = "ray"
+JOB_DAEMON = "fsd_daemon"
+# The jobs fsd-daemon writes target files for, in the order doctor checks them.
+TARGET_JOBS = (JOB_ROLLOUT, JOB_GPU, JOB_RAY)
+
+# --- Target labels (written by fsd-daemon into the file_sd files) ------------------------------
+CLUSTER = "cluster"
+RAY_JOB_ID = "ray_job_id"
+ROLE = "role"
+REPLICA = "replica"
+ENGINE = "engine"
+ACTOR_NAME = "actor_name"
+NODE_IP = "node_ip"
+NODE_NAME = "node_name"
+INSTANCE = "instance"
+JOB = "job"
+MODEL_NAME = "model_name"  # put on every series by vLLM and SGLang themselves
+# Prometheus' per-target metrics path (set per group in the target file, e.g. TRT-LLM's).
+METRICS_PATH = "__metrics_path__"
+DEFAULT_METRICS_PATH = "/metrics"
+
+# Label values.
+ROLE_ROLLOUT = "rollout"
+ENGINE_VLLM = "vllm"
+ENGINE_SGLANG = "sglang"
+ENGINE_TRTLLM = "trtllm"
+
+# One series per rollout server after the rules' aggregation. instance and actor_name stay
+# because roles that serve on every node index ("decode") have several servers per replica.
+REPLICA_LABELS = (
+    CLUSTER,
+    RAY_JOB_ID,
+    ROLE,
+    REPLICA,
+    ENGINE,
+    INSTANCE,
+    ACTOR_NAME,
+    NODE_IP,
+    MODEL_NAME,
+)
+JOB_ROLE_LABELS = (CLUSTER, RAY_JOB_ID, ROLE)
+JOB_ROLE_ENGINE_LABELS = (CLUSTER, RAY_JOB_ID, ROLE, ENGINE)
+# Who holds a GPU, as the GPU exporter labels it and as rollout targets carry it: the join key
+# between engine state (rollout job) and GPU time (gpu job).
+GPU_OWNER_JOIN = (CLUSTER, RAY_JOB_ID, REPLICA)
+# A GPU's identity: busy time and ownership come from the same exporter target.
+GPU_IDENTITY = (CLUSTER, JOB, INSTANCE, "gpu")
+
+# --- vLLM V1 (0.33, vllm/v1/metrics/loggers.py) -----------------------------------------------
+VLLM_PREFIX = "vllm:"
+VLLM_REQUESTS_RUNNING = "vllm:num_requests_running"
+VLLM_REQUESTS_WAITING = "vllm:num_requests_waiting"
+VLLM_KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"  # 0-1 despite the name
+VLLM_GENERATION_TOKENS = "vllm:generation_tokens_total"
+VLLM_PROMPT_TOKENS = "vllm:prompt_tokens_total"
+VLLM_REQUEST_SUCCESS = "vllm:request_success_total"  # + finished_reason
+VLLM_PREEMPTIONS = "vllm:num_preemptions_total"
+VLLM_TTFT = "vllm:time_to_first_token_seconds"  # histograms: add _bucket/_sum/_count
+VLLM_ITL = "vllm:inter_token_latency_seconds"
+VLLM_E2E_LATENCY = "vllm:e2e_request_latency_seconds"
+VLLM_QUEUE_TIME = "vllm:request_queue_time_seconds"
+VLLM_GENERATION_TOKENS_HISTOGRAM = "vllm:request_generation_tokens"
+VLLM_MAX_TOKENS_HISTOGRAM = "vllm:request_params_max_tokens"
+# 1 on the series of the current state; "awake" is 0 while the engine sleeps.
+VLLM_SLEEP_STATE = "vllm:engine_sleep_state"
+SLEEP_STATE = "sleep_state"
+SLEEP_AWAKE = "awake"
+SLEEP_WEIGHTS_OFFLOADED = "weights_offloaded"  # sleep level 1
+SLEEP_DISCARD_ALL = "discard_all"  # sleep level 2
+FINISHED_REASON = "finished_reason"
+FINISHED_LENGTH = "length"  # hit max_tokens: the response was truncated
+FINISHED_ABORT = "abort"
+FINISHED_STOP = "stop"
+
+# --- SGLang (0.5.10, python/sglang/srt/observability/metrics_collector.py) ---------------------
+SGLANG_PREFIX = "sglang:"
+SGLANG_REQUESTS_RUNNING = "sglang:num_running_reqs"
+SGLANG_REQUESTS_WAITING = "sglang:num_queue_reqs"
+SGLANG_TOKEN_USAGE = "sglang:token_usage"
+SGLANG_GENERATION_TOKENS = "sglang:generation_tokens_total"
+SGLANG_PROMPT_TOKENS = "sglang:prompt_tokens_total"
+SGLANG_REQUESTS = "sglang:num_requests_total"
+SGLANG_ABORTED_REQUESTS = "sglang:num_aborted_requests_total"
+SGLANG_RETRACTED_REQUESTS = "sglang:num_retracted_requests_total"  # SGLang's preemption
+SGLANG_PAUSED_REQUESTS = "sglang:num_paused_reqs"  # paused by an async weight sync
+SGLANG_TTFT = "sglang:time_to_first_token_seconds"
+SGLANG_ITL = "sglang:inter_token_latency_seconds"
+SGLANG_E2E_LATENCY = "sglang:e2e_request_latency_seconds"
+SGLANG_QUEUE_TIME = "sglang:queue_time_seconds"
+# Scheduler series carry these: every tensor/pipeline rank reports the same batch.
+SGLANG_DP_RANK = "dp_rank"
+
+# Engine prefix by engine label value, for "does this server export engine series?".
+ENGINE_PREFIXES = {ENGINE_VLLM: VLLM_PREFIX, ENGINE_SGLANG: SGLANG_PREFIX}
+
+# --- fsd-gpu-exporter (fsd_daemon/gpu/collector.py) -------------------------------------------
+GPU_BUSY_SECONDS = "fsd_gpu_busy_seconds_total"
+GPU_OWNER_INFO = "fsd_gpu_owner_info"
+GPU_NVML_UP = "fsd_gpu_nvml_up"
+GPU_NVML_ERRORS = "fsd_gpu_nvml_errors_total"
+GPU_PREFIX = "fsd_gpu_"
+
+# --- fsd-daemon's own metrics (fsd_daemon/selfmetrics.py, fsd_daemon/probe.py) ----------------
+DAEMON_LAST_SUCCESSFUL_POLL = "fsd_daemon_last_successful_poll_timestamp_seconds"
+DAEMON_HEALTHY = "fsd_daemon_healthy"
+DAEMON_DROPPED_TARGETS = "fsd_daemon_dropped_targets_total"
+DAEMON_POLL_ERRORS = "fsd_daemon_poll_errors_total"
+# HTTP status of the last GET of each rollout server's metrics path (0: no HTTP answer).
+DAEMON_METRICS_PROBE_STATUS = "fsd_daemon_rollout_metrics_probe_http_status"
+# Engine series (vllm:..., sglang:...) found in the last answer of that GET.
+DAEMON_METRICS_PROBE_ENGINE_SERIES = "fsd_daemon_rollout_metrics_probe_engine_series"
+PROBE_ADDRESS = "address"  # the probe's label for the target address (Prometheus' instance)
+
+# --- Recording rules: GPU time ----------------------------------------------------------------
+GPU_BUSY_RATIO = "gpu:fsd_gpu_busy:ratio_rate1m"
+GPU_IDLE_RATIO = "gpu:fsd_gpu_idle:ratio_rate1m"
+GPU_ROLE_BUSY_RATIO = "gpu_role:fsd_gpu_busy:ratio_rate1m"
+GPU_ROLE_IDLE_RATIO = "gpu_role:fsd_gpu_idle:ratio_rate1m"
+CLUSTER_ROLE_BUSY_RATIO = "cluster_role:fsd_gpu_busy:ratio_rate1m"
+CLUSTER_ROLE_IDLE_RATIO = "cluster_role:fsd_gpu_idle:ratio_rate1m"
+JOB_ROLE_GPU_BUSY_RATIO = "cluster_job_role:fsd_gpu_busy:ratio_rate1m"
+JOB_ROLE_GPUS = "cluster_job_role:fsd_gpus:count"
+JOB_ROLLOUT_IDLE_GPUS = "cluster_job:fsd_gpu_rollout_idle_gpus:sum_rate1m"
+JOB_ROLLOUT_IDLE_GPU_HOURS = "cluster_job:fsd_gpu_rollout_idle_gpu_hours:sum1h"
+
+# Sleep-aware accounting of rollout GPU time: asleep (the engine sleeps, the GPU is the
+# trainer's), awake-busy, awake-idle. Per GPU the three add up to 1.
+ASLEEP = "asleep"
+AWAKE_BUSY = "awake_busy"
+AWAKE_IDLE = "awake_idle"
+GPU_STATES = (ASLEEP, AWAKE_BUSY, AWAKE_IDLE)
+
+
+def gpu_rollout_state_ratio(state: str) -> str:
+    """Per rollout GPU: the fraction of the last minute in ``state`` (0-1)."""
+    return f"gpu_role:fsd_gpu_rollout_{_state(state)}:ratio_rate1m"
+
+
+def replica_rollout_state_gpus(state: str) -> str:
+    """Per rollout replica: how many of its GPUs' worth of time is in ``state``."""
+    return f"cluster_job_replica:fsd_gpu_rollout_{_state(state)}_gpus:sum_rate1m"
+
+
+def job_rollout_state_gpus(state: str) -> str:
+    """Per Ray job: how many rollout GPUs' worth of time is in ``state``."""
+    return f"cluster_job:fsd_gpu_rollout_{_state(state)}_gpus:sum_rate1m"
+
+
+def replica_engine_state(state: str) -> str:
+    """Per rollout server: 1 when its engine is in ``state`` now, else 0."""
+    return f"replica:fsd_rollout_engine_{_state(state)}:bool"
+
+
+def job_role_replicas_in_state(state: str) -> str:
+    """Per Ray job and role: how many rollout servers are in ``state`` now."""
+    return f"cluster_job_role:fsd_rollout_replicas_{_state(state)}:sum"
+
+
+def _state(state: str) -> str:
+    if state not in GPU_STATES:
+        raise ValueError(f"unknown state {state!r}; one of {', '.join(GPU_STATES)}")
+    return state
+
+
+# --- Recording rules: rollout load ------------------------------------------------------------
+REPLICA_REQUESTS_RUNNING = "replica:fsd_rollout_requests_running:sum"
+REPLICA_REQUESTS_WAITING = "replica:fsd_rollout_requests_waiting:sum"
+REPLICA_GENERATION_TOKENS_RATE = "replica:fsd_rollout_generation_tokens:rate1m"
+REPLICA_KV_CACHE_USAGE = "replica:fsd_rollout_kv_cache_usage:ratio"
+JOB_ROLE_REPLICAS = "cluster_job_role:fsd_rollout_replicas:count"
+JOB_ROLE_REQUESTS_RUNNING = "cluster_job_role:fsd_rollout_requests_running:sum"
+JOB_ROLE_GENERATION_TOKENS_RATE = "cluster_job_role:fsd_rollout_generation_tokens:rate1m"
+JOB_ROLE_REPLICAS_BUSY_RATIO = "cluster_job_role:fsd_rollout_replicas_busy:ratio"
+JOB_ROLE_REQUESTS_RUNNING_MAX_OVER_AVG = (
+    "cluster_job_role:fsd_rollout_requests_running:max_over_avg"
+)
+JOB_ROLE_TTFT_BUCKETS = "cluster_job_role:fsd_rollout_time_to_first_token_seconds_bucket:rate1m"
+JOB_ROLE_ITL_BUCKETS = "cluster_job_role:fsd_rollout_inter_token_latency_seconds_bucket:rate1m"
+
+# --- Recording rules: the long tail -----------------------------------------------------------
+# Response length (generated tokens per finished request) against the max_tokens asked for.
+JOB_ROLE_GENERATION_TOKENS_BUCKETS = (
+    "cluster_job_role:fsd_rollout_request_generation_tokens_bucket:rate1m"
+)
+JOB_ROLE_MAX_TOKENS_BUCKETS = "cluster_job_role:fsd_rollout_request_max_tokens_bucket:rate1m"
+JOB_ROLE_GENERATION_TOKENS_P50 = "cluster_job_role:fsd_rollout_request_generation_tokens:p50_rate1m"
+JOB_ROLE_GENERATION_TOKENS_P99 = "cluster_job_role:fsd_rollout_request_generation_tokens:p99_rate1m"
+JOB_ROLE_MAX_TOKENS_P50 = "cluster_job_role:fsd_rollout_request_max_tokens:p50_rate1m"
+# Finished requests per second by finished_reason (stop, length, abort, ...).
+JOB_ROLE_REQUESTS_FINISHED_RATE = "cluster_job_role:fsd_rollout_requests_finished:rate1m"
+# Share of finished requests cut at max_tokens / aborted (0-1).
+JOB_ROLE_TRUNCATED_RATIO = "cluster_job_role:fsd_rollout_requests_truncated:ratio_rate1m"
+JOB_ROLE_ABORTED_RATIO = "cluster_job_role:fsd_rollout_requests_aborted:ratio_rate1m"
+# Preemptions (vLLM) and retractions (SGLang) per second, per server.
+REPLICA_PREEMPTIONS_RATE = "replica:fsd_rollout_preemptions:rate1m"
+JOB_ROLE_PREEMPTIONS_RATE = "cluster_job_role:fsd_rollout_preemptions:rate1m"
+# Requests SGLang paused for an async weight sync, per server.
+REPLICA_REQUESTS_PAUSED = "replica:fsd_rollout_requests_paused:sum"
+JOB_ROLE_QUEUE_TIME_BUCKETS = (
+    "cluster_job_role:fsd_rollout_request_queue_time_seconds_bucket:rate1m"
+)
+
+# --- Rule groups (what doctor expects Prometheus to have loaded) ------------------------------
+GROUP_GPU_RECORDS = "fsd-gpu.records"
+GROUP_GPU_ALERTS = "fsd-gpu.alerts"
+GROUP_ROLLOUT_RECORDS = "fsd-rollout.records"
+GROUP_ROLLOUT_ALERTS = "fsd-rollout.alerts"
+GROUP_DAEMON_ALERTS = "fsd-daemon.alerts"
+RULE_GROUPS = (
+    GROUP_GPU_RECORDS,
+    GROUP_GPU_ALERTS,
+    GROUP_ROLLOUT_RECORDS,
+    GROUP_ROLLOUT_ALERTS,
+    GROUP_DAEMON_ALERTS,
+)
+
+# --- Alerts -----------------------------------------------------------------------------------
+ALERT_ROLLOUT_GPUS_IDLE = "FsdRolloutGpusIdle"
+ALERT_GPU_EXPORTER_MISSING = "FsdGpuExporterMissing"
+ALERT_GPU_EXPORTER_DOWN = "FsdGpuExporterDown"
+ALERT_GPU_NVML_DOWN = "FsdGpuNvmlDown"
+ALERT_ROLLOUT_TARGET_DOWN = "FsdRolloutTargetDown"
+ALERT_ROLLOUT_NO_ENGINE_SERIES = "FsdRolloutNoEngineSeries"
+ALERT_ROLLOUT_METRICS_ROUTE_MISSING = "FsdRolloutMetricsRouteMissing"
+ALERT_DAEMON_DOWN = "FsdDaemonDown"
+ALERT_DAEMON_STALE = "FsdDaemonStale"
+ALERT_DAEMON_UNHEALTHY = "FsdDaemonUnhealthy"
+ALERT_DAEMON_DROPPING_TARGETS = "FsdDaemonDroppingTargets"
+
+# --- What a verl user sets to get the metrics (verl main, rollout.yaml) -----------------------
+# vLLM serves /metrics without any vllm: series while disable_log_stats is True (verl's default).
+VERL_KEY_LOG_STATS = "actor_rollout_ref.rollout.disable_log_stats=False"
+# SGLang gets --enable-metrics (hence a /metrics route) only from prometheus.enable, and verl's
+# LLMServerManager refuses prometheus.enable with disable_log_stats=True (llm_server.py).
+VERL_KEY_PROMETHEUS = "actor_rollout_ref.rollout.prometheus.enable=True"
+VERL_FIX_BY_ENGINE = {
+    ENGINE_VLLM: VERL_KEY_LOG_STATS,
+    ENGINE_SGLANG: f"{VERL_KEY_PROMETHEUS} and {VERL_KEY_LOG_STATS}",
+}
+
+
+# --- Helpers ----------------------------------------------------------------------------------
+def by(labels: Iterable[str]) -> str:
+    """``("cluster", "role")`` -> ``"cluster, role"``, for ``sum by (...)``."""
+    return ", ".join(labels)
+
+
+def bucket(histogram: str) -> str:
+    """The ``_bucket`` series of a histogram."""
+    return f"{histogram}_bucket"

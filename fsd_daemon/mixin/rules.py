@@ -1,0 +1,854 @@
+"""The Prometheus recording rules and alerts, built from code: plain data in, YAML files out.
+
+``python -m fsd_daemon.mixin.rules --write`` regenerates
+``fsd_daemon/assets/prometheus/rules/*.rules.yml``; ``--check`` exits 1 when a committed file
+differs from what this module generates (tests/test_rules.py runs the same comparison). Every
+metric, label and rule name comes from :mod:`fsd_daemon.mixin.names`.
+
+The unit tests of the rules stay hand-written YAML (``rules/tests/*.rules.test.yml``, run with
+``promtool test rules``): they are the independent statement of what each rule must answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fsd_daemon.mixin import names as n
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "assets" / "prometheus" / "rules"
+_WIDTH = 100  # comment and description lines wrap here
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    expr: str
+    comment: str  # the question the series answers, written above the rule
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    comment: str
+    summary: str
+    description: str
+    severity: str = "warning"
+    for_: str | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    rules: tuple[Record | Alert, ...]
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    filename: str
+    header: str
+    groups: tuple[Group, ...]
+
+
+R = n.by(n.REPLICA_LABELS)
+JR = n.by(n.JOB_ROLE_LABELS)
+JRE = n.by(n.JOB_ROLE_ENGINE_LABELS)
+# Roles whose servers generate rollouts (prefill/decode are parts of one rollout replica).
+ROLLOUT_ROLES_RE = "rollout|prefill|decode"
+
+
+def _indent(text: str, by: int = 2) -> str:
+    return textwrap.indent(text, " " * by)
+
+
+def per_replica(vllm_expr: str, sglang_expr: str, agg: str = "sum") -> str:
+    """vLLM engines are summed; SGLang's tensor/pipeline ranks report the same batch, so they
+    are reduced with max first and summed over dp_rank only."""
+    return (
+        f"{agg} by ({R}) (\n{_indent(vllm_expr)}\n)\nor\n"
+        f"{agg} by ({R}) (\n  max by ({R}, {n.SGLANG_DP_RANK}) (\n{_indent(sglang_expr, 4)}\n  )\n)"
+    )
+
+
+def per_job_role_buckets(vllm_hist: str, sglang_hist: str | None) -> str:
+    """Bucket rates per job, role and engine (engines' bucket boundaries differ)."""
+    vllm = f"sum by ({JRE}, le) (\n  rate({n.bucket(vllm_hist)}[1m])\n)"
+    if sglang_hist is None:
+        return vllm
+    return f"{vllm}\nor\nsum by ({JRE}, le) (\n  rate({n.bucket(sglang_hist)}[1m])\n)"
+
+
+def _verl_fix_template() -> str:
+    """Alert text naming the verl key to set, chosen by the target's engine label."""
+    return (
+        f'{{{{ if eq $labels.engine "{n.ENGINE_SGLANG}" }}}}'
+        f"{n.VERL_FIX_BY_ENGINE[n.ENGINE_SGLANG]}"
+        f"{{{{ else }}}}{n.VERL_FIX_BY_ENGINE[n.ENGINE_VLLM]}{{{{ end }}}}"
+    )
+
+
+# --- GPU time ---------------------------------------------------------------------------------
+
+GPU_HEADER = """\
+GPU busy/idle time, per GPU and per owner role, from fsd-gpu-exporter (scrape job "gpu").
+
+Inputs (fsd-gpu-exporter, one target per Ray node, target labels node_id, node_ip, node_name,
+is_head_node, cluster):
+  fsd_gpu_busy_seconds_total{gpu, uuid, gpu_model, node}   integrated busy time; rate() = 0-1
+  fsd_gpu_owner_info{gpu, uuid, node, role, replica, actor_class, actor_name, ray_job_id, pid,
+                     state="active"|"reserved"} 1          one series per GPU and owner process
+
+GPU identity is (cluster, job, instance, gpu): busy time and ownership of one GPU come from the
+same exporter target, so they share every target label.
+
+Ownership semantics (what "per role" means):
+  * A GPU counts once for every distinct (role, replica, ray_job_id) that owns it, whatever the
+    number of owner processes (vLLM engine cores, TP workers) or their state: "reserved" GPUs
+    (handed to a rollout server through CUDA_VISIBLE_DEVICES, no memory held yet) count as owned,
+    which is the point: they are the idle GPUs a job paid for.
+  * A GPU shared by two roles (verl's colocated "hybrid engine": train and rollout on the same
+    GPUs) appears under both roles with the same busy fraction, so it is busy for rollout while
+    training runs on it. Per-role GPU counts therefore may add up to more than the GPUs present.
+  * A GPU with no owner at all is kept, with role="none" and no replica or ray_job_id label.
+
+Asleep versus idle: a rollout GPU's time is split into asleep (its engine sleeps: in colocated
+training the trainer has the GPU), awake-busy and awake-idle (the idle rollout resource). The
+engine state comes from replica:fsd_rollout_engine_asleep:bool (fsd-rollout.rules.yml, joined on
+cluster, ray_job_id, replica); a replica without that series (SGLang, old vLLM, metrics off)
+counts as awake.
+
+The rate window is 1m: it needs a scrape interval of 30s or less (the project default is 15s)."""
+
+_GPU_LABELS = (*n.GPU_IDENTITY[:3], n.NODE_NAME, n.NODE_IP, "gpu", "uuid")
+_OWNED = (
+    f"max by ({n.by((*_GPU_LABELS, n.ROLE, n.REPLICA, n.RAY_JOB_ID))}) (\n  {n.GPU_OWNER_INFO}\n)"
+)
+_ID = n.by(n.GPU_IDENTITY)
+_ROLLOUT_GPU_BUSY = f'{n.GPU_ROLE_BUSY_RATIO}{{{n.ROLE}="{n.ROLE_ROLLOUT}"}}'
+_JOIN = n.by(n.GPU_OWNER_JOIN)
+
+
+def _gpu_state_records() -> tuple[Record, ...]:
+    asleep = n.gpu_rollout_state_ratio(n.ASLEEP)
+    replica_asleep = (
+        f"max by ({_JOIN}) (\n"
+        f'  {n.replica_engine_state(n.ASLEEP)}{{{n.ROLE}=~"{ROLLOUT_ROLES_RE}"}}\n)'
+    )
+    per_gpu = {
+        n.ASLEEP: (
+            "(\n"
+            f"    0 * {_ROLLOUT_GPU_BUSY}\n"
+            f"  + on ({_JOIN}) group_left ()\n"
+            f"{_indent(replica_asleep, 4)}\n"
+            ")\n"
+            f"or\n0 * {_ROLLOUT_GPU_BUSY}",
+            "Per rollout GPU: is its engine asleep? (1 asleep, 0 awake; a replica without a "
+            "sleep-state series counts as awake.) Labels: those of "
+            f"{n.GPU_ROLE_BUSY_RATIO}.",
+        ),
+        n.AWAKE_BUSY: (
+            f"(1 - {asleep}) * {_ROLLOUT_GPU_BUSY}",
+            "Per rollout GPU: what fraction of the last minute was its engine awake and the GPU "
+            "busy? (0-1)",
+        ),
+        n.AWAKE_IDLE: (
+            f'(1 - {asleep}) * {n.GPU_ROLE_IDLE_RATIO}{{{n.ROLE}="{n.ROLE_ROLLOUT}"}}',
+            "Per rollout GPU: what fraction of the last minute was its engine awake and the GPU "
+            "idle? (0-1; the idle rollout resource. asleep + awake_busy + awake_idle = 1.)",
+        ),
+    }
+    records: list[Record] = []
+    for state, (expr, comment) in per_gpu.items():
+        records.append(Record(n.gpu_rollout_state_ratio(state), expr, comment))
+    for state in n.GPU_STATES:
+        records.append(
+            Record(
+                n.replica_rollout_state_gpus(state),
+                f"sum by ({_JOIN}) ({n.gpu_rollout_state_ratio(state)})",
+                f"Per rollout replica: how many of its GPUs' worth of time is {_words(state)}?",
+            )
+        )
+    for state in n.GPU_STATES:
+        records.append(
+            Record(
+                n.job_rollout_state_gpus(state),
+                f"sum by ({n.CLUSTER}, {n.RAY_JOB_ID}) ({n.gpu_rollout_state_ratio(state)})",
+                f"Per Ray job: how many rollout GPUs' worth of time is {_words(state)}? "
+                "(The three states add up to the job's rollout GPUs.)",
+            )
+        )
+    return tuple(records)
+
+
+def _words(state: str) -> str:
+    return {n.ASLEEP: "asleep", n.AWAKE_BUSY: "awake and busy", n.AWAKE_IDLE: "awake and idle"}[
+        state
+    ]
+
+
+def gpu_file() -> RuleFile:
+    records = (
+        Record(
+            n.GPU_BUSY_RATIO,
+            f"clamp_max(rate({n.GPU_BUSY_SECONDS}[1m]), 1)",
+            "Per GPU: what fraction of the last minute did a kernel run on this GPU? (0-1) "
+            "Clamped at 1 because sampling jitter can make the counter run slightly ahead of "
+            "wall time.",
+        ),
+        Record(
+            n.GPU_IDLE_RATIO,
+            f"1 - {n.GPU_BUSY_RATIO}",
+            "Per GPU: what fraction of the last minute was this GPU idle? (0-1)",
+        ),
+        Record(
+            n.GPU_ROLE_BUSY_RATIO,
+            "(\n"
+            f"{_indent(_OWNED, 4)}\n"
+            f"  * on ({_ID}) group_left (gpu_model)\n"
+            f"    {n.GPU_BUSY_RATIO}\n"
+            ")\n"
+            f"or on ({_ID})\n"
+            "  label_replace(\n"
+            f"    max by ({n.by((*_GPU_LABELS, 'gpu_model'))}) (\n"
+            f"      {n.GPU_BUSY_RATIO}\n"
+            "    ),\n"
+            f'    "{n.ROLE}", "none", "", ""\n'
+            "  )",
+            "Per GPU and owner: how busy is each GPU, labelled with who holds it (role, replica, "
+            'ray_job_id)? Unowned GPUs get role="none". Labels: cluster, job, instance, '
+            "node_name, node_ip, gpu, uuid, gpu_model, role, replica, ray_job_id.\n"
+            'Owner info is the "many" side so that a GPU with several owners (colocated roles) '
+            "joins without a duplicate-match error; the per-GPU busy ratio is unique per GPU "
+            "identity.",
+        ),
+        Record(
+            n.GPU_ROLE_IDLE_RATIO,
+            f"1 - {n.GPU_ROLE_BUSY_RATIO}",
+            f"Per GPU and owner: the idle fraction, same labels as {n.GPU_ROLE_BUSY_RATIO}.",
+        ),
+        Record(
+            n.CLUSTER_ROLE_BUSY_RATIO,
+            f"avg by ({n.CLUSTER}, {n.ROLE}) ({n.GPU_ROLE_BUSY_RATIO})",
+            "Per cluster and role: what fraction of the role's GPU time was busy? (mean over "
+            "its GPUs)",
+        ),
+        Record(
+            n.CLUSTER_ROLE_IDLE_RATIO,
+            f"avg by ({n.CLUSTER}, {n.ROLE}) ({n.GPU_ROLE_IDLE_RATIO})",
+            "Per cluster and role: what fraction of the role's GPU time was idle?",
+        ),
+        Record(
+            n.JOB_ROLE_GPU_BUSY_RATIO,
+            f"avg by ({JR}) ({n.GPU_ROLE_BUSY_RATIO})",
+            "Per Ray job and role: what fraction of the job's GPU time in this role was busy? "
+            '(role="none" has no ray_job_id: its series carries only cluster and role.)',
+        ),
+        Record(
+            n.JOB_ROLE_GPUS,
+            f"count by ({JR}) ({n.GPU_ROLE_BUSY_RATIO})",
+            "Per Ray job and role: how many GPUs does the job hold in this role?",
+        ),
+        Record(
+            n.JOB_ROLLOUT_IDLE_GPUS,
+            f"sum by ({n.CLUSTER}, {n.RAY_JOB_ID}) "
+            f'({n.GPU_ROLE_IDLE_RATIO}{{{n.ROLE}="{n.ROLE_ROLLOUT}"}})',
+            "Per Ray job: how many rollout GPUs' worth of time is idle right now? (sum of idle "
+            "fractions: 2.5 = two and a half GPUs doing nothing; asleep engines count as idle "
+            f"here, see {n.job_rollout_state_gpus(n.AWAKE_IDLE)} for the sleep-aware count)",
+        ),
+        Record(
+            n.JOB_ROLLOUT_IDLE_GPU_HOURS,
+            f"sum_over_time({n.JOB_ROLLOUT_IDLE_GPUS}[1h:15s]) / 240",
+            "Per Ray job: how many rollout GPU-hours were idle in the last hour? A 15s-step "
+            "subquery integrates the idle-GPU count (15s = 1/240 h), so the result does not "
+            "depend on the rule evaluation interval and counts only the time the job held GPUs.",
+        ),
+        *_gpu_state_records(),
+    )
+    alerts = (
+        Alert(
+            n.ALERT_ROLLOUT_GPUS_IDLE,
+            f'{n.JOB_ROLE_GPU_BUSY_RATIO}{{{n.ROLE}="{n.ROLE_ROLLOUT}"}} < 0.1',
+            "Are a job's rollout GPUs sitting idle? Fires when the mean busy fraction of the "
+            "job's rollout GPUs stays under 10% for 15 minutes: longer than a training step "
+            "normally keeps disaggregated rollout GPUs waiting.",
+            summary="Rollout GPUs of Ray job {{ $labels.ray_job_id }} are only "
+            "{{ $value | humanizePercentage }} busy",
+            description="The rollout GPUs of Ray job {{ $labels.ray_job_id }} in cluster "
+            '{{ $labels.cluster }} have been under 10% busy for 15 minutes. Open the "FSD / GPU '
+            'idleness" dashboard: if every replica is idle, check whether the trainer is stuck '
+            "or the job has finished and left its rollout servers running (stop the job); if a "
+            "few replicas are busy and the rest idle, the rollout batch has a long tail "
+            "(consider partial rollout or a smaller response length); if the GPUs are "
+            '"reserved", the servers never started generating (check the rollout actors\' '
+            "logs).",
+            for_="15m",
+        ),
+        Alert(
+            n.ALERT_GPU_EXPORTER_MISSING,
+            f'absent(up{{job="{n.JOB_GPU}"}})',
+            'Is nothing scraping GPU exporters at all? (no gpu.json targets, or no "gpu" job)',
+            summary="No GPU exporter targets are being scraped",
+            description='Prometheus has no target in scrape job "gpu", so GPU busy and idle '
+            "time is not recorded. Check that fsd-daemon writes gpu.json (fsd-daemon targets; "
+            "journalctl -u fsd-daemon), that targets.write_gpu is true, and that prometheus.yml "
+            'has the "gpu" job with file_sd on the daemon\'s output directory (fsd-daemon '
+            "prometheus-config).",
+            severity="critical",
+            for_="10m",
+        ),
+        Alert(
+            n.ALERT_GPU_EXPORTER_DOWN,
+            f'up{{job="{n.JOB_GPU}"}} == 0',
+            "Is the GPU exporter on a node unreachable?",
+            summary="GPU exporter on {{ $labels.node_name }} ({{ $labels.instance }}) is down",
+            description="Prometheus cannot scrape fsd-gpu-exporter at {{ $labels.instance }} "
+            "(node {{ $labels.node_name }}). On that node run `systemctl status "
+            "fsd-gpu-exporter` and `journalctl -u fsd-gpu-exporter`; check that it listens on "
+            "the node IP and not only on 127.0.0.1 (FSD_EXPORTER_LISTEN in "
+            "/etc/default/fsd-daemon) and that the firewall lets Prometheus reach port 9847.",
+            for_="5m",
+        ),
+        Alert(
+            n.ALERT_GPU_NVML_DOWN,
+            f"{n.GPU_NVML_UP} == 0",
+            "Does the GPU exporter run but fail to read the GPUs through NVML?",
+            summary="GPU exporter on {{ $labels.node_name }} cannot read NVML",
+            description="fsd-gpu-exporter at {{ $labels.instance }} runs but NVML calls fail, "
+            "so its GPU series are missing or stale. Check `nvidia-smi` on the node (driver "
+            "loaded, GPU not lost) and the exporter's log (journalctl -u fsd-gpu-exporter); the "
+            f"{n.GPU_NVML_ERRORS} counter names the failing NVML function.",
+            for_="5m",
+        ),
+    )
+    return RuleFile(
+        "fsd-gpu.rules.yml",
+        GPU_HEADER,
+        (Group(n.GROUP_GPU_RECORDS, records), Group(n.GROUP_GPU_ALERTS, alerts)),
+    )
+
+
+# --- Rollout load, the long tail, fsd-daemon --------------------------------------------------
+
+ROLLOUT_HEADER = """\
+Rollout server load (vLLM and SGLang under one set of names), asleep versus idle engines, the
+long tail of a rollout batch, why a server's metrics are missing, and the health of fsd-daemon.
+
+Inputs: scrape job "rollout" (targets written by fsd-daemon into rollout.json, target labels
+engine, role, replica, node_ip, node_id, ray_job_id, ray_namespace, actor_name, cluster) and
+scrape job "fsd_daemon" (the daemon's own metrics, 127.0.0.1:9848).
+  vLLM V1:  vllm:num_requests_running, vllm:num_requests_waiting, vllm:kv_cache_usage_perc (0-1),
+            vllm:generation_tokens_total, vllm:request_success_total{finished_reason},
+            vllm:num_preemptions_total, vllm:engine_sleep_state{sleep_state}, histograms
+            vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds,
+            vllm:request_queue_time_seconds, vllm:request_generation_tokens and
+            vllm:request_params_max_tokens. vLLM's own "engine" label (its engine index) is
+            renamed exported_engine by Prometheus because the target label "engine" wins.
+  SGLang:   sglang:num_running_reqs, sglang:num_queue_reqs, sglang:token_usage (0-1),
+            sglang:generation_tokens_total, sglang:num_requests_total,
+            sglang:num_aborted_requests_total, sglang:num_retracted_requests_total,
+            sglang:num_paused_reqs, histograms sglang:time_to_first_token_seconds,
+            sglang:inter_token_latency_seconds and sglang:queue_time_seconds; scheduler series
+            carry tp_rank, pp_rank and, with data parallelism, dp_rank.
+
+Unified per-replica series keep these labels (one series per rollout server):
+  cluster, ray_job_id, role, replica, engine, instance, actor_name, node_ip, model_name
+instance and actor_name stay because roles that serve on every node index ("decode") have
+several servers per (role, replica).
+
+Summing rules: vLLM engines (data-parallel ranks, exported_engine) are summed. Every SGLang
+tensor/pipeline rank of a scheduler reports the same batch, so SGLang is reduced with max over
+tp_rank/pp_rank first and summed over dp_rank only. Histogram buckets are summed as they come:
+duplicate ranks scale every bucket alike and leave quantiles unchanged."""
+
+
+def _load_records() -> tuple[Record, ...]:
+    running = n.REPLICA_REQUESTS_RUNNING
+    return (
+        Record(
+            running,
+            per_replica(n.VLLM_REQUESTS_RUNNING, n.SGLANG_REQUESTS_RUNNING),
+            "Per rollout server: how many requests is it generating right now?",
+        ),
+        Record(
+            n.REPLICA_REQUESTS_WAITING,
+            per_replica(n.VLLM_REQUESTS_WAITING, n.SGLANG_REQUESTS_WAITING),
+            "Per rollout server: how many requests wait in its queue?",
+        ),
+        Record(
+            n.REPLICA_GENERATION_TOKENS_RATE,
+            per_replica(
+                f"rate({n.VLLM_GENERATION_TOKENS}[1m])", f"rate({n.SGLANG_GENERATION_TOKENS}[1m])"
+            ),
+            "Per rollout server: how many tokens per second does it generate?",
+        ),
+        Record(
+            n.REPLICA_KV_CACHE_USAGE,
+            f"max by ({R}) (\n  {n.VLLM_KV_CACHE_USAGE}\n)\nor\n"
+            f"max by ({R}) (\n  {n.SGLANG_TOKEN_USAGE}\n)",
+            "Per rollout server: how full is its KV cache? (0-1, the fullest engine or rank)",
+        ),
+        Record(
+            n.JOB_ROLE_REPLICAS,
+            f"count by ({JR}) ({running})",
+            "Per Ray job and role: how many rollout servers report load?",
+        ),
+        Record(
+            n.JOB_ROLE_REQUESTS_RUNNING,
+            f"sum by ({JR}) ({running})",
+            "Per Ray job and role: how many requests are being generated in total?",
+        ),
+        Record(
+            n.JOB_ROLE_GENERATION_TOKENS_RATE,
+            f"sum by ({JR}) ({n.REPLICA_GENERATION_TOKENS_RATE})",
+            "Per Ray job and role: how many tokens per second do all its servers generate?",
+        ),
+        Record(
+            n.JOB_ROLE_REPLICAS_BUSY_RATIO,
+            f"sum by ({JR}) ({running} > bool 0)\n/\ncount by ({JR}) ({running})",
+            "Long tail, share form: what fraction of the job's servers still have requests "
+            "running? 1 = all busy, 0 = all idle; a small non-zero value held for minutes is the "
+            "long tail (a few servers finish the last long responses while the rest of the GPUs "
+            "wait).",
+        ),
+        Record(
+            n.JOB_ROLE_REQUESTS_RUNNING_MAX_OVER_AVG,
+            f"max by ({JR}) ({running})\n/\nclamp_min(avg by ({JR}) ({running}), 1e-9)",
+            "Long tail, imbalance form: how much more work does the busiest server have than "
+            "the average one? 1 = even; N (the number of servers) = one server has all of it; "
+            "0 = no server has work (the clamp turns 0/0 into 0 rather than no result).",
+        ),
+        Record(
+            n.JOB_ROLE_TTFT_BUCKETS,
+            per_job_role_buckets(n.VLLM_TTFT, n.SGLANG_TTFT),
+            "Per Ray job, role and engine: time-to-first-token histogram (bucket rates), for "
+            "histogram_quantile(). Engines stay apart because their bucket boundaries differ.",
+        ),
+        Record(
+            n.JOB_ROLE_ITL_BUCKETS,
+            per_job_role_buckets(n.VLLM_ITL, n.SGLANG_ITL),
+            "Per Ray job, role and engine: inter-token latency histogram (bucket rates).",
+        ),
+    )
+
+
+def _sleep_records() -> tuple[Record, ...]:
+    running = n.REPLICA_REQUESTS_RUNNING
+    asleep = n.replica_engine_state(n.ASLEEP)
+    awake = f'{n.VLLM_SLEEP_STATE}{{{n.SLEEP_STATE}="{n.SLEEP_AWAKE}"}}'
+    records = [
+        Record(
+            asleep,
+            f"(\n  1 - max by ({R}) (\n    {awake}\n  )\n)\nor\n0 * {running}",
+            "Asleep versus idle, per rollout server: is its engine asleep? (1 asleep, 0 awake) "
+            f'vLLM sets {n.VLLM_SLEEP_STATE}{{sleep_state="awake"}} to 0 while the engine sleeps '
+            "(weights_offloaded or discard_all: verl sleeps it between steps in colocated "
+            "training); a server is asleep when none of its engines is awake. A server without "
+            "that series (SGLang, older vLLM) counts as awake.",
+        ),
+        Record(
+            n.replica_engine_state(n.AWAKE_BUSY),
+            f"(1 - {asleep}) * ({running} > bool 0)",
+            "Per rollout server: is its engine awake and generating? (1 or 0)",
+        ),
+        Record(
+            n.replica_engine_state(n.AWAKE_IDLE),
+            f"(1 - {asleep}) * ({running} == bool 0)",
+            "Per rollout server: is its engine awake with nothing to generate? (1 or 0; the "
+            "idle rollout resource, unlike an engine asleep by design)",
+        ),
+    ]
+    for state in n.GPU_STATES:
+        records.append(
+            Record(
+                n.job_role_replicas_in_state(state),
+                f"sum by ({JR}) ({n.replica_engine_state(state)})",
+                f"Per Ray job and role: how many rollout servers are {_words(state)}?",
+            )
+        )
+    return tuple(records)
+
+
+def _ratio_of_finished(numerator_selector: str, total: str) -> str:
+    """Share of finished requests matching a selector; 0 (not empty) while none matched."""
+    return (
+        f"(\n  sum by ({JR}) (rate({numerator_selector}[1m]))\n"
+        f"  or\n  0 * sum by ({JR}) (rate({total}[1m]))\n)\n"
+        f"/\nclamp_min(sum by ({JR}) (rate({total}[1m])), 1e-9)"
+    )
+
+
+def _long_tail_records() -> tuple[Record, ...]:
+    reason = n.FINISHED_REASON
+    vllm_length = f'{n.VLLM_REQUEST_SUCCESS}{{{reason}="{n.FINISHED_LENGTH}"}}'
+    vllm_abort = f'{n.VLLM_REQUEST_SUCCESS}{{{reason}="{n.FINISHED_ABORT}"}}'
+    return (
+        Record(
+            n.JOB_ROLE_GENERATION_TOKENS_BUCKETS,
+            per_job_role_buckets(n.VLLM_GENERATION_TOKENS_HISTOGRAM, None),
+            "Long tail, response length: per Ray job, role and engine, the histogram of "
+            "generated tokens per finished request (bucket rates; vLLM only: SGLang's "
+            "equivalent is off by default).",
+        ),
+        Record(
+            n.JOB_ROLE_MAX_TOKENS_BUCKETS,
+            per_job_role_buckets(n.VLLM_MAX_TOKENS_HISTOGRAM, None),
+            "Long tail: per Ray job, role and engine, the histogram of the max_tokens the "
+            "requests asked for (bucket rates), the cap to compare response lengths with.",
+        ),
+        Record(
+            n.JOB_ROLE_GENERATION_TOKENS_P50,
+            f"histogram_quantile(0.5, {n.JOB_ROLE_GENERATION_TOKENS_BUCKETS})",
+            "Long tail: median response length (generated tokens) of the last minute.",
+        ),
+        Record(
+            n.JOB_ROLE_GENERATION_TOKENS_P99,
+            f"histogram_quantile(0.99, {n.JOB_ROLE_GENERATION_TOKENS_BUCKETS})",
+            "Long tail: 99th percentile response length of the last minute. Far above the "
+            "median means a few long responses hold the step; at the max_tokens cap means "
+            "they are being truncated.",
+        ),
+        Record(
+            n.JOB_ROLE_MAX_TOKENS_P50,
+            f"histogram_quantile(0.5, {n.JOB_ROLE_MAX_TOKENS_BUCKETS})",
+            "Long tail: the median max_tokens of the last minute (verl's response_length).",
+        ),
+        Record(
+            n.JOB_ROLE_REQUESTS_FINISHED_RATE,
+            f"sum by ({JRE}, {reason}) (\n  rate({n.VLLM_REQUEST_SUCCESS}[1m])\n)\nor\n"
+            "label_replace(\n"
+            f"  sum by ({JRE}) (rate({n.SGLANG_ABORTED_REQUESTS}[1m])),\n"
+            f'  "{reason}", "{n.FINISHED_ABORT}", "", ""\n)',
+            "Per Ray job, role and engine: finished requests per second by finished_reason "
+            "(stop, length = truncated at max_tokens, abort). SGLang reports aborts only.",
+        ),
+        Record(
+            n.JOB_ROLE_TRUNCATED_RATIO,
+            _ratio_of_finished(vllm_length, n.VLLM_REQUEST_SUCCESS),
+            "Long tail: what share of the requests finished in the last minute were cut at "
+            "max_tokens? (0-1, vLLM) A high share means response_length caps the tail.",
+        ),
+        Record(
+            n.JOB_ROLE_ABORTED_RATIO,
+            _ratio_of_finished(vllm_abort, n.VLLM_REQUEST_SUCCESS)
+            + "\nor\n"
+            + _ratio_of_finished(n.SGLANG_ABORTED_REQUESTS, n.SGLANG_REQUESTS),
+            "Long tail: what share of the requests finished in the last minute were aborted? "
+            "(0-1; partial rollout aborts the tail on purpose)",
+        ),
+        Record(
+            n.REPLICA_PREEMPTIONS_RATE,
+            per_replica(
+                f"rate({n.VLLM_PREEMPTIONS}[1m])", f"rate({n.SGLANG_RETRACTED_REQUESTS}[1m])"
+            ),
+            "Per rollout server: preemptions per second (vLLM; SGLang calls them retractions): "
+            "requests evicted from the KV cache and recomputed later, a cause of long tails.",
+        ),
+        Record(
+            n.JOB_ROLE_PREEMPTIONS_RATE,
+            f"sum by ({JR}) ({n.REPLICA_PREEMPTIONS_RATE})",
+            "Per Ray job and role: preemptions (retractions) per second.",
+        ),
+        Record(
+            n.REPLICA_REQUESTS_PAUSED,
+            f"sum by ({R}) (\n  max by ({R}, {n.SGLANG_DP_RANK}) (\n"
+            f"    {n.SGLANG_PAUSED_REQUESTS}\n  )\n)",
+            "Per SGLang server: how many requests are paused by an async weight sync?",
+        ),
+        Record(
+            n.JOB_ROLE_QUEUE_TIME_BUCKETS,
+            per_job_role_buckets(n.VLLM_QUEUE_TIME, n.SGLANG_QUEUE_TIME),
+            "Per Ray job, role and engine: queue time histogram (bucket rates). Long queue "
+            "times on a few servers mean the load balancer keeps feeding the slow ones.",
+        ),
+    )
+
+
+def _probe_404() -> str:
+    return f"{n.DAEMON_METRICS_PROBE_STATUS} == 404"
+
+
+def rollout_alerts() -> tuple[Alert, ...]:
+    engine_series = (
+        f"group by ({n.JOB}, {n.INSTANCE}) ({n.VLLM_REQUESTS_RUNNING})\n"
+        f"  or\n  group by ({n.JOB}, {n.INSTANCE}) ({n.SGLANG_REQUESTS_RUNNING})\n"
+        f"  or\n  group by ({n.JOB}, {n.INSTANCE}) ({n.SGLANG_REQUESTS})"
+    )
+    return (
+        Alert(
+            n.ALERT_ROLLOUT_TARGET_DOWN,
+            f'up{{job="{n.JOB_ROLLOUT}"}} == 0\n'
+            f"unless on ({n.INSTANCE})\n"
+            f'  label_join({_probe_404()}, "{n.INSTANCE}", "", "{n.PROBE_ADDRESS}")',
+            "Is a rollout server that Ray still lists not answering Prometheus? (fsd-daemon "
+            "removes servers whose actors died, so a target stays down only while its actor is "
+            "alive.) Servers without a metrics route (404, "
+            f"{n.ALERT_ROLLOUT_METRICS_ROUTE_MISSING}) are a known cause and left out, so a "
+            "default verl SGLang job raises one precise "
+            "alert per server instead of a target-down storm.",
+            summary="Rollout server {{ $labels.actor_name }} ({{ $labels.engine }}) is not "
+            "scrapeable",
+            description="Prometheus cannot scrape {{ $labels.instance }}, the "
+            "{{ $labels.engine }} server of actor {{ $labels.actor_name }} (role "
+            "{{ $labels.role }}, replica {{ $labels.replica }}, Ray job {{ $labels.ray_job_id }}) "
+            "on {{ $labels.node_ip }}. Check the target's error on Prometheus' /targets page and "
+            "the actor in the Ray dashboard; `fsd-daemon doctor` says which link fails. A hung "
+            "server stalls the whole rollout batch.",
+            for_="5m",
+        ),
+        Alert(
+            n.ALERT_ROLLOUT_METRICS_ROUTE_MISSING,
+            _probe_404(),
+            "Does a rollout server answer its metrics path with 404? Prometheus alone sees a "
+            "404 as a failed scrape (up == 0) like a dead server; fsd-daemon's probe "
+            f"({n.DAEMON_METRICS_PROBE_STATUS}, fsd_daemon/probe.py) tells them apart. SGLang "
+            "under verl's defaults has no /metrics route.",
+            summary="Rollout server {{ $labels.actor_name }} ({{ $labels.engine }}) has no "
+            "metrics route",
+            description="{{ $labels.address }}{{ $labels.metrics_path }}, the "
+            "{{ $labels.engine }} server of actor {{ $labels.actor_name }} (Ray job "
+            "{{ $labels.ray_job_id }}, replica {{ $labels.replica }}), answers HTTP 404: the "
+            "engine was started without metrics. Set " + _verl_fix_template() + " in the verl "
+            "job's config and restart the job (verl <= 0.5 servers have no metrics route at "
+            "all: upgrade verl).",
+            for_="5m",
+        ),
+        Alert(
+            n.ALERT_ROLLOUT_NO_ENGINE_SERIES,
+            f'up{{job="{n.JOB_ROLLOUT}", {n.ENGINE}=~"{n.ENGINE_VLLM}|{n.ENGINE_SGLANG}"}} == 1\n'
+            f"unless on ({n.JOB}, {n.INSTANCE}) (\n  {engine_series}\n)",
+            "Is a rollout server scraped fine but without any engine series? vLLM under verl's "
+            "default disable_log_stats=True serves /metrics with only process and Python "
+            "series, so every panel of the job is empty and nothing else alerts.",
+            summary="Rollout server {{ $labels.actor_name }} ({{ $labels.engine }}) exports no "
+            "engine metrics",
+            description="Prometheus scrapes {{ $labels.instance }}, the {{ $labels.engine }} "
+            "server of actor {{ $labels.actor_name }} (Ray job {{ $labels.ray_job_id }}, "
+            "replica {{ $labels.replica }}), but it carries no {{ $labels.engine }}: series: "
+            "the engine runs with its statistics off. Set " + _verl_fix_template() + " in the "
+            "verl job's config and restart the job.",
+            for_="10m",
+        ),
+    )
+
+
+def daemon_alerts() -> tuple[Alert, ...]:
+    return (
+        Alert(
+            n.ALERT_DAEMON_DOWN,
+            f'up{{job="{n.JOB_DAEMON}"}} == 0 or absent(up{{job="{n.JOB_DAEMON}"}})',
+            "Is fsd-daemon's own metrics endpoint unreachable or not configured in Prometheus?",
+            summary="fsd-daemon is down or not scraped",
+            description='Prometheus cannot scrape fsd-daemon\'s metrics (job "fsd_daemon", '
+            "127.0.0.1:9848 on the Ray head node). While the daemon is down, target files are "
+            "not updated: new rollout servers are not scraped and gone ones stay listed. Run "
+            "`systemctl status fsd-daemon` and `journalctl -u fsd-daemon -e` on the head node; "
+            "check that FSD_DAEMON_METRICS_LISTEN is set in /etc/default/fsd-daemon.",
+            severity="critical",
+            for_="5m",
+        ),
+        Alert(
+            n.ALERT_DAEMON_STALE,
+            f"time() - {n.DAEMON_LAST_SUCCESSFUL_POLL} > 120",
+            "Has fsd-daemon gone too long without a successful poll of Ray?",
+            summary="fsd-daemon has not polled Ray successfully for "
+            "{{ $value | humanizeDuration }}",
+            description="fsd-daemon on {{ $labels.instance }} runs but its last successful poll "
+            "of Ray is {{ $value | humanizeDuration }} old, so the target files are stale. See "
+            f"{n.DAEMON_POLL_ERRORS} for the failing step and `journalctl -u fsd-daemon`; usual "
+            "causes: Ray's dashboard is down, RAY_ADDRESS is wrong, or the Ray auth token "
+            "(RAY_AUTH_TOKEN_PATH) is missing or out of date after a Ray restart.",
+            for_="3m",
+        ),
+        Alert(
+            n.ALERT_DAEMON_UNHEALTHY,
+            f"{n.DAEMON_HEALTHY} == 0",
+            "Does fsd-daemon report itself unhealthy (a poll or a target file write keeps "
+            "failing)?",
+            summary="fsd-daemon on {{ $labels.instance }} reports itself unhealthy",
+            description=f"{n.DAEMON_HEALTHY} has been 0 for 10 minutes: its last poll or a "
+            "write of a target file failed (the previous file is kept). Check `journalctl -u "
+            "fsd-daemon`, free space and permissions of the output directory "
+            f"(/var/lib/fsd-daemon/targets), and {n.DAEMON_POLL_ERRORS} by kind.",
+            for_="10m",
+        ),
+        Alert(
+            n.ALERT_DAEMON_DROPPING_TARGETS,
+            f"sum by (instance, file, reason) (increase({n.DAEMON_DROPPED_TARGETS}[10m])) > 0",
+            "Is fsd-daemon leaving rollout servers out of the target files?",
+            summary="fsd-daemon dropped targets from {{ $labels.file }} ({{ $labels.reason }})",
+            description="In the last 10 minutes fsd-daemon left targets out of "
+            '{{ $labels.file }} for reason "{{ $labels.reason }}", so those servers are not '
+            "monitored. Run `fsd-daemon targets` on the head node to see which, and fix the "
+            "label value or recognition pattern named in the daemon's log.",
+        ),
+    )
+
+
+def rollout_file() -> RuleFile:
+    records = _load_records() + _sleep_records() + _long_tail_records()
+    return RuleFile(
+        "fsd-rollout.rules.yml",
+        ROLLOUT_HEADER,
+        (
+            Group(n.GROUP_ROLLOUT_RECORDS, records),
+            Group(n.GROUP_ROLLOUT_ALERTS, rollout_alerts()),
+            Group(n.GROUP_DAEMON_ALERTS, daemon_alerts()),
+        ),
+    )
+
+
+def rule_files() -> tuple[RuleFile, ...]:
+    return (gpu_file(), rollout_file())
+
+
+# --- YAML -------------------------------------------------------------------------------------
+
+
+def as_data(rule_file: RuleFile) -> dict[str, object]:
+    """The file as Prometheus reads it (what the rendered YAML must load back to)."""
+    groups = []
+    for group in rule_file.groups:
+        rules: list[dict[str, object]] = []
+        for rule in group.rules:
+            if isinstance(rule, Record):
+                rules.append({"record": rule.name, "expr": rule.expr})
+                continue
+            alert: dict[str, object] = {"alert": rule.name, "expr": rule.expr}
+            if rule.for_:
+                alert["for"] = rule.for_
+            alert["labels"] = {"severity": rule.severity}
+            alert["annotations"] = {"summary": rule.summary, "description": rule.description}
+            rules.append(alert)
+        groups.append({"name": group.name, "rules": rules})
+    return {"groups": groups}
+
+
+def _comment(text: str, indent: int) -> list[str]:
+    prefix = " " * indent + "# "
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        lines += textwrap.wrap(paragraph, _WIDTH - len(prefix)) or [""]
+    return [(prefix + line).rstrip() for line in lines]
+
+
+def _scalar(key: str, value: str, indent: int) -> list[str]:
+    pad = " " * indent
+    if "\n" not in value and _plain_ok(value):
+        return [f"{pad}{key}: {value}"]
+    body = [(pad + "  " + line).rstrip() for line in value.split("\n")]
+    return [f"{pad}{key}: |-", *body]
+
+
+def _plain_ok(value: str) -> bool:
+    try:
+        return bool(yaml.safe_load(f"k: {value}") == {"k": value})
+    except yaml.YAMLError:
+        return False
+
+
+_TEMPLATE_RE = re.compile(r"\{\{.*?\}\}")
+_KEEP = "\x00"  # stands for a space inside {{ ... }} while wrapping
+
+
+def _folded(key: str, value: str, indent: int) -> list[str]:
+    """A folded block scalar; lines break between words, never inside a {{ template }}."""
+    pad = " " * indent
+    glued = _TEMPLATE_RE.sub(lambda m: m.group(0).replace(" ", _KEEP), value)
+    wrapped = textwrap.wrap(glued, _WIDTH - indent - 2, break_long_words=False)
+    return [f"{pad}{key}: >-", *(pad + "  " + line.replace(_KEEP, " ") for line in wrapped)]
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(rule_file: RuleFile) -> str:
+    """The YAML text of one rule file: a comment per rule, block scalars for long text."""
+    out = [f"# {line}".rstrip() for line in rule_file.header.split("\n")]
+    out.append(
+        "# Generated by `python -m fsd_daemon.mixin.rules --write`: edit fsd_daemon/mixin/rules.py."
+    )
+    out.append("groups:")
+    for group in rule_file.groups:
+        out += [f"  - name: {group.name}", "    rules:"]
+        for i, rule in enumerate(group.rules):
+            if i:
+                out.append("")
+            out += _comment(rule.comment, 6)
+            if isinstance(rule, Record):
+                out.append(f"      - record: {rule.name}")
+                out += _scalar("expr", rule.expr, 8)
+                continue
+            out.append(f"      - alert: {rule.name}")
+            out += _scalar("expr", rule.expr, 8)
+            if rule.for_:
+                out.append(f"        for: {rule.for_}")
+            out += [
+                "        labels:",
+                f"          severity: {rule.severity}",
+                "        annotations:",
+            ]
+            out.append(f"          summary: {_quoted(rule.summary)}")
+            out += _folded("description", rule.description, 10)
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def stale_files(directory: Path = RULES_DIR) -> list[str]:
+    """Names of the rule files in ``directory`` that differ from what the code generates."""
+    stale = []
+    for rule_file in rule_files():
+        path = directory / rule_file.filename
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current != render(rule_file):
+            stale.append(rule_file.filename)
+    return stale
+
+
+def write(directory: Path = RULES_DIR) -> list[str]:
+    """Write every rule file whose content changed; returns their names."""
+    written = []
+    for name in stale_files(directory):
+        rule_file = next(f for f in rule_files() if f.filename == name)
+        (directory / name).write_text(render(rule_file), encoding="utf-8")
+        written.append(name)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fsd_daemon.mixin.rules",
+        description="Generate the Prometheus rule files from fsd_daemon.mixin.rules.",
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write", action="store_true", help="rewrite the files that changed")
+    action.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
+    parser.add_argument("--dir", type=Path, default=RULES_DIR, help="rule directory")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"fsd_daemon.mixin.rules: no such directory: {args.dir}", file=sys.stderr)
+        return 2
+    if args.write:
+        for name in write(args.dir):
+            print(f"wrote {args.dir / name}")
+        return 0
+    stale = stale_files(args.dir)
+    for name in stale:
+        print(
+            f"{args.dir / name} is stale: run python -m fsd_daemon.mixin.rules --write",
+            file=sys.stderr,
+        )
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
