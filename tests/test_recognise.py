@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -301,9 +302,8 @@ def test_hostile_actor_names_on_a_real_cluster_cost_the_daemon_nothing(
         driver.stdin.write("|".join([*hostile, "vllm_server_7_0"]) + "\n")
         driver.stdin.flush()
         assert driver.stdout.readline().strip() == "ready"
-        with DaemonProcess(
-            ray_cluster.address, tmp_path / "out", **{"daemon.poll_interval_seconds": 0.5}
-        ) as d:
+        fast: dict[str, Any] = {"daemon.poll_interval_seconds": 0.5}
+        with DaemonProcess(ray_cluster.address, tmp_path / "out", **fast) as d:
             try:
                 wait_for(lambda: set(d.by_actor()) == {"vllm_server_7_0"}, timeout=60)
             except AssertionError:
