@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -99,8 +99,8 @@ _CachedTarget = tuple[tuple[Any, ...], "Target | None", "Dropped | None"]
 class _Built:
     """Targets of one :meth:`Reconciler._desired` pass, and the cache it leaves behind."""
 
-    previous: dict[tuple[str, str], _CachedTarget]
-    cache: dict[tuple[str, str], _CachedTarget] = field(default_factory=dict)
+    previous: dict[tuple[str, Hashable], _CachedTarget]
+    cache: dict[tuple[str, Hashable], _CachedTarget] = field(default_factory=dict)
     targets: dict[str, list[Target]] = field(
         default_factory=lambda: {ROLLOUT_FILE: [], GPU_FILE: [], RAY_FILE: []}
     )
@@ -130,7 +130,9 @@ class Reconciler:
     # Each target validated at the last poll (or why it was dropped), by (file, actor or node
     # id): a changed poll re-validates only what changed (at 10,000 servers, most of a changed
     # poll's CPU went into validating targets that had not changed).
-    _target_cache: dict[tuple[str, str], _CachedTarget] = field(default_factory=dict, init=False)
+    _target_cache: dict[tuple[str, Hashable], _CachedTarget] = field(
+        default_factory=dict, init=False
+    )
     # Targets dropped as invalid, counted once per offender: (file, reason) -> count.
     dropped_counts: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
 
@@ -367,11 +369,16 @@ class Reconciler:
         cluster = self.config.daemon.cluster
         built = _Built(previous=self._target_cache)
         disaggregated = _disaggregated_replicas(self._servers)
-        for (session, actor_id), server in self._servers.items():
+        for key, server in self._servers.items():
+            session = key[0]
             if server.address is None:
                 continue
             actor, ident = server.actor, server.identity
-            if not ident.disaggregation and _replica_key(session, server) in disaggregated:
+            if (
+                disaggregated
+                and not ident.disaggregation
+                and _replica_key(session, server) in disaggregated
+            ):
                 # A disaggregated replica's prefill server keeps the plain name
                 # (verl/workers/rollout/vllm_rollout/vllm_pd_replica.py): it is known as the
                 # plain server of a replica that also has decode servers.
@@ -381,14 +388,15 @@ class Reconciler:
             self._add(
                 built,
                 ROLLOUT_FILE,
-                f"{session}/{actor_id}",
+                key,
                 (actor, ident, node_ip, server.address, session),
                 partial(_rollout_target, server.address, ident, actor, node_ip, cluster, session),
-                _who(actor),
+                partial(_who, actor),
             )
         gpu_port = self.config.targets.gpu_exporter_port
         for entry in self._nodes.values():
-            record, who = entry.node, f"node {entry.node.node_id}"
+            record = entry.node
+            who = partial(str.__add__, "node ", record.node_id)
             if self.config.targets.write_gpu:
                 make = partial(_node_target, record, gpu_port, cluster)
                 self._add(built, GPU_FILE, record.node_id, (record, gpu_port), make, who)
@@ -408,10 +416,10 @@ class Reconciler:
         self,
         built: _Built,
         file: str,
-        ident: str,
+        ident: Hashable,  # a server's key or a node's id
         key: tuple[Any, ...],
         make: Callable[[], Target],
-        who: str,
+        who: Callable[[], str],  # called only when the target is invalid
     ) -> None:
         """Validate ``make()`` into ``built`` unless the same ``key`` was validated last time.
 
@@ -431,13 +439,14 @@ class Reconciler:
         elif why is not None:
             built.dropped.append(why)
 
-    def _invalid(self, file: str, target: Target, who: str) -> Dropped | None:
+    def _invalid(self, file: str, target: Target, who: Callable[[], str]) -> Dropped | None:
         """Why ``target`` cannot be written (warned once per offender), or None if it can."""
         try:
             validate_target(target, self.config.targets.max_label_value_length)
         except InvalidTarget as exc:
-            self._warn_drop(file, exc.reason, who, f"{file}: dropped {who}: {exc}")
-            return Dropped(file, exc.reason, who, str(exc))
+            name = who()
+            self._warn_drop(file, exc.reason, name, f"{file}: dropped {name}: {exc}")
+            return Dropped(file, exc.reason, name, str(exc))
         return None
 
     def _warn_drop(self, file: str, reason: str, who: str, message: str) -> None:

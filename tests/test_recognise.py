@@ -21,6 +21,11 @@ Upstream sources (details and commits in docs/upstream.md):
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -36,6 +41,8 @@ from fsd_daemon.discovery.recognise import (
     ServerIdentity,
     bounded_number,
 )
+from tests.support.daemonproc import DaemonProcess, wait_for
+from tests.support.raycluster import LocalRayCluster
 
 
 def actor(class_name: str, name: str) -> ActorRecord:
@@ -261,3 +268,53 @@ def test_any_class_and_name_never_raise_and_give_sane_identities(
         )
         assert 0 <= verdict.node_rank < 10**9
         assert "\n" not in name
+
+
+_HOSTILE_DRIVER = """
+import sys
+import ray
+from fsd_daemon.sim.rollout_server import vLLMHttpServer
+
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+names = sys.stdin.readline().rstrip().split("|")
+handles = [ray.remote(vLLMHttpServer).options(name=n, num_cpus=0).remote() for n in names]
+ray.get([h.pid.remote() for h in handles])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_hostile_actor_names_on_a_real_cluster_cost_the_daemon_nothing(
+    ray_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """Issue 8 item 10 as a user of the cluster would do it: real Ray actors of a server class
+    named with 4,301 digits, 18,001 crafted characters and an Arabic-Indic digit. The daemon
+    (a real process) stays up, lists the one honest server and logs each hostile one once."""
+    hostile = ["vllm_server_0_" + "1" * 4301, "server_1_" * 2000 + "!", "vllm_server_\u0663_0"]
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _HOSTILE_DRIVER, ray_cluster.address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert driver.stdin is not None and driver.stdout is not None
+    try:
+        driver.stdin.write("|".join([*hostile, "vllm_server_7_0"]) + "\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().strip() == "ready"
+        fast: dict[str, Any] = {"daemon.poll_interval_seconds": 0.5}
+        with DaemonProcess(ray_cluster.address, tmp_path / "out", **fast) as d:
+            try:
+                wait_for(lambda: set(d.by_actor()) == {"vllm_server_7_0"}, timeout=60)
+            except AssertionError:
+                print(d.by_actor().keys(), d.output()[-5000:])
+                raise
+            time.sleep(3)  # several more polls
+            assert d.proc.poll() is None
+            assert set(d.by_actor()) == {"vllm_server_7_0"}
+            output = d.output()
+            assert output.count("name over") == 2, output[-3000:]
+            assert "Traceback" not in output
+    finally:
+        driver.stdin.close()
+        driver.wait(timeout=60)

@@ -169,7 +169,8 @@ def test_prometheus_scrapes_the_metrics_path_given_in_the_target_file(
     prometheus_bin: str, tmp_path: Path
 ) -> None:
     """A real Prometheus reads __metrics_path__ from a rendered file_sd file and scrapes a
-    TRT-LLM-like server at /prometheus/metrics (its /metrics is JSON, which would fail)."""
+    TRT-LLM-like server at /prometheus/metrics (its /metrics is JSON, which would fail):
+    NVIDIA/TensorRT-LLM tensorrt_llm/serve/openai_server.py, register_routes / mount_metrics."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TrtllmLikeHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     targets = tmp_path / "rollout.json"
