@@ -293,7 +293,10 @@ class Poll:
     # -- writing ----------------------------------------------------------------------------------
 
     def _held_by_startup_gate(self, targets: tuple[Target, ...]) -> bool:
-        if not self._gate_count or len(targets) >= self._gate_count:
+        if not self._gate_count:
+            return False
+        if len(targets) >= self._gate_count:
+            self._gate_count = 0  # the old file is superseded by one at least as full
             return False
         if self._clock() >= self._gate_until:
             log.warning(

@@ -193,8 +193,8 @@ class Service:
     def run(self, *, once: bool = False, watch: bool = True) -> int:
         """Start, then loop until stopped (or one pass for ``once``). Raises StartupError."""
         if once:
-            self.start(watch=False, serve=False)
             try:
+                self.start(watch=False, serve=False)
                 return self._run_once()
             finally:
                 self.shutdown()

@@ -334,6 +334,9 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
     """A new Ray session (new head node): the resolver is restarted and its warm-up applies
     again, so no file is written with servers dropped merely because the new bridge has not
     answered yet."""
+    # Both ways a source tells a new session: the session name (contract 1) and the head node.
+    old_session = {**cluster(server(0), server(1)), "session": "session_1"}
+    paths["cluster"].write_bytes(orjson.dumps(old_session))
     described = StaticCluster(str(paths["cluster"]))
     resolver = SlowResolver(described)
     resolver.answering = True
@@ -343,9 +346,10 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
     assert poll.poll().ok
     rollout = paths["out"] / "rollout.json"
     assert len(targets_in(rollout)) == 2
-    new_session = cluster(
-        server(0, job="02000000"), server(1, job="02000000"), nodes=[node("n-new")]
-    )
+    new_session = {
+        **cluster(server(0, job="02000000"), server(1, job="02000000"), nodes=[node("n-new")]),
+        "session": "session_2",
+    }
     paths["cluster"].write_bytes(orjson.dumps(new_session))
     for _ in range(5):
         assert poll.poll().ok
