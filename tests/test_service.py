@@ -356,7 +356,15 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
         assert len(targets_in(rollout)) == 2, "written emptier during a Ray restart"
     assert resolver.restarts == 1
     resolver.answering = True
-    wait_for(lambda: poll.poll().ok and b"02000000" in rollout.read_bytes(), timeout=5)
+
+    def only_the_new_session() -> bool:
+        assert poll.poll().ok
+        assert len(targets_in(rollout)) >= 2, "written emptier during a Ray restart"
+        data = rollout.read_bytes()
+        return b"02000000" in data and b"01000000" not in data
+
+    # The old session's targets may stay until their grace period ends (contract 1).
+    wait_for(only_the_new_session, timeout=5)
     assert len(targets_in(rollout)) == 2
 
 
