@@ -245,9 +245,10 @@ class Poll:
         )
 
     def _before_apply(self, snapshot: ClusterSnapshot) -> None:
-        """For a Reconciler without the session contract (``session_changed``): a new head
-        node id is a new Ray session; forget the old one before folding the new one in."""
-        if hasattr(self.reconciler, "session_changed"):
+        """Where the source does not tell the session (``snapshot.session``, contract 1) or the
+        Reconciler does not report it (``session_changed``): a new head node id is a new Ray
+        session; forget the old one before folding the new one in."""
+        if getattr(snapshot, "session", "") and hasattr(self.reconciler, "session_changed"):
             return
         head = next((n.node_id for n in snapshot.nodes if n.is_head), None)
         if head is None:
