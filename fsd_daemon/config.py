@@ -313,6 +313,10 @@ def _convert(dotted: str, f: dataclasses.Field[Any], value: Any) -> Any:
     raise ConfigError(dotted, "unsupported value")  # pragma: no cover - schema bug
 
 
+# The keys of a [[discovery.extra_patterns]] table (what check-config prints of a pattern).
+PATTERN_KEYS = ("class_name", "name", "engine", "every_index_serves_roles")
+
+
 def _convert_patterns(dotted: str, value: Any) -> tuple[RecognitionPattern, ...]:
     if not isinstance(value, list):
         raise ConfigError(dotted, "must be an array of tables {class_name, name, engine}")
@@ -321,7 +325,7 @@ def _convert_patterns(dotted: str, value: Any) -> tuple[RecognitionPattern, ...]
         key = f"{dotted}[{i}]"
         if not isinstance(item, Mapping):
             raise ConfigError(key, "must be a table {class_name, name, engine}")
-        unknown = set(item) - {"class_name", "name", "engine", "every_index_serves_roles"}
+        unknown = set(item) - set(PATTERN_KEYS)
         if unknown:
             raise ConfigError(key, f"unknown keys {sorted(unknown)}")
         for part in ("class_name", "name"):
@@ -478,4 +482,9 @@ def to_toml_dict(config: Config) -> dict[str, Any]:
             return {str(k): plain(v) for k, v in value.items()}
         return value
 
-    return {name: plain(dataclasses.asdict(getattr(config, name))) for name in _SECTION_TYPES}
+    out = {name: plain(dataclasses.asdict(getattr(config, name))) for name in _SECTION_TYPES}
+    out["discovery"]["extra_patterns"] = [
+        {key: value for key, value in pattern.items() if key in PATTERN_KEYS}
+        for pattern in out["discovery"]["extra_patterns"]
+    ]
+    return out

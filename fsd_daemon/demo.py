@@ -302,6 +302,9 @@ rule_files = [{", ".join(_toml(r) for r in rules)}]
             import ray
 
             ray.shutdown()
+        if self.ray_temp_dir is not None:
+            # Ray's own session files, not the demo's results (those stay in the workdir).
+            shutil.rmtree(self.ray_temp_dir, ignore_errors=True)
 
     def where_to_look(self) -> str:
         lines = [

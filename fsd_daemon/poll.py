@@ -245,9 +245,10 @@ class Poll:
         )
 
     def _before_apply(self, snapshot: ClusterSnapshot) -> None:
-        """For a Reconciler without the session contract (``session_changed``): a new head
-        node id is a new Ray session; forget the old one before folding the new one in."""
-        if hasattr(self.reconciler, "session_changed"):
+        """Where the source does not tell the session (``snapshot.session``, contract 1) or the
+        Reconciler does not report it (``session_changed``): a new head node id is a new Ray
+        session; forget the old one before folding the new one in."""
+        if getattr(snapshot, "session", "") and hasattr(self.reconciler, "session_changed"):
             return
         head = next((n.node_id for n in snapshot.nodes if n.is_head), None)
         if head is None:
@@ -293,7 +294,10 @@ class Poll:
     # -- writing ----------------------------------------------------------------------------------
 
     def _held_by_startup_gate(self, targets: tuple[Target, ...]) -> bool:
-        if not self._gate_count or len(targets) >= self._gate_count:
+        if not self._gate_count:
+            return False
+        if len(targets) >= self._gate_count:
+            self._gate_count = 0  # the old file is superseded by one at least as full
             return False
         if self._clock() >= self._gate_until:
             log.warning(

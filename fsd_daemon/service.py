@@ -40,6 +40,7 @@ MANAGED_FILES = frozenset({ROLLOUT_FILE, GPU_FILE, RAY_FILE})
 FAST_POLL_WINDOW_SECONDS = 10.0
 # A failed poll that took less than this was refused, not slow: Ray is absent, not overloaded.
 _QUICK_FAILURE_SECONDS = 1.0
+_REPEAT_TRACEBACK_SECONDS = 300.0
 
 
 # Write errors at start-up that someone may fix while the daemon runs; anything else (a file in
@@ -101,6 +102,7 @@ class Service:
         self._metrics_server: Any = None
         self._watcher: Watcher | None = None
         self.loop_errors = 0
+        self._last_traceback = -_REPEAT_TRACEBACK_SECONDS
 
     # -- what tests and the CLI read ---------------------------------------------------------------
 
@@ -193,8 +195,8 @@ class Service:
     def run(self, *, once: bool = False, watch: bool = True) -> int:
         """Start, then loop until stopped (or one pass for ``once``). Raises StartupError."""
         if once:
-            self.start(watch=False, serve=False)
             try:
+                self.start(watch=False, serve=False)
                 return self._run_once()
             finally:
                 self.shutdown()
@@ -234,8 +236,14 @@ class Service:
                 self.loop_errors += 1
                 self.metrics.poll_errors.labels("internal").inc()
                 self.health.problem("loop", "unexpected error; see the log")
-                log.exception("unexpected error in the daemon loop; going on")
-                next_poll = self._clock() + self._backoff.failed()
+                now = self._clock()
+                # The traceback once, then again every few minutes if it keeps happening.
+                if now - self._last_traceback >= _REPEAT_TRACEBACK_SECONDS:
+                    self._last_traceback = now
+                    log.exception("unexpected error in the daemon loop; going on")
+                else:
+                    log.debug("unexpected error in the daemon loop again", exc_info=True)
+                next_poll = now + self._backoff.failed()
             self.notifier.notify(WATCHDOG=1)
             wait = max(0.0, next_poll - self._clock())
             if self._keeper_again is not None:

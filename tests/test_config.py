@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from fsd_daemon.config import DEFAULT_GPU_EXPORTER_PORT, ConfigError, load_config
+from fsd_daemon.config import (
+    DEFAULT_GPU_EXPORTER_PORT,
+    ConfigError,
+    load_config,
+    prometheus_duration,
+)
 from tests.support.cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,3 +114,37 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     missing = run_cli("run", "--once", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2
     assert "file not found" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["auto", "10.0.0.1:6379", "head-node.example:6379", "localhost:6379", "[::1]:6379",
+     "file:/etc/fsd/cluster.json"],
+)  # fmt: skip
+def test_ray_addresses_ray_accepts_are_accepted(address: str) -> None:
+    assert load_config(None, environ={}, overrides={"ray.address": address}).ray.address == address
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["foo", "http://x", "https://dash:8265", "ray://10.0.0.1:10001", "10.0.0.1", "10.0.0.1:0",
+     "10.0.0.1:99999", "::1:6379", "host name:6379", "file:", "10.0.0.1:6379\n"],
+)  # fmt: skip
+def test_ray_address_garbage_is_refused_naming_the_key(address: str) -> None:
+    with pytest.raises(ConfigError, match=r"ray\.address"):
+        load_config(None, environ={}, overrides={"ray.address": address})
+
+
+@pytest.mark.parametrize(
+    "seconds, duration",
+    [(15, "15s"), (0.5, "500ms"), (1.5, "1s500ms"), (90, "1m30s"), (3600, "1h"), (0.001, "1ms")],
+)
+def test_scrape_interval_is_written_as_a_prometheus_duration(seconds: float, duration: str) -> None:
+    """Prometheus durations are whole units down to ms: promtool refuses "0.5s"."""
+    assert prometheus_duration(seconds) == duration
+
+
+@pytest.mark.parametrize("seconds", [0.0005, 0.0015, 0.0, -1.0])
+def test_scrape_interval_prometheus_cannot_take_is_refused(seconds: float) -> None:
+    with pytest.raises(ConfigError, match=r"prometheus\.scrape_interval_seconds"):
+        load_config(None, environ={"FSD_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": str(seconds)})
