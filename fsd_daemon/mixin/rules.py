@@ -108,6 +108,21 @@ def _verl_fix_template() -> str:
     )
 
 
+def _route_fix_template() -> str:
+    """What to do about a 404, by engine: verl's keys for vLLM and SGLang; TRT-LLM mounts its
+    Prometheus text only with its perf metrics on (docs/upstream.md); for any other engine
+    (Dynamo) fsd-daemon knows no fix, and says so rather than name a vLLM key."""
+    verl = f"Set {_verl_fix_template()} in the verl job's config and restart the job."
+    return (
+        f'{{{{ if eq $labels.engine "{n.ENGINE_VLLM}" "{n.ENGINE_SGLANG}" }}}}{verl}'
+        f'{{{{ else if eq $labels.engine "{n.ENGINE_TRTLLM}" }}}}TRT-LLM serves Prometheus text '
+        "at /prometheus/metrics only with its perf metrics on (return_perf_metrics): turn them "
+        "on in the engine's config."
+        "{{ else }}fsd-daemon does not know where this engine serves metrics: check its "
+        "configuration.{{ end }}"
+    )
+
+
 # --- GPU time ---------------------------------------------------------------------------------
 
 GPU_HEADER = """\
@@ -674,8 +689,7 @@ def rollout_alerts() -> tuple[Alert, ...]:
             description="{{ $labels.address }}{{ $labels.metrics_path }}, the "
             "{{ $labels.engine }} server of actor {{ $labels.actor_name }} (Ray job "
             "{{ $labels.ray_job_id }}, replica {{ $labels.replica }}), answers HTTP 404: the "
-            "engine was started without metrics. Set " + _verl_fix_template() + " in the verl "
-            "job's config and restart the job.",
+            "engine was started without metrics. " + _route_fix_template(),
             for_="5m",
         ),
         Alert(
