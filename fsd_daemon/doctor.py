@@ -144,8 +144,8 @@ def diagnose(config: Config, options: Options) -> list[Finding]:
 
 def _discover(config: Config, findings: list[Finding]) -> dict[str, tuple[Target, ...]] | None:
     """Ray, then the servers it lists, as ``fsd-daemon targets`` sees them."""
-    from fsd_daemon.daemon import default_components
     from fsd_daemon.discovery.base import SourceError
+    from fsd_daemon.poll import default_components
     from fsd_daemon.reconcile import Reconciler
 
     where = f"Ray at {config.ray.address}"
@@ -263,7 +263,7 @@ def _server_finding(result: probing.ProbeResult) -> Finding:
             f"set {names.VERL_FIX_BY_ENGINE[engine]}{_RESTART}",
         )
     if verdict == probing.ROUTE_MISSING:
-        return Finding(METRICS, False, subject, "HTTP 404: no metrics route", _route_fix(engine))
+        return Finding(METRICS, False, subject, "HTTP 404: no metrics route", _route_fix(t))
     if verdict == probing.HTTP_ERROR:
         return Finding(
             METRICS,
@@ -283,7 +283,17 @@ def _server_finding(result: probing.ProbeResult) -> Finding:
     )
 
 
-def _route_fix(engine: str) -> str:
+def _route_fix(target: Target) -> str:
+    engine = target.label(names.ENGINE)
+    # vLLM always serves /metrics, so a vLLM 404 is a verl <= 0.5 server as well, even one
+    # listed without the label (e.g. by a static target file).
+    if (
+        target.label(names.METRICS_ROUTE) == names.METRICS_ROUTE_ABSENT
+        or engine == names.ENGINE_VLLM
+    ):
+        return (
+            "a verl <= 0.5 server has no metrics route at all: upgrade verl to >= 0.6 for metrics"
+        )
     if engine == names.ENGINE_SGLANG:
         return f"set {names.VERL_FIX_BY_ENGINE[engine]}{_RESTART} (SGLang gets --enable-metrics)"
     if engine == names.ENGINE_TRTLLM:
@@ -291,7 +301,8 @@ def _route_fix(engine: str) -> str:
             "TRT-LLM serves Prometheus text at /prometheus/metrics only with its perf metrics "
             "on: enable them in the engine's config"
         )
-    return "a verl <= 0.5 server has no metrics route at all: upgrade verl to 0.6 or newer"
+    # Dynamo: where its frontend serves metrics is taken from verl-recipe's comments only.
+    return f"the {engine or 'unknown'} server has no metrics route here: look at its configuration"
 
 
 def _check_exporters(gpu: Sequence[Target], options: Options) -> list[Finding]:

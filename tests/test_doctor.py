@@ -25,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from fsd_daemon import probe
+from fsd_daemon import doctor, probe
 from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.mixin import names
 from fsd_daemon.mixin.rules import RULES_DIR
@@ -118,6 +118,20 @@ def test_probe_tells_every_case_apart(servers: list[_Server]) -> None:
     assert results[5].error
 
 
+def test_a_verl_0_5_server_is_told_to_upgrade_not_to_set_a_key(servers: list[_Server]) -> None:
+    """A 404 from a server fsd-daemon labels metrics_route="absent" (verl <= 0.5: verl
+    v0.5.0 verl/workers/rollout/async_server.py has only /v1/chat/completions) is fixed by
+    upgrading verl, whatever its engine; a default SGLang server's 404 by verl's keys."""
+    missing = _Server(lambda path: (404, b"not found"))
+    servers.append(missing)
+    legacy = _target(missing.address, engine="sglang", metrics_route="absent")
+    default = _target(missing.address, engine="sglang")
+    old, new = doctor._check_servers([legacy, default], doctor.Options(timeout=5))
+    assert not old.ok and "404" in old.detail
+    assert "upgrade verl to >= 0.6" in old.fix and SGLANG_KEY not in old.fix
+    assert SGLANG_KEY in new.fix and "upgrade" not in new.fix
+
+
 def test_probe_is_bounded_by_its_timeout(servers: list[_Server]) -> None:
     """A server that accepts and never answers costs one timeout, then reads as unreachable."""
     release = threading.Event()
@@ -177,7 +191,8 @@ def test_probe_collector_exports_the_last_results(promtool: str, tmp_path: Path)
     text = generate_latest(registry).decode()
     assert (
         f'{names.DAEMON_METRICS_PROBE_STATUS}{{actor_name="s0",address="10.0.0.1:1",cluster="",'
-        f'engine="sglang",metrics_path="/metrics",ray_job_id="01000000",replica="",role=""}} 404.0'
+        f'engine="sglang",metrics_path="/metrics",metrics_route="",ray_job_id="01000000",'
+        f'replica="",role=""}} 404.0'
     ) in text
     assert 'address="10.0.0.1:2"' in text
     (tmp_path / "m.txt").write_text(text, encoding="utf-8")
@@ -217,6 +232,7 @@ def test_rollout_metrics_probe_runs_on_its_worker(servers: list[_Server]) -> Non
                 "replica": "",
                 "ray_job_id": "",
                 "actor_name": "sglang_server_0_0",
+                "metrics_route": "",
             },
         )
         assert value == 404

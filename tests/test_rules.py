@@ -106,13 +106,15 @@ def test_every_rule_is_unit_tested(path: Path) -> None:
 
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
 def test_rule_conventions(path: Path) -> None:
-    """Recording rules are named level:metric:operations; alerts carry a severity, a summary
-    and a description."""
+    """Recording rules are named level:metric:operations; alerts carry a severity (info: a
+    known cause that needs no action now, e.g. a verl <= 0.5 server), a summary and a
+    description."""
     for rule in rules_of(path):
         if "record" in rule:
             assert RECORD_NAME_RE.match(rule["record"]), rule["record"]
         else:
-            assert rule.get("labels", {}).get("severity") in ("warning", "critical"), rule["alert"]
+            severity = rule.get("labels", {}).get("severity")
+            assert severity in ("info", "warning", "critical"), rule["alert"]
             annotations = rule.get("annotations", {})
             assert annotations.get("summary") and annotations.get("description"), rule["alert"]
 
@@ -198,6 +200,32 @@ def test_rules_cover_missing_metrics_sleep_and_long_tail() -> None:
     assert "actor_rollout_ref.rollout.prometheus.enable=True" in route["annotations"]["description"]
     assert names.DAEMON_METRICS_PROBE_STATUS in route["expr"]
     assert "unless" in alerts[names.ALERT_ROLLOUT_TARGET_DOWN]["expr"]
+
+
+def test_rules_follow_the_target_labels() -> None:
+    """The target labels of docs/upstream.md: role is rollout/reward/teacher only (no rule
+    selects a prefill or decode role), every per-server aggregation keeps disaggregation and
+    teacher, verl <= 0.5 targets (metrics_route="absent") are left out of the target-down alert
+    and have an alert of their own. (What the sums answer is promtool's test:
+    fsd-rollout.rules.test.yml, the disaggregated replica, the two teachers and the legacy
+    target.)"""
+    rollout = {
+        r.get("record") or r["alert"]: r
+        for r in rules_of(promql.RULES_DIR / "fsd-rollout.rules.yml")
+    }
+    gpu = rules_of(promql.RULES_DIR / "fsd-gpu.rules.yml")
+    for rule in [*rollout.values(), *gpu]:
+        assert not re.search(r"role=~?\"[^\"]*(prefill|decode)", rule["expr"]), rule
+    for name, rule in rollout.items():
+        if name.startswith("replica:"):
+            for by_clause in re.findall(r"\bby \(([^)]*)\)", rule["expr"]):
+                labels = {label.strip() for label in by_clause.split(",")}
+                assert {names.DISAGGREGATION, names.TEACHER} <= labels, (name, by_clause)
+    down = rollout[names.ALERT_ROLLOUT_TARGET_DOWN]["expr"]
+    assert 'metrics_route!="absent"' in down
+    too_old = rollout[names.ALERT_ROLLOUT_VERL_TOO_OLD]
+    assert 'metrics_route="absent"' in too_old["expr"]
+    assert "upgrade verl to >= 0.6 for metrics" in too_old["annotations"]["summary"]
 
 
 @pytest.mark.prometheus

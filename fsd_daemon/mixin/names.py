@@ -30,6 +30,13 @@ RAY_JOB_ID = "ray_job_id"
 ROLE = "role"
 REPLICA = "replica"
 ENGINE = "engine"
+# The half of a prefill/decode disaggregated replica ("prefill" or "decode"); absent when the
+# replica is not disaggregated. Both halves are role="rollout" (docs/upstream.md).
+DISAGGREGATION = "disaggregation"
+# The teacher key, only on role="teacher" targets: two teachers may both have replica 0.
+TEACHER = "teacher"
+# "absent" on verl <= 0.5 servers, which have no metrics route at all; absent otherwise.
+METRICS_ROUTE = "metrics_route"
 ACTOR_NAME = "actor_name"
 NODE_IP = "node_ip"
 NODE_NAME = "node_name"
@@ -45,22 +52,36 @@ ROLE_ROLLOUT = "rollout"
 ENGINE_VLLM = "vllm"
 ENGINE_SGLANG = "sglang"
 ENGINE_TRTLLM = "trtllm"
+# NVIDIA Dynamo's frontend (verl-recipe dynamo/). Its own metric names are not checked against
+# Dynamo's source yet, so no rule reads them: a dynamo target counts in up{} only.
+ENGINE_DYNAMO = "dynamo"
+ENGINES = (ENGINE_VLLM, ENGINE_SGLANG, ENGINE_TRTLLM, ENGINE_DYNAMO)  # every engine label value
+DISAGGREGATION_PREFILL = "prefill"
+DISAGGREGATION_DECODE = "decode"
+METRICS_ROUTE_ABSENT = "absent"
 
 # One series per rollout server after the rules' aggregation. instance and actor_name stay
-# because roles that serve on every node index ("decode") have several servers per replica.
+# because a disaggregated replica has several servers (one prefill, N decode);
+# disaggregation and teacher stay so that a replica's prefill and decode servers, and two
+# teachers that both have replica 0, remain told apart by label, not only by instance.
 REPLICA_LABELS = (
     CLUSTER,
     RAY_JOB_ID,
     ROLE,
+    TEACHER,
     REPLICA,
+    DISAGGREGATION,
     ENGINE,
     INSTANCE,
     ACTOR_NAME,
     NODE_IP,
     MODEL_NAME,
 )
-JOB_ROLE_LABELS = (CLUSTER, RAY_JOB_ID, ROLE)
-JOB_ROLE_ENGINE_LABELS = (CLUSTER, RAY_JOB_ID, ROLE, ENGINE)
+# One series per replica: its servers (prefill and decode halves) summed.
+ROLLOUT_REPLICA_LABELS = (CLUSTER, RAY_JOB_ID, ROLE, TEACHER, REPLICA, ENGINE)
+# Per job and role; teacher stays so that two teachers (two models) are never summed together.
+JOB_ROLE_LABELS = (CLUSTER, RAY_JOB_ID, ROLE, TEACHER)
+JOB_ROLE_ENGINE_LABELS = (*JOB_ROLE_LABELS, ENGINE)
 # Who holds a GPU, as the GPU exporter labels it and as rollout targets carry it: the join key
 # between engine state (rollout job) and GPU time (gpu job).
 GPU_OWNER_JOIN = (CLUSTER, RAY_JOB_ID, REPLICA)
@@ -111,7 +132,9 @@ SGLANG_QUEUE_TIME = "sglang:queue_time_seconds"
 # Scheduler series carry these: every tensor/pipeline rank reports the same batch.
 SGLANG_DP_RANK = "dp_rank"
 
-# Engine prefix by engine label value, for "does this server export engine series?".
+# Engine prefix by engine label value, for "does this server export engine series?". TRT-LLM's
+# and Dynamo's prefixes are not checked against their sources: those engines are not listed,
+# so neither doctor nor the rules claim their series are missing.
 ENGINE_PREFIXES = {ENGINE_VLLM: VLLM_PREFIX, ENGINE_SGLANG: SGLANG_PREFIX}
 
 # --- fsd-gpu-exporter (fsd_daemon/gpu/collector.py) -------------------------------------------
@@ -187,10 +210,15 @@ def _state(state: str) -> str:
 REPLICA_REQUESTS_RUNNING = "replica:fsd_rollout_requests_running:sum"
 REPLICA_REQUESTS_WAITING = "replica:fsd_rollout_requests_waiting:sum"
 REPLICA_GENERATION_TOKENS_RATE = "replica:fsd_rollout_generation_tokens:rate1m"
+REPLICA_PROMPT_TOKENS_RATE = "replica:fsd_rollout_prompt_tokens:rate1m"
+# Per replica (all its servers): a disaggregated replica's prefill and decode halves summed.
+ROLLOUT_REPLICA_GENERATION_TOKENS_RATE = "cluster_job_replica:fsd_rollout_generation_tokens:rate1m"
+ROLLOUT_REPLICA_PROMPT_TOKENS_RATE = "cluster_job_replica:fsd_rollout_prompt_tokens:rate1m"
 REPLICA_KV_CACHE_USAGE = "replica:fsd_rollout_kv_cache_usage:ratio"
 JOB_ROLE_REPLICAS = "cluster_job_role:fsd_rollout_replicas:count"
 JOB_ROLE_REQUESTS_RUNNING = "cluster_job_role:fsd_rollout_requests_running:sum"
 JOB_ROLE_GENERATION_TOKENS_RATE = "cluster_job_role:fsd_rollout_generation_tokens:rate1m"
+JOB_ROLE_PROMPT_TOKENS_RATE = "cluster_job_role:fsd_rollout_prompt_tokens:rate1m"
 JOB_ROLE_REPLICAS_BUSY_RATIO = "cluster_job_role:fsd_rollout_replicas_busy:ratio"
 JOB_ROLE_REQUESTS_RUNNING_MAX_OVER_AVG = (
     "cluster_job_role:fsd_rollout_requests_running:max_over_avg"
@@ -243,6 +271,7 @@ ALERT_GPU_NVML_DOWN = "FsdGpuNvmlDown"
 ALERT_ROLLOUT_TARGET_DOWN = "FsdRolloutTargetDown"
 ALERT_ROLLOUT_NO_ENGINE_SERIES = "FsdRolloutNoEngineSeries"
 ALERT_ROLLOUT_METRICS_ROUTE_MISSING = "FsdRolloutMetricsRouteMissing"
+ALERT_ROLLOUT_VERL_TOO_OLD = "FsdRolloutVerlTooOldForMetrics"
 ALERT_DAEMON_DOWN = "FsdDaemonDown"
 ALERT_DAEMON_STALE = "FsdDaemonStale"
 ALERT_DAEMON_UNHEALTHY = "FsdDaemonUnhealthy"

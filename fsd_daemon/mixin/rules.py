@@ -59,10 +59,23 @@ class RuleFile:
 
 
 R = n.by(n.REPLICA_LABELS)
+RR = n.by(n.ROLLOUT_REPLICA_LABELS)
 JR = n.by(n.JOB_ROLE_LABELS)
 JRE = n.by(n.JOB_ROLE_ENGINE_LABELS)
-# Roles whose servers generate rollouts (prefill/decode are parts of one rollout replica).
-ROLLOUT_ROLES_RE = "rollout|prefill|decode"
+_ROLLOUT = f'{n.ROLE}="{n.ROLE_ROLLOUT}"'
+# Which servers' token counters a replica's or a job's sum reads. In a prefill/decode
+# disaggregated replica every request passes through two servers: the prefill server computes
+# the prompt and emits only the request's first token, the decode server continues from the
+# transferred KV cache and generates the response. Summing every server would count prompts
+# on decode servers and first tokens on prefill servers a second time. So generation counts
+# where disaggregation!="prefill" (decode servers and non-disaggregated ones) and prompt tokens
+# where disaggregation!="decode" (prefill servers and non-disaggregated ones). A missing label
+# matches both, so a non-disaggregated replica is summed as before (docs/upstream.md).
+_GENERATING = f'{n.DISAGGREGATION}!="{n.DISAGGREGATION_PREFILL}"'
+_PREFILLING = f'{n.DISAGGREGATION}!="{n.DISAGGREGATION_DECODE}"'
+# verl <= 0.5 targets: listed (they hold GPUs) but without any metrics route, so down forever.
+_NO_ROUTE = f'{n.METRICS_ROUTE}="{n.METRICS_ROUTE_ABSENT}"'
+_HAS_ROUTE = f'{n.METRICS_ROUTE}!="{n.METRICS_ROUTE_ABSENT}"'
 
 
 def _indent(text: str, by: int = 2) -> str:
@@ -92,6 +105,21 @@ def _verl_fix_template() -> str:
         f'{{{{ if eq $labels.engine "{n.ENGINE_SGLANG}" }}}}'
         f"{n.VERL_FIX_BY_ENGINE[n.ENGINE_SGLANG]}"
         f"{{{{ else }}}}{n.VERL_FIX_BY_ENGINE[n.ENGINE_VLLM]}{{{{ end }}}}"
+    )
+
+
+def _route_fix_template() -> str:
+    """What to do about a 404, by engine: verl's keys for vLLM and SGLang; TRT-LLM mounts its
+    Prometheus text only with its perf metrics on (docs/upstream.md); for any other engine
+    (Dynamo) fsd-daemon knows no fix, and says so rather than name a vLLM key."""
+    verl = f"Set {_verl_fix_template()} in the verl job's config and restart the job."
+    return (
+        f'{{{{ if eq $labels.engine "{n.ENGINE_VLLM}" "{n.ENGINE_SGLANG}" }}}}{verl}'
+        f'{{{{ else if eq $labels.engine "{n.ENGINE_TRTLLM}" }}}}TRT-LLM serves Prometheus text '
+        "at /prometheus/metrics only with its perf metrics on (return_perf_metrics): turn them "
+        "on in the engine's config."
+        "{{ else }}fsd-daemon does not know where this engine serves metrics: check its "
+        "configuration.{{ end }}"
     )
 
 
@@ -134,14 +162,13 @@ _OWNED = (
 _ID = n.by(n.GPU_IDENTITY)
 _ROLLOUT_GPU_BUSY = f'{n.GPU_ROLE_BUSY_RATIO}{{{n.ROLE}="{n.ROLE_ROLLOUT}"}}'
 _JOIN = n.by(n.GPU_OWNER_JOIN)
+# The exporter's owner series know role, replica and Ray job, not a teacher's key.
+_GPU_JR = n.by((n.CLUSTER, n.RAY_JOB_ID, n.ROLE))
 
 
 def _gpu_state_records() -> tuple[Record, ...]:
     asleep = n.gpu_rollout_state_ratio(n.ASLEEP)
-    replica_asleep = (
-        f"max by ({_JOIN}) (\n"
-        f'  {n.replica_engine_state(n.ASLEEP)}{{{n.ROLE}=~"{ROLLOUT_ROLES_RE}"}}\n)'
-    )
+    replica_asleep = f"max by ({_JOIN}) (\n  {n.replica_engine_state(n.ASLEEP)}{{{_ROLLOUT}}}\n)"
     per_gpu = {
         n.ASLEEP: (
             "(\n"
@@ -247,13 +274,13 @@ def gpu_file() -> RuleFile:
         ),
         Record(
             n.JOB_ROLE_GPU_BUSY_RATIO,
-            f"avg by ({JR}) ({n.GPU_ROLE_BUSY_RATIO})",
+            f"avg by ({_GPU_JR}) ({n.GPU_ROLE_BUSY_RATIO})",
             "Per Ray job and role: what fraction of the job's GPU time in this role was busy? "
             '(role="none" has no ray_job_id: its series carries only cluster and role.)',
         ),
         Record(
             n.JOB_ROLE_GPUS,
-            f"count by ({JR}) ({n.GPU_ROLE_BUSY_RATIO})",
+            f"count by ({_GPU_JR}) ({n.GPU_ROLE_BUSY_RATIO})",
             "Per Ray job and role: how many GPUs does the job hold in this role?",
         ),
         Record(
@@ -343,26 +370,39 @@ Rollout server load (vLLM and SGLang under one set of names), asleep versus idle
 long tail of a rollout batch, why a server's metrics are missing, and the health of fsd-daemon.
 
 Inputs: scrape job "rollout" (targets written by fsd-daemon into rollout.json, target labels
-engine, role, replica, node_ip, node_id, ray_job_id, ray_namespace, actor_name, cluster) and
-scrape job "fsd_daemon" (the daemon's own metrics, 127.0.0.1:9848).
+engine (vllm, sglang, trtllm, dynamo), role (rollout, reward, teacher), disaggregation (prefill,
+decode; absent when the replica is not disaggregated), teacher (the teacher key, on
+role="teacher" only), replica, node_ip, node_id, ray_job_id, ray_namespace, ray_session,
+actor_name, cluster, and metrics_route="absent" on verl <= 0.5 servers, which have no metrics
+route) and scrape job "fsd_daemon" (the daemon's own metrics, 127.0.0.1:9848). No rule reads
+TRT-LLM's or Dynamo's own series: their names are not checked against upstream yet.
   vLLM V1:  vllm:num_requests_running, vllm:num_requests_waiting, vllm:kv_cache_usage_perc (0-1),
-            vllm:generation_tokens_total, vllm:request_success_total{finished_reason},
+            vllm:generation_tokens_total, vllm:prompt_tokens_total,
+            vllm:request_success_total{finished_reason},
             vllm:num_preemptions_total, vllm:engine_sleep_state{sleep_state}, histograms
             vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds,
             vllm:request_queue_time_seconds, vllm:request_generation_tokens and
             vllm:request_params_max_tokens. vLLM's own "engine" label (its engine index) is
             renamed exported_engine by Prometheus because the target label "engine" wins.
   SGLang:   sglang:num_running_reqs, sglang:num_queue_reqs, sglang:token_usage (0-1),
-            sglang:generation_tokens_total, sglang:num_requests_total,
+            sglang:generation_tokens_total, sglang:prompt_tokens_total,
+            sglang:num_requests_total,
             sglang:num_aborted_requests_total, sglang:num_retracted_requests_total,
             sglang:num_paused_reqs, histograms sglang:time_to_first_token_seconds,
             sglang:inter_token_latency_seconds and sglang:queue_time_seconds; scheduler series
             carry tp_rank, pp_rank and, with data parallelism, dp_rank.
 
-Unified per-replica series keep these labels (one series per rollout server):
-  cluster, ray_job_id, role, replica, engine, instance, actor_name, node_ip, model_name
-instance and actor_name stay because roles that serve on every node index ("decode") have
-several servers per (role, replica).
+Unified per-server series ("replica:" level) keep these labels (one series per rollout server):
+  cluster, ray_job_id, role, teacher, replica, disaggregation, engine, instance, actor_name,
+  node_ip, model_name
+instance and actor_name stay because a disaggregated replica has several servers (one prefill,
+N decode); teacher and disaggregation stay so that two teachers with replica 0, and a replica's
+prefill and decode servers, are told apart by label. Per-replica series ("cluster_job_replica:")
+sum a replica's servers; per-job series ("cluster_job_role:") keep teacher.
+
+Disaggregated replicas: generation tokens are summed over servers with disaggregation!="prefill"
+and prompt tokens over servers with disaggregation!="decode" (a prefill server emits only each
+request's first token; the decode server generates the rest), so nothing is counted twice.
 
 Summing rules: vLLM engines (data-parallel ranks, exported_engine) are summed. Every SGLang
 tensor/pipeline rank of a scheduler reports the same batch, so SGLang is reduced with max over
@@ -388,7 +428,27 @@ def _load_records() -> tuple[Record, ...]:
             per_replica(
                 f"rate({n.VLLM_GENERATION_TOKENS}[1m])", f"rate({n.SGLANG_GENERATION_TOKENS}[1m])"
             ),
-            "Per rollout server: how many tokens per second does it generate?",
+            "Per rollout server: how many tokens per second does it generate? (A prefill "
+            "server's own count: its requests' first tokens.)",
+        ),
+        Record(
+            n.REPLICA_PROMPT_TOKENS_RATE,
+            per_replica(f"rate({n.VLLM_PROMPT_TOKENS}[1m])", f"rate({n.SGLANG_PROMPT_TOKENS}[1m])"),
+            "Per rollout server: how many prompt tokens per second does it process?",
+        ),
+        Record(
+            n.ROLLOUT_REPLICA_GENERATION_TOKENS_RATE,
+            f"sum by ({RR}) (\n  {n.REPLICA_GENERATION_TOKENS_RATE}{{{_GENERATING}}}\n)",
+            "Per replica: how many tokens per second do its servers generate? A disaggregated "
+            "replica's decode servers are summed and its prefill server left out (it emits only "
+            "the first token of requests its decode servers then generate).",
+        ),
+        Record(
+            n.ROLLOUT_REPLICA_PROMPT_TOKENS_RATE,
+            f"sum by ({RR}) (\n  {n.REPLICA_PROMPT_TOKENS_RATE}{{{_PREFILLING}}}\n)",
+            "Per replica: how many prompt tokens per second does it process? A disaggregated "
+            "replica's prefill server counts, its decode servers (which receive the prompt's "
+            "KV cache from it) do not.",
         ),
         Record(
             n.REPLICA_KV_CACHE_USAGE,
@@ -408,8 +468,15 @@ def _load_records() -> tuple[Record, ...]:
         ),
         Record(
             n.JOB_ROLE_GENERATION_TOKENS_RATE,
-            f"sum by ({JR}) ({n.REPLICA_GENERATION_TOKENS_RATE})",
-            "Per Ray job and role: how many tokens per second do all its servers generate?",
+            f"sum by ({JR}) ({n.REPLICA_GENERATION_TOKENS_RATE}{{{_GENERATING}}})",
+            "Per Ray job and role: how many tokens per second do all its servers generate? "
+            "(prefill servers left out, as per replica)",
+        ),
+        Record(
+            n.JOB_ROLE_PROMPT_TOKENS_RATE,
+            f"sum by ({JR}) ({n.REPLICA_PROMPT_TOKENS_RATE}{{{_PREFILLING}}})",
+            "Per Ray job and role: how many prompt tokens per second do all its servers "
+            "process? (decode servers left out, as per replica)",
         ),
         Record(
             n.JOB_ROLE_REPLICAS_BUSY_RATIO,
@@ -573,7 +640,13 @@ def _long_tail_records() -> tuple[Record, ...]:
 
 
 def _probe_404() -> str:
-    return f"{n.DAEMON_METRICS_PROBE_STATUS} == 404"
+    return f"{n.DAEMON_METRICS_PROBE_STATUS}{{{_HAS_ROUTE}}} == 404"
+
+
+# Engines whose series names are checked upstream (names.ENGINE_PREFIXES): only their targets
+# can be told to "export no engine series". TRT-LLM and Dynamo (engine="dynamo", the Dynamo
+# frontend) are left out until their metric names are checked in their sources.
+_CHECKED_ENGINES = "|".join(n.ENGINE_PREFIXES)
 
 
 def rollout_alerts() -> tuple[Alert, ...]:
@@ -585,15 +658,15 @@ def rollout_alerts() -> tuple[Alert, ...]:
     return (
         Alert(
             n.ALERT_ROLLOUT_TARGET_DOWN,
-            f'up{{job="{n.JOB_ROLLOUT}"}} == 0\n'
+            f'up{{job="{n.JOB_ROLLOUT}", {_HAS_ROUTE}}} == 0\n'
             f"unless on ({n.INSTANCE})\n"
             f'  label_join({_probe_404()}, "{n.INSTANCE}", "", "{n.PROBE_ADDRESS}")',
             "Is a rollout server that Ray still lists not answering Prometheus? (fsd-daemon "
             "removes servers whose actors died, so a target stays down only while its actor is "
-            "alive.) Servers without a metrics route (404, "
-            f"{n.ALERT_ROLLOUT_METRICS_ROUTE_MISSING}) are a known cause and left out, so a "
-            "default verl SGLang job raises one precise "
-            "alert per server instead of a target-down storm.",
+            "alive.) Servers without a metrics route are a known cause and left out: a 404 "
+            f"({n.ALERT_ROLLOUT_METRICS_ROUTE_MISSING}), so a default verl SGLang job raises one "
+            "precise alert per server instead of a target-down storm, and verl <= 0.5 servers "
+            f'(metrics_route="absent", {n.ALERT_ROLLOUT_VERL_TOO_OLD}), down by construction.',
             summary="Rollout server {{ $labels.actor_name }} ({{ $labels.engine }}) is not "
             "scrapeable",
             description="Prometheus cannot scrape {{ $labels.instance }}, the "
@@ -616,14 +689,31 @@ def rollout_alerts() -> tuple[Alert, ...]:
             description="{{ $labels.address }}{{ $labels.metrics_path }}, the "
             "{{ $labels.engine }} server of actor {{ $labels.actor_name }} (Ray job "
             "{{ $labels.ray_job_id }}, replica {{ $labels.replica }}), answers HTTP 404: the "
-            "engine was started without metrics. Set " + _verl_fix_template() + " in the verl "
-            "job's config and restart the job (verl <= 0.5 servers have no metrics route at "
-            "all: upgrade verl).",
+            "engine was started without metrics. " + _route_fix_template(),
+            for_="5m",
+        ),
+        Alert(
+            n.ALERT_ROLLOUT_VERL_TOO_OLD,
+            f'up{{job="{n.JOB_ROLLOUT}", {_NO_ROUTE}}} == 0',
+            "Is a rollout server a verl <= 0.5 one, which has no metrics route at all? fsd-daemon "
+            'lists such servers with metrics_route="absent" (they hold GPUs, whose busy and idle '
+            "time still shows), so their target is down by construction: this says why, once "
+            f"per server, instead of {n.ALERT_ROLLOUT_TARGET_DOWN}. Severity info: nothing is "
+            "broken, the metrics need a newer verl.",
+            summary="Rollout server {{ $labels.actor_name }} runs verl <= 0.5: no metrics "
+            "(upgrade verl to >= 0.6 for metrics)",
+            description="{{ $labels.instance }}, the {{ $labels.engine }} server of actor "
+            "{{ $labels.actor_name }} (Ray job {{ $labels.ray_job_id }}, replica "
+            "{{ $labels.replica }}), was started by verl <= 0.5, whose rollout server app serves "
+            "only /v1/chat/completions: there is no metrics route to scrape, so its load, "
+            "token and latency panels stay empty (its GPUs' busy and idle time comes from "
+            "fsd-gpu-exporter and is still shown). Upgrade verl to >= 0.6 for metrics.",
+            severity="info",
             for_="5m",
         ),
         Alert(
             n.ALERT_ROLLOUT_NO_ENGINE_SERIES,
-            f'up{{job="{n.JOB_ROLLOUT}", {n.ENGINE}=~"{n.ENGINE_VLLM}|{n.ENGINE_SGLANG}"}} == 1\n'
+            f'up{{job="{n.JOB_ROLLOUT}", {n.ENGINE}=~"{_CHECKED_ENGINES}"}} == 1\n'
             f"unless on ({n.JOB}, {n.INSTANCE}) (\n  {engine_series}\n)",
             "Is a rollout server scraped fine but without any engine series? vLLM under verl's "
             "default disable_log_stats=True serves /metrics with only process and Python "

@@ -164,8 +164,9 @@ class _VllmMetrics:
 
 
 class _SglangMetrics:
-    """SGLang's families (python/sglang/srt/metrics/collector.py): the tokenizer manager's
-    carry model_name only, the scheduler's carry the scheduler labels too."""
+    """SGLang's families (0.5.10: sglang/srt/observability/metrics_collector.py; older trees:
+    python/sglang/srt/metrics/collector.py): the tokenizer manager's carry model_name only,
+    the scheduler's carry the scheduler labels too."""
 
     def __init__(self, model: str, registry: CollectorRegistry) -> None:
         r = registry
@@ -205,6 +206,11 @@ class _SglangMetrics:
         self.generation = counter("sglang:generation_tokens", "Generation tokens.", tokenizer)
         requests = counter("sglang:num_requests", "Number of requests processed.", tokenizer)
         self.finished = {reason: requests for reason in ("stop", "length", "abort")}
+        # TokenizerMetricsCollector.num_aborted_requests_total, counted by abort_request()
+        # (SGLang 0.5.10 sglang/srt/observability/metrics_collector.py, tokenizer_manager.py).
+        self.aborted = counter(
+            "sglang:num_aborted_requests", "Number of requests aborted.", tokenizer
+        )
         self.ttft = hist("sglang:time_to_first_token_seconds", "TTFT.", tokenizer, _LATENCY_BUCKETS)
         self.itl = hist("sglang:inter_token_latency_seconds", "ITL.", tokenizer, _ITL_BUCKETS)
         self.e2e = hist(
@@ -347,6 +353,8 @@ class SimulatedEngine:
     def _finish(self, req: _Request, now: float, reason: str) -> None:
         m = self.metrics
         m.finished[reason].inc()
+        if reason == "abort" and isinstance(m, _SglangMetrics):
+            m.aborted.inc()
         m.e2e.observe(now - req.arrived)
         if isinstance(m, _VllmMetrics):
             m.generation_per_request.observe(req.generated)
