@@ -217,6 +217,11 @@ class RolloutMetricsProbe:
         self._worker.start()
         return self
 
+    def wake(self) -> None:
+        """Probe now (the target file changed): a new server's verdict should not wait for
+        the next round."""
+        self._worker.wake()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._worker.stop(timeout)
 

@@ -26,6 +26,7 @@ from fsd_daemon.backoff import Backoff
 from fsd_daemon.config import Config, ConfigError, parse_listen
 from fsd_daemon.discovery.base import ClusterSource, Resolver
 from fsd_daemon.poll import Poll, PollResult, default_components
+from fsd_daemon.probe import RolloutMetricsProbe
 from fsd_daemon.process import handled_signals, set_log_level
 from fsd_daemon.promconfig import PrometheusConfigKeeper
 from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
@@ -100,6 +101,7 @@ class Service:
         self._restore: set[str] = set()
         self._restore_lock = threading.Lock()
         self._metrics_server: Any = None
+        self._probe: RolloutMetricsProbe | None = None
         self._watcher: Watcher | None = None
         self.loop_errors = 0
         self._last_traceback = -_REPEAT_TRACEBACK_SECONDS
@@ -173,6 +175,13 @@ class Service:
                     where,
                     self._metrics_server.port,
                 )
+            if self._metrics_server is not None:
+                # Tells a missing metrics route (HTTP 404: verl's defaults) from a dead server
+                # for the alerts; its results are only useful where Prometheus scrapes us.
+                self._probe = RolloutMetricsProbe(
+                    self.poll.metrics.registry,
+                    lambda: self.poll.written_targets.get(ROLLOUT_FILE, ()),
+                ).start()
         if watch:
             self._watcher = Watcher(
                 self._watch_plan(config),
@@ -298,6 +307,8 @@ class Service:
 
     def _after_poll(self, result: PollResult) -> None:
         self._keep_prometheus_config()
+        if self._probe is not None and ROLLOUT_FILE in result.changed:
+            self._probe.wake()
         healthy, _details = self.health.check()
         self.metrics.healthy.set(1 if healthy else 0)
         counts = {name: len(t) for name, t in self.poll.written_targets.items()}
@@ -432,6 +443,9 @@ class Service:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._probe is not None:
+            self._probe.stop()
+            self._probe = None
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None

@@ -443,3 +443,47 @@ def test_doctor_bad_usage_is_one_line_and_exit_2(args: list[str], message: str) 
     result = run_cli("doctor", "--ray-address", "127.0.0.1:1", *args, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+
+
+def test_running_daemon_probes_its_rollout_targets(servers: list[_Server], tmp_path: Path) -> None:
+    """The daemon itself runs the probe when it serves self-metrics: a server whose metrics
+    route answers 404 (SGLang with verl's defaults) is exported as such, which is what
+    FsdRolloutMetricsRouteMissing reads; a healthy vLLM-like server as 200."""
+    from tests.support.clusterfile import cluster, server
+    from tests.support.harness import DaemonProcess, wait_for
+
+    missing = _Server(lambda path: (404, b"not found"))
+    healthy = _Server(lambda path: (200, b"vllm:num_requests_running 0\n"))
+    servers.extend([missing, healthy])
+
+    def addr(s: _Server) -> list[Any]:
+        host, port = s.address.rsplit(":", 1)
+        return [host, int(port)]
+
+    described = tmp_path / "cluster.json"
+    described.write_text(
+        json.dumps(
+            cluster(
+                server(0, engine="sglang", address=addr(missing)),
+                server(1, engine="vllm", address=addr(healthy)),
+            )
+        )
+    )
+    with DaemonProcess(f"file:{described}", tmp_path / "out") as d:
+        url = f"http://127.0.0.1:{d.metrics_port}/metrics"
+
+        def statuses() -> dict[str, str]:
+            try:
+                text = urllib.request.urlopen(url, timeout=5).read().decode()
+            except OSError:
+                return {}  # not listening yet
+            return {
+                line.split('address="')[1].split('"')[0]: line.rsplit(" ", 1)[1]
+                for line in text.splitlines()
+                if line.startswith(names.DAEMON_METRICS_PROBE_STATUS + "{")
+            }
+
+        wait_for(lambda: len(statuses()) == 2, timeout=30)
+        found = statuses()
+    assert float(found[missing.address]) == 404
+    assert float(found[healthy.address]) == 200
