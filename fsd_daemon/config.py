@@ -25,6 +25,7 @@ from typing import Any
 
 from fsd_daemon.discovery.patterns import (
     DEFAULT_GPU_ROLES,
+    DEFAULT_METRICS_PATH,
     DEFAULT_PATTERNS,
     ENGINES,
     RecognitionPattern,
@@ -314,7 +315,14 @@ def _convert(dotted: str, f: dataclasses.Field[Any], value: Any) -> Any:
 
 
 # The keys of a [[discovery.extra_patterns]] table (what check-config prints of a pattern).
-PATTERN_KEYS = ("class_name", "name", "engine", "every_index_serves_roles")
+PATTERN_KEYS = (
+    "class_name",
+    "name",
+    "engine",
+    "every_index_serves_roles",
+    "metrics_path",
+    "has_metrics_route",
+)
 
 
 def _convert_patterns(dotted: str, value: Any) -> tuple[RecognitionPattern, ...]:
@@ -344,12 +352,22 @@ def _convert_patterns(dotted: str, value: Any) -> tuple[RecognitionPattern, ...]
         roles = item.get("every_index_serves_roles", ["decode"])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise ConfigError(f"{key}.every_index_serves_roles", "must be a list of strings")
+        metrics_path = item.get("metrics_path", DEFAULT_METRICS_PATH)
+        if not isinstance(metrics_path, str) or not re.fullmatch(
+            r"/[A-Za-z0-9_\-./]{0,255}", metrics_path, re.ASCII
+        ):
+            raise ConfigError(f"{key}.metrics_path", "must be a URL path such as /metrics")
+        has_route = item.get("has_metrics_route", True)
+        if not isinstance(has_route, bool):
+            raise ConfigError(f"{key}.has_metrics_route", "must be true or false")
         patterns.append(
             RecognitionPattern(
                 class_name=item.get("class_name", ".*"),
                 name=item.get("name", ".*"),
                 engine=engine,
                 every_index_serves_roles=tuple(roles),
+                metrics_path=metrics_path,
+                has_metrics_route=has_route,
             )
         )
     return tuple(patterns)

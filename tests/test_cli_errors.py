@@ -252,6 +252,8 @@ def test_check_config_prints_toml_that_loads_back(tmp_path: Path) -> None:
         "[exporter.roles]\nMyTrainer = 'train'\n"
         "[[discovery.extra_patterns]]\nclass_name = 'MyServer'\n"
         "name = 'my_(?P<replica>\\\\d+)'\nengine = 'sglang'\n"
+        "[[discovery.extra_patterns]]\nclass_name = 'MyTrt'\nengine = 'trtllm'\n"
+        "metrics_path = '/prometheus/metrics'\nhas_metrics_route = false\n"
         "[prometheus]\nrule_files = ['/etc/r.yml']\nscrape_interval_seconds = 0.5\n"
     )
     result = fsd("check-config", "--config", str(config), env=clean_env())
