@@ -35,6 +35,9 @@ class LoadModel:
     sigma: float = 1.0
     max_tokens: int = 2048
     prompt_tokens: int = 256
+    # Batches at multiples of step_seconds on the wall clock, so that replicas in different
+    # processes get theirs at the same moment (fsd_daemon.sim.scenario).
+    align_steps: bool = False
 
 
 class _Request:
@@ -129,7 +132,11 @@ class SimulatedEngine:
         self._running: list[_Request] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-engine", daemon=True)
-        self._next_batch = time.monotonic() + self._rng.uniform(0, 1.0)
+        if load.align_steps:
+            first_batch = load.step_seconds - time.time() % load.step_seconds
+        else:
+            first_batch = self._rng.uniform(0, 1.0)
+        self._next_batch = time.monotonic() + first_batch
 
     def start(self) -> None:
         self._thread.start()
