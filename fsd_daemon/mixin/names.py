@@ -40,7 +40,7 @@ SGLANG_RUNNING = "sglang:num_running_reqs"
 SGLANG_WAITING = "sglang:num_queue_reqs"
 SGLANG_GENERATION_TOKENS = "sglang:generation_tokens_total"
 SGLANG_PAUSED = "sglang:num_paused_reqs"
-SGLANG_RETRACTED = "sglang:num_retracted_reqs"
+SGLANG_RETRACTED = "sglang:num_retracted_requests_total"
 SGLANG_QUEUE_TIME = "sglang:queue_time_seconds"
 
 # fsd-gpu-exporter.
