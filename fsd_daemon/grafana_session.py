@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from fsd_daemon.assets.install import dashboard_files
+from fsd_daemon.config import Config
 from fsd_daemon.writer import TargetFileWriter, WriteError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,13 @@ log = logging.getLogger(__name__)
 # unless RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR moved it (metrics_head.py reads that variable).
 SESSION_PROVIDER = Path("metrics") / "grafana" / "provisioning" / "dashboards" / "default.yml"
 SESSION_DASHBOARDS = Path("metrics") / "grafana" / "dashboards"
+
+
+def keeper_from_config(config: Config) -> RaySessionDashboardsKeeper | None:
+    """The keeper the daemon runs when ``prometheus.ray_grafana_dashboards`` is on."""
+    if not config.prometheus.ray_grafana_dashboards:
+        return None
+    return RaySessionDashboardsKeeper(config.prometheus.ray_temp_dir)
 
 
 class RaySessionDashboardsKeeper:

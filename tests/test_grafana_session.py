@@ -140,3 +140,18 @@ def test_dashboards_follow_the_ray_session(ray_temp_dir: Path) -> None:
         assert installed(second) == shipped()
     finally:
         head.stop()
+
+
+def test_config_key_turns_the_keeper_on(tmp_path: Path) -> None:
+    """Off by default; ``[prometheus] ray_grafana_dashboards = true`` gives a keeper that
+    follows ``ray_temp_dir``."""
+    from fsd_daemon.config import load_config
+    from fsd_daemon.grafana_session import keeper_from_config
+
+    assert keeper_from_config(load_config(None, environ={})) is None
+    config_file = tmp_path / "fsd-daemon.toml"
+    config_file.write_text(
+        f'[prometheus]\nray_grafana_dashboards = true\nray_temp_dir = "{tmp_path}"\n'
+    )
+    keeper = keeper_from_config(load_config(str(config_file), environ={}))
+    assert keeper is not None and keeper.latest == tmp_path / "session_latest"
