@@ -1,7 +1,17 @@
-"""The report's numbers, computed from :class:`~fsd_daemon.report.data.ReportData`.
+"""The report's numbers, computed from :class:`~fsd_daemon.report.data.ReportData`, as
+:data:`DEFINITIONS` says (the page prints it)."""
 
-Definitions (also printed on the page):
+from __future__ import annotations
 
+import math
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fsd_daemon.report.data import GpuKey, ReplicaKey, ReportData
+
+DEFINITIONS = """\
 * A rollout step of a job is a maximal run of grid times at which the job's replicas run at
   least one request in total: a step ends when running requests fall to zero. A step cut by the
   start or the end of the range, or during which a replica has no samples, is not measured.
@@ -14,17 +24,13 @@ Definitions (also printed on the page):
 * Rightsizing assumes the requests could be spread evenly over the replicas and that a replica
   works as fast with a larger share: then the same throughput needs as many replicas as were
   busy at once on average (rounded up), and the long tail is what that number cannot remove.
+* Busy, awake-idle, asleep: per rollout GPU, its busy fraction from fsd-gpu-exporter, unless
+  its vLLM engine reports a sleep state: then asleep (lent to the trainer), which is not idle.
+  Without the exporter, replicas are counted instead (busy = running requests).
+* Idle GPU-hours by role and job: the awake idle fraction integrated over the range; GPUs
+  nobody holds are role "none". GPUs held but never busy: held by a job, busy less than 1% of
+  the time they were held.
 """
-
-from __future__ import annotations
-
-import math
-import statistics
-from dataclasses import dataclass, field
-
-import numpy as np
-
-from fsd_daemon.report.data import GpuKey, ReplicaKey, ReportData
 
 # A GPU held in the range but busy less than this share of the time it was held: "never used".
 NEVER_USED_BUSY_RATIO = 0.01

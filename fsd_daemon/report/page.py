@@ -6,8 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from fsd_daemon.report.analysis import Analysis
-from fsd_daemon.report.analysis import __doc__ as DEFINITIONS
+from fsd_daemon.report.analysis import DEFINITIONS, Analysis
 from fsd_daemon.report.figures import FIGURE_SIZES
 
 _STYLE = """
@@ -81,7 +80,7 @@ def write_page(
             )
             parts.append("<tr>" + "".join(f'<td class="n">{e(c)}</td>' for c in cells) + "</tr>")
         parts.append("</table>")
-    parts.append(f"<h2>Definitions</h2><pre>{e((DEFINITIONS or '').strip())}</pre>")
+    parts.append(f"<h2>Definitions</h2><pre>{e(DEFINITIONS.strip())}</pre>")
     parts.append("</body></html>")
     path = directory / "index.html"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")

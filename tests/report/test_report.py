@@ -225,6 +225,7 @@ def test_page_is_self_contained_and_renders(
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "http://" not in page and "https://" not in page
     assert page.count('src="data:image/png;base64,') == 2
+    assert "Tail: how long the slowest replica" in page  # the definitions are on the page
     shot = out / "screenshot.png"
     screenshot(out / "index.html", shot)
     width, height = png_size(shot)
