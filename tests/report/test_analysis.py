@@ -39,7 +39,8 @@ def test_steps_tail_and_shares() -> None:
     result = analyse(data)
     assert result.never_busy_replicas == [("job", "3")]
     (sizing,) = result.rightsizing
-    assert sizing.replicas == 4 and sizing.needed_replicas == 2  # 18 busy replica-samples / 14 samples = 1.3
+    # 18 busy replica-samples in 14 samples: 1.3 replicas busy on average, so 2 needed.
+    assert sizing.replicas == 4 and sizing.needed_replicas == 2
 
 
 def test_a_replica_without_samples_makes_the_step_unmeasured() -> None:
