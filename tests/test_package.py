@@ -10,6 +10,7 @@ checked through Prometheus' API) and ``fsd-daemon report`` against that Promethe
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -128,6 +129,7 @@ def user_venv(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     env_dir = home / "venv"
     venv.EnvBuilder(with_pip=True, symlinks=True).create(env_dir)
     pip_env = {**clean_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    shutil.rmtree(pip_env.pop("RAY_TMPDIR"), ignore_errors=True)  # pip runs no Ray
     if "PIP_INDEX_URL" in os.environ:
         pip_env["PIP_INDEX_URL"] = os.environ["PIP_INDEX_URL"]
     result = subprocess.run(
@@ -186,3 +188,4 @@ def test_installed_wheel_demo_and_report(user_venv: Path, tmp_path: Path) -> Non
         assert demo.proc.wait(timeout=150) == 0, demo.log_text()
     finally:
         demo.stop()
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
