@@ -102,7 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
     from fsd_daemon.doctor import add_arguments
 
     add_arguments(doctor)
+    demo.add_argument(
+        "--scenario",
+        choices=["long-tail"],
+        help="one job with a scripted load (fsd_daemon/sim/scenario.py) instead of two random ones",
+    )
+    demo.add_argument(
+        "--scrape-interval",
+        type=_positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="Prometheus' scrape and rule interval (default 5)",
+    )
+
+    # report's commands: they need no daemon config (see main).
+    from fsd_daemon.assets import command as assets_command
+    from fsd_daemon.report import command as report_command
+
+    assets_command.add_parser(sub)
+    report_command.add_parser(sub)
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"between 0.1 and 3600 seconds: {text!r}")
+    return value
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,6 +143,14 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "assets":
+        from fsd_daemon.assets import command as assets_command
+
+        return assets_command.run(args)
+    if args.command == "report":
+        from fsd_daemon.report import command as report_command
+
+        return report_command.run(args)
     config_path = resolve_config_path(args.config)
 
     def load() -> Config:

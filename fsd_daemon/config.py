@@ -127,6 +127,9 @@ class PrometheusSection:
     # Keep Ray's generated <ray_temp_dir>/session_latest/metrics/prometheus/prometheus.yml
     # patched, following Ray restarts.
     patch_ray_config: bool = False
+    # Keep the shipped dashboards in <ray_temp_dir>/session_latest's Grafana dashboards
+    # directory (fsd_daemon.grafana_session), following Ray restarts.
+    ray_grafana_dashboards: bool = False
     ray_temp_dir: str = "/tmp/ray"
     rule_files: tuple[str, ...] = ()
     scrape_interval_seconds: float = 15.0

@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from fsd_daemon.assets import DASHBOARDS_DIR, RULES_DIR
+from fsd_daemon.assets.install import install_prometheus_rules
 from fsd_daemon.config import Config, load_config
 from fsd_daemon.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.promconfig import full_config, render_yaml
@@ -125,6 +125,8 @@ class DemoStack:
     ray_address: str = ""
     # The demo's own Ray temp dir: a real head node's /tmp/ray/session_latest is never touched.
     ray_temp_dir: Path | None = None
+    scenario: str = ""  # a scripted load (fsd_daemon.sim.scenario) instead of the two jobs
+    scrape_interval: float = DEMO_SCRAPE_INTERVAL
     jobs: list[Job] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -174,6 +176,9 @@ class DemoStack:
         )
 
     def start_jobs(self) -> None:
+        if self.scenario:
+            self.start_scenario_job()
+            return
         sglang = max(1, self.replicas // 2)
         # GPUs in order: vLLM rollout replicas, the reward server, then the SGLang replicas.
         # The last SGLang replica is pinned to its GPU but holds nothing: reserved and idle.
@@ -194,6 +199,16 @@ class DemoStack:
             names = ", ".join(a["name"] for a in job.info["actors"])
             _say(f"job {job.job_id} serves {names}")
 
+    def start_scenario_job(self) -> None:
+        from fsd_daemon.sim.scenario import SCENARIOS
+
+        scenario = SCENARIOS[self.scenario]
+        plan = ["--vllm", str(scenario.replicas), "--scenario", scenario.name, "--seed", "1"]
+        if scenario.gpus:
+            plan += ["--cuda-visible-devices", ",".join(map(str, scenario.gpus))]
+        _say(f"starting a verl-like job with the scripted load {scenario.name!r}")
+        self.jobs.append(start_job(self.ray_address, *plan, new_session=True))
+
     def start_exporter(self) -> None:
         self.ports["gpu_exporter"] = free_port()
         self.procs["gpu_exporter"] = start_logged(
@@ -213,7 +228,10 @@ class DemoStack:
         )
 
     def write_daemon_config(self) -> Path:
-        rules = sorted(str(p) for p in RULES_DIR.glob("*.yml")) if RULES_DIR.is_dir() else []
+        # The shipped rules, installed as `fsd-daemon assets install --prometheus-rules` does.
+        rules_dir = self.workdir / "rules"
+        install_prometheus_rules(rules_dir)
+        rules = sorted(str(p) for p in rules_dir.glob("*.yml"))
         text = f"""# Written by `fsd-daemon demo`.
 [daemon]
 output_dir = {_toml(self.targets_dir)}
@@ -230,7 +248,7 @@ address = {_toml(self.ray_address)}
 gpu_exporter_port = {self.ports["gpu_exporter"]}
 
 [prometheus]
-scrape_interval_seconds = {DEMO_SCRAPE_INTERVAL}
+scrape_interval_seconds = {self.scrape_interval}
 rule_files = [{", ".join(_toml(r) for r in rules)}]
 """
         self.daemon_config_path.write_text(text, encoding="utf-8")
@@ -320,7 +338,9 @@ rule_files = [{", ".join(_toml(r) for r in rules)}]
                 f"  Prometheus        {base}/targets  (jobs rollout, gpu, ray, fsd_daemon)",
                 f"  idle rollout GPUs {base}/graph?g0.tab=1&g0.expr={IDLE_ROLLOUT_GPUS_QUERY}",
                 f"  rules             {base}/rules",
-                f"  Grafana           import {DASHBOARDS_DIR}/*.json, datasource {base}",
+                "  Grafana           fsd-daemon assets install --grafana-provisioning DIR "
+                f"--prometheus-url {base}",
+                f"  report            fsd-daemon report --prometheus {base} --since 10m",
             ]
         lines += [
             f"  logs              {self.logs}/",
@@ -376,6 +396,8 @@ def run_demo(config: Config, args: argparse.Namespace) -> int:
         prometheus_port=args.prometheus_port,
         log_level=config.daemon.log_level,
         output_dir=Path(args.output_dir).absolute() if args.output_dir else None,
+        scenario=args.scenario or "",
+        scrape_interval=args.scrape_interval,
     )
     stopping = threading.Event()
     with handled_signals({signum: stopping.set for signum in STOP_SIGNALS}):

@@ -34,6 +34,7 @@ import orjson
 
 from fsd_daemon.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
+from fsd_daemon.sim.scenario import SCENARIOS
 
 SIMULATED_ENGINE_BYTES = 120 * 1024**3  # what a loaded engine takes of an H200
 
@@ -106,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="R[,R...]",
         help="replicas that get no requests at all",
     )
+    p.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        help="scripted load per rollout replica instead of the random one (sim/scenario.py)",
+    )
     return p.parse_args(argv)
 
 
@@ -136,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     actors: list[tuple[str, Any]] = []
     pinned = min(len(devices), len(plan))
     for i, (cls, name, replica) in enumerate(plan):
+        load: dict[str, Any] = {"step_seconds": args.step_seconds}
+        if args.scenario and "reward" not in name:
+            load = SCENARIOS[args.scenario].load_for(replica)
         env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
         if i < pinned:
             env["CUDA_VISIBLE_DEVICES"] = devices[i]
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             .remote(
                 seed=args.seed * 1000 + i,
                 launch_delay=args.launch_delay,
-                load={"step_seconds": args.step_seconds},
+                load=load,
                 legacy_address=cls is sim.AsyncvLLMServer,
                 hang_address=name in hanging,
                 options=server_options(args, replica),

@@ -76,6 +76,9 @@ class LoadModel:
     kv_capacity_tokens: int = 8 * (256 + 600)
     # With sleep between steps: the part of a step the engine is awake for rollout.
     rollout_fraction: float = 0.6
+    # Batches at multiples of step_seconds on the wall clock, so that replicas in different
+    # processes get theirs at the same moment (fsd_daemon.sim.scenario).
+    align_steps: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,11 @@ class SimulatedEngine:
         if self.options.sleep_level:
             self._follow_training_schedule(now)
         elif self._next_batch is None:
-            self._next_batch = now + self._rng.uniform(0, 1.0)
+            self._next_batch = (
+                math.ceil(now / load.step_seconds) * load.step_seconds
+                if load.align_steps
+                else now + self._rng.uniform(0, 1.0)
+            )
         if self._next_batch is not None and now >= self._next_batch:
             self._next_batch = (
                 None if self.options.sleep_level else self._next_batch + load.step_seconds

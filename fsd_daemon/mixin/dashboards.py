@@ -1,0 +1,1278 @@
+"""The Grafana dashboards, built with Grafana's Foundation SDK (``grafana-foundation-sdk``).
+
+``python -m fsd_daemon.mixin.dashboards --write`` regenerates the committed JSON under
+``fsd_daemon/assets/grafana/dashboards``; ``--check`` exits 1 when a committed file differs
+(tests/test_dashboards.py runs it). The SDK is needed only to generate: the package ships the
+JSON, so users never install it.
+
+Every panel picks its data source through the ``datasource`` variable, and filters by the
+``cluster``, ``job`` and ``role`` variables (``=~`` matchers: "All" is ``.*``). Metric names
+come from :mod:`fsd_daemon.mixin.names`; recording rules are named as the rule files name
+them (fsd_daemon/assets/prometheus/rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import (
+    common,
+    dashboard,
+    prometheus,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as common_model
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import prometheus as prometheus_model
+
+from fsd_daemon.assets import DASHBOARDS_DIR
+from fsd_daemon.mixin import names
+
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# The selectors every rollout panel applies, and the GPU panels' (GPUs have no role label
+# before the owner join).
+ROLLOUT = 'cluster=~"$cluster", ray_job_id=~"$job", role=~"$role"'
+BY_REPLICA = "ray_job_id, role, replica"
+Grid = tuple[int, int, int, int]  # h, w, x, y
+
+
+class Target:
+    def __init__(self, expr: str, legend: str = "") -> None:
+        self.expr = expr
+        self.legend = legend
+
+
+def q(expr: str, legend: str = "") -> Target:
+    return Target(expr, legend)
+
+
+def _targets(panel: Any, targets: Sequence[Target], *, instant: bool, table_format: bool) -> None:
+    for i, t in enumerate(targets):
+        query = (
+            prometheus.Dataquery()
+            .datasource(DATASOURCE)
+            .expr(t.expr)
+            .ref_id(chr(ord("A") + i))
+            .editor_mode(prometheus_model.QueryEditorMode.CODE)
+            .format(
+                prometheus_model.PromQueryFormat.TABLE
+                if table_format
+                else prometheus_model.PromQueryFormat.TIME_SERIES
+            )
+        )
+        if t.legend:
+            query = query.legend_format(t.legend)
+        query = query.instant() if instant else query.range()
+        panel.with_target(query)
+
+
+def _common(
+    panel: Any,
+    title: str,
+    description: str,
+    grid: Grid,
+    unit: str | None,
+    min: float | None,
+    max: float | None,
+    decimals: int | None,
+) -> Any:
+    h, w, x, y = grid
+    panel = panel.title(title).datasource(DATASOURCE).grid_pos(model.GridPos(h=h, w=w, x=x, y=y))
+    if description:
+        panel = panel.description(description)
+    if unit is not None:
+        panel = panel.unit(unit)
+    if min is not None:
+        panel = panel.min(min)
+    if max is not None:
+        panel = panel.max(max)
+    if decimals is not None:
+        panel = panel.decimals(decimals)
+    return panel
+
+
+def _thresholds(steps: Sequence[tuple[str, float | None]]) -> Any:
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(color=c, value=v) for c, v in steps])
+    )
+
+
+def timeseries_panel(
+    title: str,
+    description: str,
+    targets: Sequence[Target],
+    *,
+    grid: Grid,
+    unit: str | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    decimals: int | None = None,
+    stacked: bool = False,
+) -> Any:
+    panel = _common(timeseries.Panel(), title, description, grid, unit, min, max, decimals)
+    panel = (
+        panel.legend(
+            common.VizLegendOptions()
+            .display_mode(common_model.LegendDisplayMode.TABLE)
+            .placement(common_model.LegendPlacement.RIGHT)
+            .show_legend(True)
+            .calcs(["lastNotNull", "max"])
+        )
+        .tooltip(
+            common.VizTooltipOptions()
+            .mode(common_model.TooltipDisplayMode.MULTI)
+            .sort(common_model.SortOrder.DESCENDING)
+        )
+        .draw_style(common_model.GraphDrawStyle.LINE)
+        .line_width(1)
+        .fill_opacity(20 if stacked else 0)
+        .show_points(common_model.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .stacking(
+            common.StackingConfig()
+            .mode(common_model.StackingMode.NORMAL if stacked else common_model.StackingMode.NONE)
+            .group("A")
+        )
+    )
+    _targets(panel, targets, instant=False, table_format=False)
+    return panel
+
+
+def stat_panel(
+    title: str,
+    description: str,
+    targets: Sequence[Target],
+    *,
+    grid: Grid,
+    unit: str | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    decimals: int | None = None,
+    thresholds: Sequence[tuple[str, float | None]] = (),
+    text_mode: str = "value_and_name",
+) -> Any:
+    panel = _common(stat.Panel(), title, description, grid, unit, min, max, decimals)
+    panel = (
+        panel.color_scheme(dashboard.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
+        .thresholds(_thresholds(thresholds or [("blue", None)]))
+        .color_mode(common_model.BigValueColorMode.VALUE)
+        .graph_mode(common_model.BigValueGraphMode.NONE)
+        .justify_mode(common_model.BigValueJustifyMode.AUTO)
+        .orientation(common_model.VizOrientation.AUTO)
+        .text_mode(common_model.BigValueTextMode(text_mode))
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+    )
+    _targets(panel, targets, instant=True, table_format=False)
+    return panel
+
+
+def table_panel(
+    title: str,
+    description: str,
+    targets: Sequence[Target],
+    *,
+    grid: Grid,
+    transformations: Sequence[dict[str, Any]],
+    overrides: Sequence[dict[str, Any]],
+    sort_by: Sequence[dict[str, Any]],
+    unit: str | None = "short",
+    min: float | None = None,
+    max: float | None = None,
+    decimals: int | None = None,
+) -> Any:
+    panel = _common(table.Panel(), title, description, grid, unit, min, max, decimals)
+    panel = (
+        panel.cell_height(common_model.TableCellHeight.SM)
+        .footer(common.TableFooterOptions().show(False))
+        .show_header(True)
+        .sort_by(
+            [
+                common.TableSortByFieldState().display_name(s["displayName"]).desc(s["desc"])
+                for s in sort_by
+            ]
+        )
+    )
+    for t in transformations:
+        panel = panel.with_transformation(
+            model.DataTransformerConfig(id_val=t["id"], options=t["options"])
+        )
+    for o in overrides:
+        panel = panel.with_override(
+            model.MatcherConfig(id_val=o["matcher"]["id"], options=o["matcher"]["options"]),
+            [model.DynamicConfigValue(id_val=p["id"], value=p["value"]) for p in o["properties"]],
+        )
+    _targets(panel, targets, instant=True, table_format=True)
+    return panel
+
+
+def state_panel(
+    title: str,
+    description: str,
+    targets: Sequence[Target],
+    *,
+    grid: Grid,
+    states: Sequence[tuple[int, str, str]],
+) -> Any:
+    """A state timeline: each series a lane, each value (state number, text, colour)."""
+    panel = _common(statetimeline.Panel(), title, description, grid, None, None, None, None)
+    mapping = model.ValueMap(
+        options={
+            str(v): model.ValueMappingResult(text=text, color=colour, index=i)
+            for i, (v, text, colour) in enumerate(states)
+        }
+    )
+    panel = panel.mappings([mapping]).show_value(common_model.VisibilityMode.NEVER)
+    _targets(panel, targets, instant=False, table_format=False)
+    return panel
+
+
+def row(title: str, *, y: int) -> Any:
+    return (
+        dashboard.Row(title)
+        .datasource(DATASOURCE)
+        .collapsed(False)
+        .grid_pos(model.GridPos(h=1, w=24, x=0, y=y))
+    )
+
+
+def variable(name: str, label: str, query: str) -> Any:
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        # The object form Grafana's Prometheus variable editor saves (qryType 1: a
+        # label_values query), so the UI opens it in that editor.
+        .query(
+            {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"}
+        )
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def sleep_state_panels(y: int) -> list[Any]:
+    """Issue 10.4: asleep is not idle. vLLM reports ``vllm:engine_sleep_state``: awake = 1
+    while awake; weights_offloaded / discard_all = 1 while asleep at that level (verl puts
+    rollout engines to sleep while the trainer has the GPUs in colocated training)."""
+    awake = (
+        f"max by ({BY_REPLICA}) "
+        f"({names.VLLM_SLEEP_STATE}"
+        f'{{{names.SLEEP_STATE}="{names.SLEEP_AWAKE}", {ROLLOUT}}})'
+    )
+    busy = (
+        f"(max by ({BY_REPLICA}) (replica:fsd_rollout_requests_running:sum{{{ROLLOUT}}}) > bool 0)"
+    )
+    idle = (
+        f"(max by ({BY_REPLICA}) (replica:fsd_rollout_requests_running:sum{{{ROLLOUT}}}) == bool 0)"
+    )
+    return [
+        row("Asleep, busy or idle (vLLM sleep state)", y=y),
+        state_panel(
+            "Replica state: asleep, awake and busy, awake and idle",
+            "Per vLLM rollout replica: asleep (its GPUs lent to the trainer: not idle), awake "
+            "and running requests, or awake with nothing to do (the idle rollout capacity). "
+            "From vllm:engine_sleep_state and the running requests. SGLang reports no sleep "
+            "state and is not shown.",
+            [q(f"{awake} * (1 + {busy})", "{{ray_job_id}} {{role}} {{replica}}")],
+            grid=(9, 12, 0, y + 1),
+            states=[
+                (0, "asleep", "#9e9e9e"),
+                (1, "awake, idle", "orange"),
+                (2, "awake, busy", "blue"),
+            ],
+        ),
+        timeseries_panel(
+            "vLLM replicas asleep, busy, idle per job",
+            "How many vLLM rollout replicas of each job are asleep, awake and busy, or awake "
+            "and idle. Only the last is rollout capacity that could be given back.",
+            [
+                q(f"sum by (ray_job_id) (1 - {awake})", "{{ray_job_id}} asleep"),
+                q(
+                    f"sum by (ray_job_id) ({awake} * on ({BY_REPLICA}) {busy})",
+                    "{{ray_job_id}} awake, busy",
+                ),
+                q(
+                    f"sum by (ray_job_id) ({awake} * on ({BY_REPLICA}) {idle})",
+                    "{{ray_job_id}} awake, idle",
+                ),
+            ],
+            grid=(9, 12, 12, y + 1),
+            unit="short",
+            min=0,
+            decimals=0,
+            stacked=True,
+        ),
+    ]
+
+
+def long_tail_cause_panels(y: int) -> list[Any]:
+    """Issue 10.6: what makes a step's tail long: long responses (up to max_tokens),
+    truncations and aborts, preemptions/retractions, queueing, SGLang's paused requests."""
+    rate = "[$__rate_interval]"
+    return [
+        row("What makes the tail long", y=y),
+        timeseries_panel(
+            "Response length (p50, p99) and max_tokens (p99)",
+            "Generated tokens per finished request, and the max_tokens requests asked for: a "
+            "p99 close to max_tokens means the tail is requests running to the limit.",
+            [
+                q(
+                    f"histogram_quantile({p}, sum by (ray_job_id, role, le) "
+                    f"(rate({names.VLLM_GENERATION_TOKENS_HISTOGRAM}_bucket{{{ROLLOUT}}}{rate})))",
+                    f"p{int(p * 100)} length {{{{ray_job_id}}}} {{{{role}}}}",
+                )
+                for p in (0.5, 0.99)
+            ]
+            + [
+                q(
+                    "histogram_quantile(0.99, sum by (ray_job_id, role, le) "
+                    f"(rate({names.VLLM_MAX_TOKENS_HISTOGRAM}_bucket{{{ROLLOUT}}}{rate})))",
+                    "p99 max_tokens {{ray_job_id}} {{role}}",
+                )
+            ],
+            grid=(8, 12, 0, y + 1),
+            unit="short",
+            min=0,
+        ),
+        timeseries_panel(
+            "Truncated and aborted requests per second",
+            'vLLM requests that finished at max_tokens (finished_reason="length") or were '
+            'aborted (finished_reason="abort", e.g. when verl puts the engine to sleep).',
+            [
+                q(
+                    "sum by (ray_job_id, role, finished_reason) "
+                    f'(rate({names.VLLM_REQUEST_SUCCESS}{{finished_reason=~"length|abort", '
+                    f"{ROLLOUT}}}{rate}))",
+                    "{{ray_job_id}} {{role}} {{finished_reason}}",
+                )
+            ],
+            grid=(8, 12, 12, y + 1),
+            unit="reqps",
+            min=0,
+        ),
+        timeseries_panel(
+            "Preemptions (vLLM) and retractions (SGLang) per second",
+            "Requests pushed out of the KV cache and recomputed later: each one lengthens the "
+            "step of the replica it ran on.",
+            [
+                q(
+                    f"sum by ({BY_REPLICA}) (rate({names.VLLM_PREEMPTIONS}{{{ROLLOUT}}}{rate}))",
+                    "{{ray_job_id}} {{role}} {{replica}} preempted",
+                ),
+                q(
+                    f"sum by ({BY_REPLICA}) (rate({names.SGLANG_RETRACTED_REQUESTS}{{{ROLLOUT}}}{rate}))",
+                    "{{ray_job_id}} {{role}} {{replica}} retracted",
+                ),
+            ],
+            grid=(8, 12, 0, y + 9),
+            unit="short",
+            min=0,
+        ),
+        timeseries_panel(
+            "Queue time (p90)",
+            "Time requests waited before the engine scheduled them: a replica that gets more "
+            "than it can run at once queues, and finishes last.",
+            [
+                q(
+                    "histogram_quantile(0.9, sum by (ray_job_id, role, le) "
+                    f"(rate({names.VLLM_QUEUE_TIME}_bucket{{{ROLLOUT}}}{rate})))",
+                    "vLLM {{ray_job_id}} {{role}}",
+                ),
+                q(
+                    "histogram_quantile(0.9, sum by (ray_job_id, role, le) "
+                    f"(rate({names.SGLANG_QUEUE_TIME}_bucket{{{ROLLOUT}}}{rate})))",
+                    "SGLang {{ray_job_id}} {{role}}",
+                ),
+            ],
+            grid=(8, 12, 12, y + 9),
+            unit="s",
+            min=0,
+        ),
+        timeseries_panel(
+            "SGLang paused requests per replica",
+            "Requests SGLang paused (sglang:num_paused_reqs), e.g. while weights are updated "
+            "in fully asynchronous training.",
+            [
+                q(
+                    f"sum by ({BY_REPLICA}) ({names.SGLANG_PAUSED_REQUESTS}{{{ROLLOUT}}})",
+                    "{{ray_job_id}} {{role}} {{replica}}",
+                )
+            ],
+            grid=(8, 24, 0, y + 17),
+            unit="short",
+            min=0,
+            decimals=0,
+        ),
+    ]
+
+
+def _dashboard(
+    title: str,
+    uid: str,
+    description: str,
+    tags: list[str],
+    link: tuple[str, str],
+    variables: list[Any],
+    panels: list[Any],
+) -> dict[str, Any]:
+    builder = (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(tags)
+        .editable()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .time("now-3h", "now")
+        .timezone("")
+        .link(
+            dashboard.DashboardLink(link[0])
+            .type(model.DashboardLinkType.LINK)
+            .url(link[1])
+            .icon("dashboard")
+            .include_vars(True)
+            .keep_time(True)
+            .as_dropdown(False)
+            .target_blank(False)
+            .tags([])
+            .tooltip("")
+        )
+        .with_variable(
+            dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        )
+    )
+    for v in variables:
+        builder = builder.with_variable(v)
+    for panel_id, panel in enumerate(panels, start=1):
+        panel = panel.id(panel_id)
+        builder = (
+            builder.with_row(panel)
+            if isinstance(panel, dashboard.Row)
+            else builder.with_panel(panel)
+        )
+    doc: dict[str, Any] = json.loads(JSONEncoder(sort_keys=True).encode(builder.build()))
+    return doc
+
+
+def rollout_overview() -> dict[str, Any]:
+    variables = [
+        variable("cluster", "Cluster", 'label_values(up{job="rollout"}, cluster)'),
+        variable(
+            "job", "Ray job", 'label_values(up{job="rollout", cluster=~"$cluster"}, ray_job_id)'
+        ),
+        variable(
+            "role",
+            "Role",
+            'label_values(up{job="rollout", cluster=~"$cluster", ray_job_id=~"$job"}, role)',
+        ),
+    ]
+    panels = [
+        row("Targets", y=0),
+        stat_panel(
+            "Targets up per scrape job",
+            (
+                "Targets answering Prometheus, per scrape job: rollout (vLLM/SGLang servers "
+                "from rollout.json), gpu (fsd-gpu-exporter on every node), ray (Ray's node "
+                "metrics) and fsd_daemon (the daemon's own metrics). Compare with the total to "
+                "see targets that are down."
+            ),
+            [
+                q(
+                    (
+                        'sum by (job) (up{job=~"rollout|gpu|ray", cluster=~"$cluster"}) or sum '
+                        'by (job) (up{job="fsd_daemon"})'
+                    ),
+                    "{{job}} up",
+                ),
+                q(
+                    (
+                        'count by (job) (up{job=~"rollout|gpu|ray", cluster=~"$cluster"}) or '
+                        'count by (job) (up{job="fsd_daemon"})'
+                    ),
+                    "{{job}} total",
+                ),
+            ],
+            grid=(7, 8, 0, 1),
+            unit="short",
+            thresholds=[("blue", None)],
+        ),
+        table_panel(
+            "Rollout servers",
+            (
+                "Every rollout target fsd-daemon wrote into rollout.json and whether Prometheus "
+                "can scrape it. A server that is down but still listed is alive in Ray and not "
+                "answering HTTP."
+            ),
+            [q('up{job="rollout", cluster=~"$cluster", ray_job_id=~"$job", role=~"$role"}', "")],
+            grid=(7, 16, 8, 1),
+            unit="short",
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {
+                            "Time": True,
+                            "__name__": True,
+                            "job": True,
+                            "cluster": True,
+                            "node_id": True,
+                            "ray_namespace": True,
+                        },
+                        "indexByName": {
+                            "ray_job_id": 0,
+                            "role": 1,
+                            "replica": 2,
+                            "engine": 3,
+                            "actor_name": 4,
+                            "node_ip": 5,
+                            "instance": 6,
+                            "Value": 7,
+                        },
+                        "renameByName": {
+                            "Value": "up",
+                            "ray_job_id": "Ray job",
+                            "actor_name": "actor",
+                        },
+                    },
+                }
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "up"},
+                    "properties": [
+                        {
+                            "id": "mappings",
+                            "value": [
+                                {
+                                    "type": "value",
+                                    "options": {
+                                        "0": {"color": "red", "index": 0, "text": "DOWN"},
+                                        "1": {"color": "green", "index": 1, "text": "UP"},
+                                    },
+                                }
+                            ],
+                        },
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    ],
+                }
+            ],
+            sort_by=[{"desc": False, "displayName": "up"}],
+        ),
+        row("Load per replica: the long tail", y=8),
+        timeseries_panel(
+            "Running requests per replica",
+            (
+                "Requests each rollout server is generating (vllm:num_requests_running summed "
+                "over engines, sglang:num_running_reqs of one tensor-parallel rank summed over "
+                "dp ranks). At the end of a rollout batch most replicas drop to zero while a "
+                "few keep running: that is the long tail."
+            ),
+            [
+                q(
+                    (
+                        'replica:fsd_rollout_requests_running:sum{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}}, {{actor_name}})",
+                )
+            ],
+            grid=(9, 12, 0, 9),
+            unit="short",
+            min=0,
+            decimals=0,
+        ),
+        timeseries_panel(
+            "Waiting requests per replica",
+            (
+                "Requests queued in each rollout server (vllm:num_requests_waiting, "
+                "sglang:num_queue_reqs). A queue on some replicas while others are idle means "
+                "the load balancer is uneven."
+            ),
+            [
+                q(
+                    (
+                        'replica:fsd_rollout_requests_waiting:sum{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}}, {{actor_name}})",
+                )
+            ],
+            grid=(9, 12, 12, 9),
+            unit="short",
+            min=0,
+            decimals=0,
+        ),
+        timeseries_panel(
+            "Share of replicas still running requests",
+            (
+                "Per Ray job and role: replicas with at least one running request / all "
+                "replicas. 100% = all busy, 0% = all idle; a low non-zero value that lasts is "
+                "the long tail keeping the other GPUs waiting."
+            ),
+            [
+                q(
+                    (
+                        'cluster_job_role:fsd_rollout_replicas_busy:ratio{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{ray_job_id}} {{role}}",
+                )
+            ],
+            grid=(8, 12, 0, 18),
+            unit="percentunit",
+            min=0,
+            max=1,
+        ),
+        timeseries_panel(
+            "Running requests: busiest replica / mean",
+            (
+                "Per Ray job and role: the running requests of the busiest replica divided by "
+                "the mean over replicas. 1 = even load; the number of replicas = one replica "
+                "has all the work; 0 = no work anywhere."
+            ),
+            [
+                q(
+                    (
+                        "cluster_job_role:fsd_rollout_requests_running:max_over_avg"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{ray_job_id}} {{role}}",
+                )
+            ],
+            grid=(8, 12, 12, 18),
+            unit="short",
+            min=0,
+            decimals=2,
+        ),
+        row("Throughput and caches", y=26),
+        timeseries_panel(
+            "Generation throughput per replica",
+            (
+                "Generated tokens per second of each rollout server (rate of "
+                "vllm:generation_tokens_total, sglang:generation_tokens_total over 1m), "
+                "stacked: the top line is the job's total."
+            ),
+            [
+                q(
+                    (
+                        'replica:fsd_rollout_generation_tokens:rate1m{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}})",
+                )
+            ],
+            grid=(8, 12, 0, 27),
+            unit="short",
+            min=0,
+            stacked=True,
+        ),
+        timeseries_panel(
+            "Generation throughput per job",
+            "Generated tokens per second per Ray job and role, all replicas together.",
+            [
+                q(
+                    (
+                        "cluster_job_role:fsd_rollout_generation_tokens:rate1m"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{ray_job_id}} {{role}}",
+                )
+            ],
+            grid=(8, 12, 12, 27),
+            unit="short",
+            min=0,
+        ),
+        timeseries_panel(
+            "KV-cache usage per replica",
+            (
+                "Fraction of the KV cache in use (vllm:kv_cache_usage_perc, sglang:token_usage; "
+                "the fullest engine or rank of each server). Near 100% the engine preempts or "
+                "queues requests."
+            ),
+            [
+                q(
+                    (
+                        'replica:fsd_rollout_kv_cache_usage:ratio{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}})",
+                )
+            ],
+            grid=(8, 12, 0, 35),
+            unit="percentunit",
+            min=0,
+            max=1,
+        ),
+        timeseries_panel(
+            "Finished requests per second per replica",
+            (
+                "Requests completed per second by each rollout server: vLLM "
+                "vllm:request_success_total (all finished_reason values), SGLang "
+                "sglang:num_requests_total (one scheduler rank per dp_rank). Servers that stop "
+                "finishing requests while others still do are the long tail."
+            ),
+            [
+                q(
+                    (
+                        "sum by (cluster, ray_job_id, role, replica, engine, instance, "
+                        'actor_name) (rate(vllm:request_success_total{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}[$__rate_interval]))\nor\nsum by '
+                        "(cluster, ray_job_id, role, replica, engine, instance, actor_name) (\n "
+                        " max by (cluster, ray_job_id, role, replica, engine, instance, "
+                        "actor_name, dp_rank) "
+                        '(rate(sglang:num_requests_total{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}[$__rate_interval]))\n)'
+                    ),
+                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}}, {{actor_name}})",
+                )
+            ],
+            grid=(8, 12, 12, 35),
+            unit="reqps",
+            min=0,
+        ),
+        row("Latency", y=43),
+        timeseries_panel(
+            "Time to first token (p50, p90, p99)",
+            (
+                "Time to first token percentiles per Ray job, role and engine, from the vLLM "
+                "and SGLang histograms (vllm:time_to_first_token_seconds, "
+                "sglang:time_to_first_token_seconds). Long TTFT with a full queue means too few "
+                "replicas; with an empty queue, long prompts or prefill contention."
+            ),
+            [
+                q(
+                    (
+                        "histogram_quantile(0.5, "
+                        "cluster_job_role:fsd_rollout_time_to_first_token_seconds_bucket:rate1m"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})'
+                    ),
+                    "p50 {{ray_job_id}} {{role}} ({{engine}})",
+                ),
+                q(
+                    (
+                        "histogram_quantile(0.9, "
+                        "cluster_job_role:fsd_rollout_time_to_first_token_seconds_bucket:rate1m"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})'
+                    ),
+                    "p90 {{ray_job_id}} {{role}} ({{engine}})",
+                ),
+                q(
+                    (
+                        "histogram_quantile(0.99, "
+                        "cluster_job_role:fsd_rollout_time_to_first_token_seconds_bucket:rate1m"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})'
+                    ),
+                    "p99 {{ray_job_id}} {{role}} ({{engine}})",
+                ),
+            ],
+            grid=(9, 12, 0, 44),
+            unit="s",
+            min=0,
+        ),
+        timeseries_panel(
+            "Inter-token latency (p50, p90, p99)",
+            (
+                "Inter-token latency percentiles per Ray job, role and engine "
+                "(vllm:inter_token_latency_seconds, sglang:inter_token_latency_seconds): the "
+                "decode speed each request sees."
+            ),
+            [
+                q(
+                    (
+                        "histogram_quantile(0.5, "
+                        "cluster_job_role:fsd_rollout_inter_token_latency_seconds_bucket:rate1m"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})'
+                    ),
+                    "p50 {{ray_job_id}} {{role}} ({{engine}})",
+                ),
+                q(
+                    (
+                        "histogram_quantile(0.9, "
+                        "cluster_job_role:fsd_rollout_inter_token_latency_seconds_bucket:rate1m"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})'
+                    ),
+                    "p90 {{ray_job_id}} {{role}} ({{engine}})",
+                ),
+                q(
+                    (
+                        "histogram_quantile(0.99, "
+                        "cluster_job_role:fsd_rollout_inter_token_latency_seconds_bucket:rate1m"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})'
+                    ),
+                    "p99 {{ray_job_id}} {{role}} ({{engine}})",
+                ),
+            ],
+            grid=(9, 12, 12, 44),
+            unit="s",
+            min=0,
+        ),
+        *sleep_state_panels(53),
+        *long_tail_cause_panels(63),
+    ]
+    return _dashboard(
+        "FSD / Rollout overview",
+        "fsd-rollout-overview",
+        "Rollout servers (vLLM and SGLang inside Ray actors) found by fsd-daemon: targets, "
+        "per-replica load and the long tail, throughput, KV cache and latency, asleep versus "
+        "idle replicas, and what makes the tail long. Needs the recording rules that "
+        "`fsd-daemon assets install --prometheus-rules DIR` installs.",
+        ["fsd-daemon", "rollout", "vllm", "sglang"],
+        ("GPU idleness", "/d/fsd-gpu-idleness"),
+        variables,
+        panels,
+    )
+
+
+def gpu_idleness() -> dict[str, Any]:
+    variables = [
+        variable("cluster", "Cluster", 'label_values(up{job="gpu"}, cluster)'),
+        variable(
+            "job", "Ray job", 'label_values(fsd_gpu_owner_info{cluster=~"$cluster"}, ray_job_id)'
+        ),
+        variable(
+            "role",
+            "Role",
+            'label_values(gpu_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster"}, role)',
+        ),
+    ]
+    panels = [
+        row("Now", y=0),
+        stat_panel(
+            "Busy fraction by role",
+            (
+                "Mean busy fraction (share of time a kernel ran, last minute) of the GPUs of "
+                "each role: rollout, reward, train, other, and none for GPUs nobody holds. A "
+                "GPU shared by two roles counts in both."
+            ),
+            [
+                q(
+                    (
+                        'avg by (role) (gpu_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})'
+                    ),
+                    "{{role}}",
+                )
+            ],
+            grid=(6, 8, 0, 1),
+            unit="percentunit",
+            min=0,
+            max=1,
+            thresholds=[("red", None), ("orange", 0.3), ("green", 0.7)],
+        ),
+        stat_panel(
+            "GPUs by role",
+            "GPUs held by each role (a GPU shared by two roles counts in both).",
+            [
+                q(
+                    (
+                        "count by (role) "
+                        '(gpu_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})'
+                    ),
+                    "{{role}}",
+                )
+            ],
+            grid=(6, 6, 8, 1),
+            unit="short",
+            decimals=0,
+            thresholds=[("blue", None)],
+        ),
+        stat_panel(
+            "Rollout GPUs idle now",
+            (
+                "Sum of the idle fractions of all rollout GPUs of the selected jobs: 2.5 = two "
+                "and a half GPUs' worth of rollout capacity doing nothing in the last minute."
+            ),
+            [
+                q(
+                    (
+                        'sum(cluster_job:fsd_gpu_rollout_idle_gpus:sum_rate1m{cluster=~"$cluster", '
+                        'ray_job_id=~"$job"})'
+                    ),
+                    "idle GPUs",
+                )
+            ],
+            grid=(6, 5, 14, 1),
+            unit="short",
+            decimals=1,
+            thresholds=[("green", None), ("orange", 1), ("red", 4)],
+        ),
+        stat_panel(
+            "Idle rollout GPU-hours in range",
+            (
+                "Rollout GPU time that was idle during the dashboard's time range, in GPU-hours "
+                "(the idle-GPU count integrated in 15 s steps; 15 s = 1/240 h)."
+            ),
+            [
+                q(
+                    (
+                        "sum(sum_over_time(cluster_job:fsd_gpu_rollout_idle_gpus:sum_rate1m"
+                        '{cluster=~"$cluster", '
+                        'ray_job_id=~"$job"}[$__range:15s])) / 240'
+                    ),
+                    "GPU-hours",
+                )
+            ],
+            grid=(6, 5, 19, 1),
+            unit="short",
+            decimals=1,
+            thresholds=[("orange", None)],
+        ),
+        row("Busy fraction over time", y=7),
+        timeseries_panel(
+            "Busy fraction per role and job",
+            (
+                "Mean busy fraction of the GPUs each Ray job holds in each role (role none: "
+                "GPUs nobody holds). Rollout GPUs near zero for long stretches are capacity the "
+                "job pays for and does not use."
+            ),
+            [
+                q(
+                    (
+                        'cluster_job_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{ray_job_id}} {{role}}",
+                )
+            ],
+            grid=(9, 12, 0, 8),
+            unit="percentunit",
+            min=0,
+            max=1,
+        ),
+        timeseries_panel(
+            "Busy fraction per GPU",
+            (
+                "Busy fraction of every GPU (rate of fsd_gpu_busy_seconds_total), labelled with "
+                "its owner."
+            ),
+            [
+                q(
+                    (
+                        'gpu_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"}'
+                    ),
+                    "{{node_name}} gpu{{gpu}} {{role}} {{replica}}",
+                )
+            ],
+            grid=(9, 12, 12, 8),
+            unit="percentunit",
+            min=0,
+            max=1,
+        ),
+        timeseries_panel(
+            "Idle rollout GPUs per job",
+            (
+                "Per Ray job: the sum of the idle fractions of its rollout GPUs "
+                "(GPU-equivalents idle)."
+            ),
+            [
+                q(
+                    (
+                        'cluster_job:fsd_gpu_rollout_idle_gpus:sum_rate1m{cluster=~"$cluster", '
+                        'ray_job_id=~"$job"}'
+                    ),
+                    "{{ray_job_id}}",
+                )
+            ],
+            grid=(8, 12, 0, 17),
+            unit="short",
+            min=0,
+            decimals=1,
+        ),
+        timeseries_panel(
+            "Idle rollout GPU-hours, trailing hour",
+            "Per Ray job: rollout GPU-hours idle in the hour before each point.",
+            [
+                q(
+                    (
+                        'cluster_job:fsd_gpu_rollout_idle_gpu_hours:sum1h{cluster=~"$cluster", '
+                        'ray_job_id=~"$job"}'
+                    ),
+                    "{{ray_job_id}}",
+                )
+            ],
+            grid=(8, 12, 12, 17),
+            unit="short",
+            min=0,
+            decimals=1,
+        ),
+        row("Reserved GPUs", y=25),
+        stat_panel(
+            "Reserved-but-idle GPUs",
+            (
+                'GPUs reserved for an actor (fsd_gpu_owner_info{state="reserved"}: handed over '
+                "through CUDA_VISIBLE_DEVICES, no memory held) that were under 5% busy in the "
+                "last minute. 0 is the healthy value."
+            ),
+            [
+                q(
+                    (
+                        "count(\n  max by (cluster, job, instance, gpu) "
+                        '(fsd_gpu_owner_info{state="reserved", cluster=~"$cluster", '
+                        'ray_job_id=~"$job", role=~"$role"})\n  * on (cluster, job, instance, '
+                        'gpu)\n  (gpu:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster"} < '
+                        "0.05)\n)\nor vector(0)"
+                    ),
+                    "reserved and idle",
+                )
+            ],
+            grid=(8, 6, 0, 26),
+            unit="short",
+            decimals=0,
+            thresholds=[("green", None), ("orange", 1), ("red", 4)],
+            text_mode="value",
+        ),
+        table_panel(
+            "GPU owners: state and busy fraction",
+            (
+                "Every GPU with an owner (fsd_gpu_owner_info), one row per owning Ray actor, "
+                "with its state and the GPU's busy fraction over the last minute. "
+                "state=reserved: the GPU was handed to the actor (CUDA_VISIBLE_DEVICES) but no "
+                "process holds memory on it yet; a reserved GPU that stays idle is a server "
+                "that never started generating. Sorted idlest first."
+            ),
+            [
+                q(
+                    (
+                        "max by (cluster, job, node_name, instance, gpu, uuid, ray_job_id, "
+                        "role, replica, actor_name, state) "
+                        '(fsd_gpu_owner_info{cluster=~"$cluster", ray_job_id=~"$job", '
+                        'role=~"$role"})\n* on (cluster, job, instance, gpu) group_left ()\nmax '
+                        "by (cluster, job, instance, gpu) "
+                        '(gpu:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster"})'
+                    ),
+                    "",
+                )
+            ],
+            grid=(8, 18, 6, 26),
+            unit="short",
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True, "cluster": True, "job": True},
+                        "indexByName": {
+                            "ray_job_id": 0,
+                            "role": 1,
+                            "replica": 2,
+                            "actor_name": 3,
+                            "state": 4,
+                            "node_name": 5,
+                            "gpu": 6,
+                            "uuid": 7,
+                            "instance": 8,
+                            "Value": 9,
+                        },
+                        "renameByName": {
+                            "Value": "busy",
+                            "ray_job_id": "Ray job",
+                            "actor_name": "actor",
+                            "node_name": "node",
+                        },
+                    },
+                }
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "busy"},
+                    "properties": [
+                        {"id": "unit", "value": "percentunit"},
+                        {
+                            "id": "thresholds",
+                            "value": {
+                                "mode": "absolute",
+                                "steps": [
+                                    {"color": "red", "value": None},
+                                    {"color": "orange", "value": 0.3},
+                                    {"color": "green", "value": 0.7},
+                                ],
+                            },
+                        },
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    ],
+                }
+            ],
+            sort_by=[{"desc": False, "displayName": "busy"}],
+        ),
+        row("Exporter health", y=34),
+        table_panel(
+            "GPU exporters",
+            (
+                "Per node: whether Prometheus can scrape fsd-gpu-exporter and whether the "
+                "exporter can read NVML."
+            ),
+            [
+                q('max by (cluster, node_name, instance) (up{job="gpu", cluster=~"$cluster"})', ""),
+                q(
+                    'max by (cluster, node_name, instance) (fsd_gpu_nvml_up{cluster=~"$cluster"})',
+                    "",
+                ),
+            ],
+            grid=(8, 12, 0, 35),
+            unit="short",
+            transformations=[
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "indexByName": {
+                            "cluster": 0,
+                            "node_name": 1,
+                            "instance": 2,
+                            "Value #A": 3,
+                            "Value #B": 4,
+                        },
+                        "renameByName": {
+                            "Value #A": "scrape up",
+                            "Value #B": "NVML up",
+                            "node_name": "node",
+                        },
+                    },
+                },
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": "scrape up|NVML up"},
+                    "properties": [
+                        {
+                            "id": "mappings",
+                            "value": [
+                                {
+                                    "type": "value",
+                                    "options": {
+                                        "0": {"color": "red", "index": 0, "text": "DOWN"},
+                                        "1": {"color": "green", "index": 1, "text": "UP"},
+                                    },
+                                }
+                            ],
+                        },
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    ],
+                }
+            ],
+            sort_by=[],
+        ),
+        timeseries_panel(
+            "NVML errors per second",
+            (
+                "Failing NVML calls per exporter and function (fsd_gpu_nvml_errors_total); a "
+                "flat zero line per exporter that has had no error."
+            ),
+            [
+                q(
+                    (
+                        "sum by (cluster, node_name, instance, function) "
+                        "(rate(fsd_gpu_nvml_errors_total"
+                        '{cluster=~"$cluster"}[$__rate_interval]))\nor '
+                        "on (cluster, node_name, instance)\nmax by (cluster, node_name, "
+                        'instance) (0 * fsd_gpu_nvml_up{cluster=~"$cluster"})'
+                    ),
+                    "{{node_name}} {{function}}",
+                )
+            ],
+            grid=(8, 12, 12, 35),
+            unit="short",
+            min=0,
+        ),
+        table_panel(
+            "Busy-time source per node",
+            "How each exporter measures busy time (fsd_gpu_busy_source_info{method}).",
+            [
+                q(
+                    (
+                        "count by (cluster, node_name, instance, method) "
+                        '(fsd_gpu_busy_source_info{cluster=~"$cluster"})'
+                    ),
+                    "",
+                )
+            ],
+            grid=(6, 24, 0, 43),
+            unit="short",
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "renameByName": {"Value": "GPUs", "node_name": "node"},
+                    },
+                }
+            ],
+            overrides=[],
+            sort_by=[],
+        ),
+    ]
+    return _dashboard(
+        "FSD / GPU idleness",
+        "fsd-gpu-idleness",
+        "Busy and idle GPU time per GPU, per owner role and per Ray job, from fsd-gpu-exporter; "
+        "idle rollout GPU-hours; reserved GPUs; exporter health. Needs the recording rules that "
+        "`fsd-daemon assets install --prometheus-rules DIR` installs.",
+        ["fsd-daemon", "gpu"],
+        ("Rollout overview", "/d/fsd-rollout-overview"),
+        variables,
+        panels,
+    )
+
+
+DASHBOARDS = {"rollout-overview.json": rollout_overview, "gpu-idleness.json": gpu_idleness}
+
+
+def render(build: Any) -> str:
+    return json.dumps(build(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fsd_daemon.mixin.dashboards")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true", help="regenerate the committed JSON")
+    mode.add_argument("--check", action="store_true", help="exit 1 when a file is stale")
+    parser.add_argument("--dir", type=Path, default=DASHBOARDS_DIR)
+    args = parser.parse_args(argv)
+    stale = []
+    for name, build in DASHBOARDS.items():
+        path = args.dir / name
+        text = render(build)
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        if args.write:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+        else:
+            stale.append(str(path))
+    if stale:
+        print(
+            "stale dashboards (run python -m fsd_daemon.mixin.dashboards --write): "
+            + ", ".join(stale),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

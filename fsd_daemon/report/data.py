@@ -1,0 +1,185 @@
+"""What the report asks Prometheus, as arrays on one time grid.
+
+Every series is put on the grid ``start, start + step, ...``; a time without a sample is NaN
+(a replica that did not exist yet, or a scrape that failed). Queries use the raw engine and
+exporter series, not the recording rules, so a report works where the rules are not loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fsd_daemon.mixin import names
+from fsd_daemon.report.prom import Prometheus, PrometheusError, Series
+
+# (ray_job_id, replica) and (instance, gpu).
+ReplicaKey = tuple[str, str]
+GpuKey = tuple[str, str]
+
+# Rates are taken over this many scrape intervals (the exporter's, read from Prometheus): a
+# rate needs two samples in its window, and a longer window smears the step's edges.
+RATE_WINDOW_SCRAPES = 4
+DEFAULT_SCRAPE_INTERVAL = 15.0
+
+
+@dataclass
+class ReportData:
+    start: float
+    end: float
+    step: float
+    grid: np.ndarray
+    running: dict[ReplicaKey, np.ndarray] = field(default_factory=dict)
+    engines: dict[ReplicaKey, str] = field(default_factory=dict)
+    # 1.0 while the engine reports a sleep state other than awake; only engines with the gauge.
+    asleep: dict[ReplicaKey, np.ndarray] = field(default_factory=dict)
+    tokens_per_second: dict[str, np.ndarray] = field(default_factory=dict)
+    gpu_busy: dict[GpuKey, np.ndarray] = field(default_factory=dict)
+    # Per GPU and time: "role|ray_job_id|replica|state" of its owner, "" while it has none.
+    gpu_owner: dict[GpuKey, np.ndarray] = field(default_factory=dict)
+    # The window of the GPU busy-time rate (a PromQL duration), "" without an exporter.
+    gpu_rate_window: str = ""
+    # Parts whose data is missing, each one line saying what and why.
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> list[str]:
+        return sorted({job for job, _ in self.running})
+
+
+def _selector(job: str | None, extra: str = "") -> str:
+    matchers = [f'{names.ROLE}="{names.ROLE_ROLLOUT}"']
+    if job:
+        matchers.append(f'{names.RAY_JOB_ID}="{job}"')
+    if extra:
+        matchers.append(extra)
+    return "{" + ", ".join(matchers) + "}"
+
+
+def _on_grid(grid: np.ndarray, start: float, step: float, series: Series) -> np.ndarray:
+    values = np.full(grid.shape, np.nan)
+    for t, v in series.samples:
+        i = round((t - start) / step)
+        if 0 <= i < len(grid):
+            values[i] = v
+    return values
+
+
+def fetch(
+    prometheus: Prometheus, start: float, end: float, step: float, job: str | None = None
+) -> ReportData:
+    """Ask Prometheus for everything the report draws. Raises PrometheusUnreachable when there
+    is no Prometheus; a part without data is listed in ``missing`` instead."""
+    grid = np.arange(start, end + step / 2, step)
+    data = ReportData(start=start, end=end, step=step, grid=grid)
+    by = f"{names.RAY_JOB_ID}, {names.REPLICA}, {names.ENGINE}"
+    sel = _selector(job)
+
+    def rng(expr: str) -> list[Series]:
+        return prometheus.query_range(expr, start, end, step)
+
+    running = rng(
+        f"sum by ({by}) ({names.VLLM_REQUESTS_RUNNING}{sel}) or sum by ({by}) ({names.SGLANG_REQUESTS_RUNNING}{sel})"
+    )
+    for s in running:
+        key = (s.labels.get(names.RAY_JOB_ID, ""), s.labels.get(names.REPLICA, ""))
+        data.running[key] = _on_grid(grid, start, step, s)
+        data.engines[key] = s.labels.get(names.ENGINE, "")
+    if not running:
+        data.missing.append(
+            "long tail and rightsizing: no rollout engine series (vllm:num_requests_running, "
+            'sglang:num_running_reqs) with role="rollout" in the range; are the rollout '
+            "targets scraped and do the engines export stats (fsd-daemon doctor says why not)?"
+        )
+    asleep_sel = _selector(job, f'{names.SLEEP_STATE}!="{names.SLEEP_AWAKE}"')
+    awake_sel = _selector(job, f'{names.SLEEP_STATE}="{names.SLEEP_AWAKE}"')
+    # A replica is asleep while any non-awake state is set; engines report 1 for the current
+    # state. "or 0 * awake" gives the replicas that report only awake a series of zeros.
+    asleep = rng(
+        f"max by ({names.RAY_JOB_ID}, {names.REPLICA}) ({names.VLLM_SLEEP_STATE}"
+        f"{asleep_sel} > bool 0) or max by ({names.RAY_JOB_ID}, {names.REPLICA}) "
+        f"(0 * {names.VLLM_SLEEP_STATE}{awake_sel})"
+    )
+    for s in asleep:
+        key = (s.labels.get(names.RAY_JOB_ID, ""), s.labels.get(names.REPLICA, ""))
+        data.asleep[key] = _on_grid(grid, start, step, s)
+    tokens = rng(
+        f"sum by ({names.RAY_JOB_ID}) (rate({names.VLLM_GENERATION_TOKENS}{sel}[1m]))"
+        f" or sum by ({names.RAY_JOB_ID}) (rate({names.SGLANG_GENERATION_TOKENS}{sel}[1m]))"
+    )
+    for s in tokens:
+        data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(
+            grid, start, step, s
+        )
+    data.gpu_rate_window = _rate_window(prometheus)
+    _fetch_gpus(rng, data, job, data.gpu_rate_window)
+    return data
+
+
+def _rate_window(prometheus: Prometheus) -> str:
+    """``RATE_WINDOW_SCRAPES`` scrape intervals of the GPU exporters (their longest, as
+    Prometheus' targets API says now), as a PromQL duration."""
+    intervals = [
+        seconds
+        for labels, interval in prometheus.scrape_intervals()
+        if labels.get("job") == names.JOB_GPU and (seconds := duration_seconds(interval))
+    ]
+    interval = max(intervals) if intervals else DEFAULT_SCRAPE_INTERVAL
+    return f"{max(2.0, RATE_WINDOW_SCRAPES * interval):.0f}s"
+
+
+_PROM_DURATION_RE = re.compile(r"(\d{1,9})(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(text: str) -> float:
+    """Prometheus' duration ("15s", "1m30s") in seconds; 0 when it is not one."""
+    if not re.fullmatch(r"(?:\d{1,9}(?:ms|s|m|h|d|w)){1,7}", text):
+        return 0.0
+    return float(sum(int(n) * _UNIT_SECONDS[u] for n, u in _PROM_DURATION_RE.findall(text)))
+
+
+def _fetch_gpus(
+    query: Callable[[str], list[Series]], data: ReportData, job: str | None, window: str
+) -> None:
+    busy = query(f"max by (instance, gpu) (clamp_max(rate({names.GPU_BUSY_SECONDS}[{window}]), 1))")
+    if not busy:
+        data.missing.append(
+            "GPU busy time, idle GPU-hours and unused GPUs: no fsd-gpu-exporter series "
+            f"({names.GPU_BUSY_SECONDS}) in the range; is fsd-gpu-exporter running on the "
+            "nodes and listed in gpu.json?"
+        )
+        return
+    for s in busy:
+        key = (s.labels.get("instance", ""), s.labels.get("gpu", ""))
+        data.gpu_busy[key] = _on_grid(data.grid, data.start, data.step, s)
+    owner_sel = f'{{{names.RAY_JOB_ID}="{job}"}}' if job else ""
+    try:
+        owners = query(
+            f"max by (instance, gpu, role, {names.RAY_JOB_ID}, replica, state) "
+            f"({names.GPU_OWNER_INFO}{owner_sel})"
+        )
+    except PrometheusError:
+        owners = []
+    for key in data.gpu_busy:
+        data.gpu_owner[key] = np.full(data.grid.shape, "", dtype=object)
+    for s in owners:
+        key = (s.labels.get("instance", ""), s.labels.get("gpu", ""))
+        if key not in data.gpu_owner:
+            continue
+        tag = "|".join(
+            s.labels.get(label, "")
+            for label in ("role", names.RAY_JOB_ID, names.REPLICA, "state")
+        )
+        present = ~np.isnan(_on_grid(data.grid, data.start, data.step, s))
+        column = data.gpu_owner[key]
+        # Several owners of one GPU (colocated roles): the first one seen names it.
+        column[present & (column == "")] = tag
+    if job:
+        # Only the job's GPUs: a GPU this job never held is not part of its report.
+        for key in [k for k, col in data.gpu_owner.items() if not (col != "").any()]:
+            del data.gpu_owner[key]
+            del data.gpu_busy[key]

@@ -1,0 +1,93 @@
+"""A small client of Prometheus' HTTP query API (``/api/v1/query``, ``/api/v1/query_range``)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+# Prometheus refuses a range query of more than 11,000 points per series.
+MAX_POINTS = 11_000
+_MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+
+
+class PrometheusUnreachable(RuntimeError):
+    """No HTTP answer from Prometheus at all (refused, timed out, DNS)."""
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus answered, but not with a result (bad query, HTTP error, not Prometheus)."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a range query: its labels and its samples (unix seconds, value)."""
+
+    labels: dict[str, str]
+    samples: list[tuple[float, float]]
+
+
+class Prometheus:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _get(self, path: str, params: dict[str, str]) -> Any:
+        # GET: every endpoint takes it (the targets API takes nothing else).
+        request = urllib.request.Request(f"{self.url}{path}?{urllib.parse.urlencode(params)}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read(_MAX_RESPONSE_BYTES)
+        except urllib.error.HTTPError as exc:
+            detail = _error_text(exc.read(4096))
+            raise PrometheusError(f"HTTP {exc.code} from {self.url}{path}: {detail}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise PrometheusUnreachable(f"cannot reach Prometheus at {self.url}: {reason}") from exc
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise PrometheusError(f"{self.url}{path} answered no JSON: is it Prometheus?") from exc
+        if not isinstance(data, dict) or data.get("status") != "success":
+            raise PrometheusError(f"{self.url}{path}: {_error_text(body)}")
+        return data.get("data", {})
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
+        data = self._get(
+            "/api/v1/query_range",
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
+        )
+        return [
+            Series(
+                labels=dict(item.get("metric", {})),
+                samples=[(float(t), float(v)) for t, v in item.get("values", [])],
+            )
+            for item in data.get("result", [])
+        ]
+
+    def scrape_intervals(self) -> list[tuple[dict[str, str], str]]:
+        """(labels, scrape interval) of each active target (``/api/v1/targets``)."""
+        data = self._get("/api/v1/targets", {"state": "active"})
+        return [
+            (dict(t.get("labels", {})), str(t.get("scrapeInterval", "")))
+            for t in data.get("activeTargets", [])
+            if isinstance(t, dict)
+        ]
+
+    def query(self, expr: str, at: float) -> list[tuple[dict[str, str], float]]:
+        data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
+        return [
+            (dict(item.get("metric", {})), float(item["value"][1]))
+            for item in data.get("result", [])
+        ]
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        return str(data.get("error") or data)[:300]
+    except ValueError:
+        return body[:300].decode("utf-8", "replace").strip() or "(empty answer)"

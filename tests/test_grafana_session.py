@@ -1,0 +1,157 @@
+"""The dashboards kept installed in a real Ray session's Grafana dashboards directory.
+
+Ray is started as a user starts it (``ray start --head --block``, a separate process, a clean
+environment, its own --temp-dir, fixed ports from this test's range 25000-25999), and stopped by
+its PID (``--block`` makes that process stop the others). Ray's dashboard writes the session's
+Grafana provisioning; its provider file names the dashboards directory
+(ray/dashboard/modules/metrics/metrics_head.py, ``_create_default_grafana_configs``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fsd_daemon.assets.install import dashboard_files
+from fsd_daemon.grafana_session import RaySessionDashboardsKeeper, _provider_path
+from fsd_daemon.sim.launch import stop_process
+from tests.report.helpers import clean_env
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+PORTS = {
+    "--port": 25001,
+    "--dashboard-port": 25002,
+    "--ray-client-server-port": 25003,
+    "--dashboard-agent-listen-port": 25004,
+    "--dashboard-agent-grpc-port": 25005,
+    "--runtime-env-agent-port": 25006,
+    "--metrics-export-port": 25007,
+    "--node-manager-port": 25008,
+    "--object-manager-port": 25009,
+    "--min-worker-port": 25100,
+    "--max-worker-port": 25199,
+}
+
+
+class RayHead:
+    def __init__(self, temp_dir: Path) -> None:
+        self.temp_dir = temp_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        ray = Path(sys.executable).with_name("ray")
+        argv = [
+            str(ray),
+            "start",
+            "--head",
+            "--block",
+            f"--temp-dir={self.temp_dir}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            "--include-dashboard=true",
+            "--num-cpus=1",
+            "--disable-usage-stats",
+        ]
+        argv += [f"{flag}={port}" for flag, port in PORTS.items()]
+        self.log = open(self.temp_dir.parent / "ray-start.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(),
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=60)
+            self.proc = None
+            self.log.close()
+
+
+def wait_for_target(
+    keeper: RaySessionDashboardsKeeper, other_than: Path | None, head: RayHead, timeout: float = 120
+) -> Path:
+    deadline = time.monotonic() + timeout
+    while True:
+        target = keeper.target()
+        if target is not None and target != other_than:
+            return target
+        assert head.proc is not None and head.proc.poll() is None, "ray start exited"
+        assert time.monotonic() < deadline, "Ray's dashboard wrote no Grafana provisioning"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def ray_temp_dir() -> Iterator[Path]:
+    # Short: Ray's socket paths must stay under 107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="fsdg-", dir="/tmp"))
+    yield base / "ray"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def installed(directory: Path) -> dict[str, bytes]:
+    """The shipped dashboards' names found in ``directory``, with their bytes there."""
+    return {n: (directory / n).read_bytes() for n in shipped() if (directory / n).is_file()}
+
+
+def shipped() -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in dashboard_files()}
+
+
+def test_dashboards_follow_the_ray_session(ray_temp_dir: Path) -> None:
+    """Installed into the session's directory that Ray's provider reads; put back when one is
+    deleted; installed again into the new session after a Ray restart; nothing written when
+    nothing changed."""
+    keeper = RaySessionDashboardsKeeper(ray_temp_dir)
+    assert keeper.target() is None and keeper.check() is False  # no session yet
+    head = RayHead(ray_temp_dir)
+    ray_temp_dir.mkdir(parents=True)
+    head.start()
+    try:
+        first = wait_for_target(keeper, None, head)
+        session = (ray_temp_dir / "session_latest").resolve()
+        provider = session / "metrics/grafana/provisioning/dashboards/default.yml"
+        assert _provider_path(provider) == first  # what Ray's Grafana loads
+        assert keeper.check() is True
+        assert installed(first) == shipped()
+        # Ray's own dashboards stay.
+        assert any(p.name not in shipped() for p in first.glob("*.json"))
+        assert keeper.check() is False
+        victim = sorted(shipped())[0]
+        (first / victim).unlink()
+        assert keeper.check() is True
+        assert installed(first) == shipped()
+
+        head.stop()
+        head.start()
+        second = wait_for_target(keeper, first, head)
+        assert second != first
+        assert keeper.check() is True
+        assert installed(second) == shipped()
+    finally:
+        head.stop()
+
+
+def test_config_key_turns_the_keeper_on(tmp_path: Path) -> None:
+    """Off by default; ``[prometheus] ray_grafana_dashboards = true`` gives a keeper that
+    follows ``ray_temp_dir``."""
+    from fsd_daemon.config import load_config
+    from fsd_daemon.grafana_session import keeper_from_config
+
+    assert keeper_from_config(load_config(None, environ={})) is None
+    config_file = tmp_path / "fsd-daemon.toml"
+    config_file.write_text(
+        f'[prometheus]\nray_grafana_dashboards = true\nray_temp_dir = "{tmp_path}"\n'
+    )
+    keeper = keeper_from_config(load_config(str(config_file), environ={}))
+    assert keeper is not None and keeper.latest == tmp_path / "session_latest"
