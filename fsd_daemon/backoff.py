@@ -27,7 +27,7 @@ def backoff_step(failures: int, base: float, cap: float) -> float:
 
 
 def jittered(step: float, rand: Callable[[float, float], float] = random.uniform) -> float:
-    """"Equal jitter": between half the step and the step, so a restarted cluster is not
+    """ "Equal jitter": between half the step and the step, so a restarted cluster is not
     hit by every client at once, and never above the step."""
     return step / 2 + rand(0.0, step / 2)
 

@@ -25,6 +25,7 @@ from typing import Any
 from fsd_daemon.backoff import Backoff
 from fsd_daemon.config import Config, ConfigError, parse_listen
 from fsd_daemon.discovery.base import ClusterSource, Resolver
+from fsd_daemon.grafana_session import keeper_from_config
 from fsd_daemon.poll import Poll, PollResult, default_components
 from fsd_daemon.probe import RolloutMetricsProbe
 from fsd_daemon.process import handled_signals, set_log_level
@@ -86,6 +87,7 @@ class Service:
             resolver = resolver or default_resolver
         self.poll = Poll(config, source, resolver, clock=clock)
         self.keeper = PrometheusConfigKeeper(config, clock=clock)
+        self.dashboards_keeper = keeper_from_config(config)
         self.notifier = SystemdNotifier()
         self.config_path = config_path
         self._config_loader = config_loader
@@ -196,7 +198,9 @@ class Service:
             config.daemon.output_dir if config.daemon.watch_output_dir else None,
             MANAGED_FILES,
             self.config_path,
-            config.prometheus.ray_temp_dir if config.prometheus.patch_ray_config else None,
+            config.prometheus.ray_temp_dir
+            if config.prometheus.patch_ray_config or config.prometheus.ray_grafana_dashboards
+            else None,
         )
 
     # -- running -----------------------------------------------------------------------------------
@@ -321,6 +325,8 @@ class Service:
     def _keep_prometheus_config(self) -> None:
         """After every poll, watching or not."""
         again = self.keeper.check()
+        if self.dashboards_keeper is not None:
+            self.dashboards_keeper.check()  # logs its own filesystem errors, never raises
         self._keeper_again = None if again is None else self._clock() + again
 
     # -- one pass ----------------------------------------------------------------------------------
@@ -420,6 +426,7 @@ class Service:
             if server is not None:
                 log.info("self-metrics now on http://%s/metrics", new.daemon.metrics_listen)
         self.keeper = PrometheusConfigKeeper(new, clock=self._clock)
+        self.dashboards_keeper = keeper_from_config(new)
         failures = self._backoff.failures
         self._backoff = self._new_backoff(new)
         self._backoff.failures = failures

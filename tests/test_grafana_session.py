@@ -155,3 +155,38 @@ def test_config_key_turns_the_keeper_on(tmp_path: Path) -> None:
     )
     keeper = keeper_from_config(load_config(str(config_file), environ={}))
     assert keeper is not None and keeper.latest == tmp_path / "session_latest"
+
+
+def test_running_daemon_keeps_the_dashboards_in_the_ray_session(tmp_path: Path) -> None:
+    """``fsd-daemon run`` with ``ray_grafana_dashboards`` on installs the dashboards into the
+    current session's Grafana directory after its polls, and follows session_latest when it
+    moves to a new session (as after a Ray restart)."""
+    import orjson
+
+    from tests.support.clusterfile import cluster, server
+    from tests.support.harness import DaemonProcess, wait_for
+
+    ray_dir = tmp_path / "ray"
+    sessions = [ray_dir / f"session_2026-12-01_1{i}-00-00_00000{i}_1" for i in (0, 1)]
+    for session in sessions:
+        (session / "metrics" / "grafana" / "dashboards").mkdir(parents=True)
+    (ray_dir / "session_latest").symlink_to(sessions[0].name)
+    described = tmp_path / "cluster.json"
+    described.write_bytes(orjson.dumps(cluster(server(0))))
+    wanted = {p.name for p in dashboard_files()}
+
+    def installed(session: Path) -> set[str]:
+        return {p.name for p in (session / "metrics" / "grafana" / "dashboards").iterdir()}
+
+    settings = {
+        "daemon.poll_interval_seconds": 0.5,
+        "prometheus.ray_grafana_dashboards": "true",
+        "prometheus.ray_temp_dir": str(ray_dir),
+    }
+    with DaemonProcess(f"file:{described}", tmp_path / "out", **settings):
+        wait_for(lambda: wanted <= installed(sessions[0]), timeout=20)
+        assert not installed(sessions[1])
+        link = ray_dir / "session_latest.new"
+        link.symlink_to(sessions[1].name)
+        link.replace(ray_dir / "session_latest")
+        wait_for(lambda: wanted <= installed(sessions[1]), timeout=20)

@@ -374,7 +374,8 @@ def long_tail_cause_panels(y: int) -> list[Any]:
                     "{{ray_job_id}} {{role}} {{replica}} preempted",
                 ),
                 q(
-                    f"sum by ({BY_REPLICA}) (rate({names.SGLANG_RETRACTED_REQUESTS}{{{ROLLOUT}}}{rate}))",
+                    f"sum by ({BY_REPLICA}) "
+                    f"(rate({names.SGLANG_RETRACTED_REQUESTS}{{{ROLLOUT}}}{rate}))",
                     "{{ray_job_id}} {{role}} {{replica}} retracted",
                 ),
             ],

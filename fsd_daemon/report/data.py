@@ -82,7 +82,8 @@ def fetch(
         return prometheus.query_range(expr, start, end, step)
 
     running = rng(
-        f"sum by ({by}) ({names.VLLM_REQUESTS_RUNNING}{sel}) or sum by ({by}) ({names.SGLANG_REQUESTS_RUNNING}{sel})"
+        f"sum by ({by}) ({names.VLLM_REQUESTS_RUNNING}{sel})"
+        f" or sum by ({by}) ({names.SGLANG_REQUESTS_RUNNING}{sel})"
     )
     for s in running:
         key = (s.labels.get(names.RAY_JOB_ID, ""), s.labels.get(names.REPLICA, ""))
@@ -111,9 +112,7 @@ def fetch(
         f" or sum by ({names.RAY_JOB_ID}) (rate({names.SGLANG_GENERATION_TOKENS}{sel}[1m]))"
     )
     for s in tokens:
-        data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(
-            grid, start, step, s
-        )
+        data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(grid, start, step, s)
     data.gpu_rate_window = _rate_window(prometheus)
     _fetch_gpus(rng, data, job, data.gpu_rate_window)
     return data
@@ -171,8 +170,7 @@ def _fetch_gpus(
         if key not in data.gpu_owner:
             continue
         tag = "|".join(
-            s.labels.get(label, "")
-            for label in ("role", names.RAY_JOB_ID, names.REPLICA, "state")
+            s.labels.get(label, "") for label in ("role", names.RAY_JOB_ID, names.REPLICA, "state")
         )
         present = ~np.isnan(_on_grid(data.grid, data.start, data.step, s))
         column = data.gpu_owner[key]
