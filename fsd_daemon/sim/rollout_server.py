@@ -204,6 +204,7 @@ class _SimulatedServerBase:
         self._hang_address = hang_address
         self._engine = SimulatedEngine(self.ENGINE, model, LoadModel(**(load or {})), seed)
         self._port: int | None = None
+        self._host = "127.0.0.1"
         self._legacy_address = legacy_address
         # verl creates the actor, then launches HTTP: until then get_server_address() fails.
         self._launch = threading.Timer(launch_delay, self._launch_server)
@@ -211,7 +212,12 @@ class _SimulatedServerBase:
         self._launch.start()
 
     def _launch_server(self) -> None:
-        server, _thread = start_http_server(0, addr="127.0.0.1", registry=self._engine.registry)
+        import ray
+
+        # Serve on, and answer with, the node's own address: a server on another node must be
+        # reachable from the head (127.0.0.1 on a one-machine cluster started with that IP).
+        self._host = ray.util.get_node_ip_address()
+        server, _thread = start_http_server(0, addr=self._host, registry=self._engine.registry)
         self._port = int(server.server_port)
         self._engine.start()
 
@@ -222,8 +228,8 @@ class _SimulatedServerBase:
             threading.Event().wait()
         assert self._port is not None, "http server is not launched, port is None"
         if self._legacy_address:
-            return f"127.0.0.1:{self._port}"  # verl <= 0.5 returned "ip:port"
-        return ("127.0.0.1", self._port)
+            return f"{self._host}:{self._port}"  # verl <= 0.5 returned "ip:port"
+        return (self._host, self._port)
 
     def pid(self) -> int:
         import os
