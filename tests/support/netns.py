@@ -10,6 +10,7 @@ nothing outlives the test even when Ray's own children were re-parented or the t
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import os
 import shutil
@@ -97,10 +98,8 @@ class Namespace:
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             pids = self.pids()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + wait
             while self.pids() and time.monotonic() < deadline:
                 time.sleep(0.1)
