@@ -4,7 +4,7 @@ The way users run it: ``ray start --head`` on the head, ``ray start --address=HE
 worker (separate processes, each with its own node address and temp dir); a verl-like job
 (a separate driver on the head) with replica 0 spanning both nodes (node rank 0 on the head,
 node rank 1 headless on the worker) and replica 1 wholly on the worker; fsd-daemon on the head
-with a clean environment; an fsd-gpu-exporter per node, listening on the node's address; a
+with a clean environment; an fsd-gpu-exporter per node, with its default listener; a
 real Prometheus on the head scraping everything over the veth. Then the worker's raylet is
 killed: its servers and node targets leave after the grace period, the head's stay unchanged.
 
@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.prometheus]
 BIN = Path(sys.executable).parent
 GCS_PORT = 26379  # the namespaces are ours: fixed ports cannot collide with anyone's
 DASHBOARD_PORT = 26265
-EXPORTER_PORT = 9847  # the default that gpu.json names
+EXPORTER_PORT = 9847  # the default: the exporter listens on it, gpu.json names it
 PROMETHEUS_PORT = 26090
 GRACE_SECONDS = 6.0
 
@@ -238,15 +238,12 @@ def test_two_nodes_discovery_scrape_and_worker_death(
 
     wait_for(both_alive, 60, 0.5)
 
+    # Each exporter with its default listener: Prometheus must reach it at the <node_ip>:port
+    # that the daemon writes into gpu.json (a loopback default would leave every GPU target
+    # down, even the head's).
     for ns in (head_ns, worker_ns):
         ns.start(
-            [
-                str(BIN / "fsd-gpu-exporter"),
-                "--simulate",
-                "2",
-                "--listen",
-                f"{ns.address}:{EXPORTER_PORT}",
-            ],
+            [str(BIN / "fsd-gpu-exporter"), "--simulate", "2"],
             tmp_path / f"{ns.name}-exporter.log",
             env,
         )

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="address to serve /metrics and /healthz on (exporter.listen; default 127.0.0.1:9847)",
+        help="address to serve /metrics and /healthz on (exporter.listen; default 0.0.0.0:9847, every address: Prometheus scrapes <node_ip>:9847)",
     )
     p.add_argument(
         "--config",
