@@ -18,27 +18,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tests.support.daemonproc import read_groups, wait_for
 from tests.support.netns import Namespace, NetnsPair, can_create_namespaces
+from tests.support.raynodes import BIN, auth_env, base_env, get_in, short_tmp, start_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.prometheus]
 
-BIN = Path(sys.executable).parent
 GCS_PORT = 26379  # the namespaces are ours: fixed ports cannot collide with anyone's
 DASHBOARD_PORT = 26265
 EXPORTER_PORT = 9847  # the default: the exporter listens on it, gpu.json names it
@@ -46,89 +40,9 @@ PROMETHEUS_PORT = 26090
 GRACE_SECONDS = 6.0
 
 
-@dataclass
-class RayNode:
-    ns: Namespace
-    proc: subprocess.Popen[bytes]  # `ray start --block`: its children are the node
-
-    def raylet(self) -> psutil.Process | None:
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return None
-        return next((c for c in children if c.name() == "raylet"), None)
-
-    def node_id(self) -> str | None:
-        raylet = self.raylet()
-        if raylet is None:
-            return None
-        for arg in raylet.cmdline():
-            if arg.startswith("--node_id="):
-                return arg.partition("=")[2]
-        return None
-
-
-def _base_env(home: Path, tmp: Path) -> dict[str, str]:
-    """What a login shell would give: PATH with the venv first, HOME, nothing of Ray's."""
-    return {
-        "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "TMPDIR": str(tmp),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-
-
-def _auth_env(home: Path) -> dict[str, str]:
-    # Explicit until the daemon loads the token on its own (issue #9 item 1, ray engineer).
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(home / ".ray" / "auth_token")}
-
-
-def _start_ray(
-    ns: Namespace, env: dict[str, str], tmp: Path, temp_dir: Path, *args: str
-) -> RayNode:
-    temp_dir.mkdir()
-    proc = ns.start(
-        [
-            str(BIN / "ray"),
-            "start",
-            f"--node-ip-address={ns.address}",
-            f"--temp-dir={temp_dir}",
-            "--num-cpus=2",
-            "--num-gpus=0",
-            "--block",
-            *args,
-        ],
-        tmp / f"{ns.name}-ray.log",
-        {**env, "RAY_TMPDIR": str(temp_dir)},
-    )
-    node = RayNode(ns, proc)
-
-    def started() -> bool:
-        if proc.poll() is not None:
-            log = (tmp / f"{ns.name}-ray.log").read_text(errors="replace")
-            pytest.fail(f"ray start exited {proc.returncode} in {ns.name}: {log[-2000:]}")
-        return node.node_id() is not None
-
-    wait_for(started, 90, 0.5)
-    return node
-
-
-def _get(ns: Namespace, url: str, timeout: float = 5.0, token: str = "") -> bytes:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def fetch() -> bytes:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=timeout
-        ) as resp:
-            return bytes(resp.read())
-
-    return ns.call(fetch, timeout=timeout + 5)
-
-
 def _active_targets(ns: Namespace, prometheus: str) -> list[dict[str, Any]]:
     try:
-        body = _get(ns, f"{prometheus}/api/v1/targets?state=active")
+        body = get_in(ns, f"{prometheus}/api/v1/targets?state=active")
     except OSError:
         return []
     return list(json.loads(body)["data"]["activeTargets"])
@@ -161,17 +75,6 @@ def _prometheus_config(out: Path, tmp: Path) -> Path:
 
 
 @pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """Ray's socket paths (under its temp dir) must stay under 108 bytes: pytest's tmp_path
-    is too deep."""
-    path = Path(tempfile.mkdtemp(prefix="fsd2n-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def netns() -> Iterator[NetnsPair]:
     why = can_create_namespaces()
     if why is not None:
@@ -182,17 +85,22 @@ def netns() -> Iterator[NetnsPair]:
 
 
 def test_two_nodes_discovery_scrape_and_worker_death(
-    netns: NetnsPair, tmp_path: Path, short_tmp: Path, prometheus_bin: str
+    netns: NetnsPair, tmp_path: Path, prometheus_bin: str
 ) -> None:
     """Every serving address is found with its node's ip and id, gpu.json and ray.json list
     both nodes, Prometheus on the head scrapes both exporters over the veth; after the
     worker's raylet is killed, the worker's servers and node targets leave once the grace
     period has passed, and the head's targets stay as they were."""
+    with short_tmp() as ray_tmp:
+        _run_two_nodes(netns, tmp_path, ray_tmp, prometheus_bin)
+
+
+def _run_two_nodes(netns: NetnsPair, tmp_path: Path, short_tmp: Path, prometheus_bin: str) -> None:
     head_ns, worker_ns = netns.head, netns.worker
     home = tmp_path / "home"
     home.mkdir()
     out = tmp_path / "targets"
-    env = _base_env(home, tmp_path)
+    env = base_env(home, tmp_path)
     subprocess.run(
         [str(BIN / "ray"), "get-auth-token", "--generate"],
         env=env,
@@ -208,7 +116,7 @@ def test_two_nodes_discovery_scrape_and_worker_death(
         "RAY_health_check_timeout_ms": "1000",
         "RAY_health_check_failure_threshold": "3",
     }
-    head = _start_ray(
+    head = start_ray(
         head_ns,
         {**env, **fast_death},
         tmp_path,
@@ -221,7 +129,7 @@ def test_two_nodes_discovery_scrape_and_worker_death(
     gcs = f"{head_ns.address}:{GCS_PORT}"
     # Ray's CLI turns token mode on by itself only for `ray start --head`; a joining node is
     # told so, as Ray's token-auth guide says for every node of a remote cluster.
-    worker = _start_ray(
+    worker = start_ray(
         worker_ns, {**env, "RAY_AUTH_MODE": "token"}, tmp_path, short_tmp / "w", f"--address={gcs}"
     )
     head_id, worker_id = head.node_id(), worker.node_id()
@@ -231,7 +139,7 @@ def test_two_nodes_discovery_scrape_and_worker_death(
     def both_alive() -> bool:
         url = f"http://{head_ns.address}:{DASHBOARD_PORT}/api/v0/nodes?limit=10"
         try:
-            rows = json.loads(_get(head_ns, url, token=token))["data"]["result"]["result"]
+            rows = json.loads(get_in(head_ns, url, token=token))["data"]["result"]["result"]
         except (OSError, KeyError, ValueError):
             return False
         return {r["node_id"] for r in rows if r["state"] == "ALIVE"} == {head_id, worker_id}
@@ -271,7 +179,7 @@ def test_two_nodes_discovery_scrape_and_worker_death(
             ",".join(f"{k}={v}" for k, v in placement.items()),
         ],
         tmp_path / "job.log",
-        {**env, **_auth_env(home)},
+        {**env, **auth_env(home)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -295,7 +203,7 @@ def test_two_nodes_discovery_scrape_and_worker_death(
         tmp_path / "daemon.log",
         {
             **env,
-            **_auth_env(home),
+            **auth_env(home),
             "FSD_DAEMON_POLL_INTERVAL_SECONDS": "1",
             "FSD_DAEMON_GRACE_PERIOD_SECONDS": str(GRACE_SECONDS),
         },
