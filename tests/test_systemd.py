@@ -36,7 +36,9 @@ UNITS = [DAEMON_UNIT, EXPORTER_UNIT]
 COMMON_HARDENING = {
     "NoNewPrivileges": "yes",
     "ProtectSystem": "strict",
-    "ProtectHome": "yes",
+    # Not "yes": Python itself often lives under a home (pyenv, conda, the rayproject images'
+    # /home/ray/anaconda3), and a hidden interpreter cannot even start (systemd/README.md).
+    "ProtectHome": "read-only",
     "ProtectKernelTunables": "yes",
     "ProtectKernelModules": "yes",
     "ProtectKernelLogs": "yes",
@@ -269,9 +271,12 @@ def unit_environment(unit: Path) -> dict[str, str]:
     return env
 
 
-def hardened(argv: list[str], *, writable: list[Path], home: str = "yes") -> list[str]:
+def hardened(unit: Path, argv: list[str], *, writable: list[Path]) -> list[str]:
     """``argv`` under the unit's file-system view: everything read-only (ProtectSystem=strict),
-    homes hidden (ProtectHome=), only ``writable`` writable (ReadWritePaths=)."""
+    homes as the unit's ProtectHome= makes them, only ``writable`` writable (ReadWritePaths=)."""
+    svc = service(unit)
+    assert one(svc, "ProtectSystem") == "strict"
+    home = one(svc, "ProtectHome")
     return [
         "unshare",
         "-m",
@@ -326,11 +331,15 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[Namespace, str, Path]]:
 def test_daemon_under_the_units_hardening_finds_the_servers(
     ray_head: tuple[Namespace, str, Path], tmp_path: Path
 ) -> None:
-    """fsd-daemon as the unit runs it: read-only /, /tmp and /usr, hidden /home and /root,
+    """fsd-daemon as the unit runs it: read-only /, /tmp and /usr, homes as ProtectHome= says,
     only its state directory writable, the unit's Environment=, a clean environment otherwise
-    and the token copied out of the (hidden) home as the env file says. The rollout server is
-    written to rollout.json and /healthz says ok. (Before the bridge had a temp dir of its own,
-    Ray's driver failed with EROFS and rollout.json stayed empty while /healthz said ok.)"""
+    and the token copied out of the home as the env file says. The rollout server is written
+    to rollout.json and /healthz says ok.
+
+    What it caught: with ProtectHome=yes an interpreter under a home (pyenv here, conda, the
+    rayproject images) cannot even start. On Ray 2.44..2.53 the Ray driver also creates its
+    temp dir under the read-only /tmp (EROFS, issue #9 item 3): the Ray-marked CI run against
+    the oldest supported Ray covers that; Ray 2.60 no longer writes there."""
     ns, gcs, home = ray_head
     state = tmp_path / "state"  # stands for /var/lib/fsd-daemon
     out = state / "targets"
@@ -355,7 +364,9 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
     }
     log = tmp_path / "daemon.log"
     daemon = ns.start(
-        hardened([str(BIN / "fsd-daemon"), "run", "--no-watch"], writable=[state]), log, env
+        hardened(DAEMON_UNIT, [str(BIN / "fsd-daemon"), "run", "--no-watch"], writable=[state]),
+        log,
+        env,
     )
 
     def found() -> bool:
@@ -386,7 +397,9 @@ def test_exporter_under_the_units_hardening_serves(
     }
     log = tmp_path / "exporter.log"
     proc = ns.start(
-        hardened([str(BIN / "fsd-gpu-exporter"), "--simulate", "2"], writable=[]), log, env
+        hardened(EXPORTER_UNIT, [str(BIN / "fsd-gpu-exporter"), "--simulate", "2"], writable=[]),
+        log,
+        env,
     )
 
     def serving() -> bool:
