@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="address to serve /metrics and /healthz on (exporter.listen; default 0.0.0.0:9847, every address: Prometheus scrapes <node_ip>:9847)",
+        help="address to serve /metrics and /healthz on (exporter.listen; default 0.0.0.0:9847: "
+        "Prometheus scrapes <node_ip>:9847, as gpu.json says)",
     )
     p.add_argument(
         "--config",

@@ -415,7 +415,7 @@ def test_tracker_keeps_last_known_holders_while_the_process_call_fails(fake_ray:
 
 def test_proc_stat_table_reads_parent_and_name_even_with_odd_names(fake_ray: FakeRay) -> None:
     """The lean /proc reader agrees with the kernel on ppid and comm, parentheses included."""
-    from fsd_daemon.gpu.ownership import _proc_stat_table
+    from fsd_daemon.gpu.proctable import ProcessTable
 
     odd = fake_ray._spawn(
         [
@@ -430,7 +430,7 @@ def test_proc_stat_table_reads_parent_and_name_even_with_odd_names(fake_ray: Fak
         stdout=subprocess.PIPE,
     )
     assert odd.stdout is not None and odd.stdout.readline().strip() == "1"
-    table = _proc_stat_table("/proc")
+    table = ProcessTable("/proc").read()
     assert table[os.getpid()].ppid == os.getppid()
     assert table[odd.pid].ppid == os.getpid()
     assert table[odd.pid].name == "ray::a) (b c"
