@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from fsd_daemon.discovery.recognise import Recogniser
 from fsd_daemon.gpu.proctable import Proc, ProcessTable, read_cmdline
 from fsd_daemon.gpu.raylookup import ActorKey, ActorNameResolver, raylet_info, title_class
 from fsd_daemon.gpu.sampler import Snapshot
+from fsd_daemon.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
@@ -203,39 +203,27 @@ class OwnershipTracker:
         # the walk up from the holder and again by the reservation scan, read once.
         self._scanned: dict[int, _Actor | None] = {}
         self.ownership = Ownership()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = PeriodicWorker("gpu-ownership", self._tick, interval)
 
     # -- thread -------------------------------------------------------------------------------
 
     def start(self) -> OwnershipTracker:
         if self.resolver is not None:
             self.resolver.start()
-        self._thread = threading.Thread(target=self._run, name="gpu-ownership", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
         if self.resolver is not None:
             self.resolver.stop(timeout)
 
     def wake(self) -> None:
         """Refresh now (names arrived), not at the next interval."""
-        self._wake.set()
+        self._worker.wake()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.refresh()
-            except Exception:  # a bug must not end ownership for the process lifetime
-                log.exception("gpu ownership refresh failed")
-            self._wake.wait(self.interval)
-            self._wake.clear()
+    def _tick(self) -> None:
+        self.refresh()
 
     # -- one refresh --------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ matters: new and gone processes, Ray workers retitled, re-parented processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,6 +51,14 @@ def spawned() -> Iterator[list[subprocess.Popen[str]]]:
         if p.poll() is None:
             p.kill()
         p.wait(timeout=10)
+    for pid in _grandchildren:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _grandchildren.clear()
+
+
+# Children of the named processes, stopped by PID too (a killed parent leaves them behind).
+_grandchildren: list[int] = []
 
 
 def start_named(
@@ -63,7 +72,10 @@ def start_named(
     )
     procs.append(p)
     assert p.stdout is not None
-    return p, int(p.stdout.readline())
+    pid = int(p.stdout.readline())
+    if pid != p.pid:
+        _grandchildren.append(pid)
+    return p, pid
 
 
 def test_steady_reads_skip_unchanged_processes(spawned: list[subprocess.Popen[str]]) -> None:
@@ -112,4 +124,5 @@ def test_a_reparented_process_is_read_again(spawned: list[subprocess.Popen[str]]
     try:
         wait_for(lambda: table.read()[child_pid].ppid != parent.pid, 10, 0.1)
     finally:
-        os.kill(child_pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child_pid, signal.SIGKILL)
