@@ -12,10 +12,11 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
@@ -291,8 +292,16 @@ def hardened(unit: Path, argv: list[str], *, writable: list[Path]) -> list[str]:
     ]
 
 
+@dataclass
+class RayHead:
+    ns: Namespace
+    gcs: str
+    home: Path  # HOME of the user who started Ray (its token is in .ray/auth_token)
+    temp_dir: Path  # Ray's --temp-dir
+
+
 @pytest.fixture
-def ray_head(tmp_path: Path) -> Iterator[tuple[Namespace, str, Path]]:
+def ray_head(tmp_path: Path) -> Iterator[RayHead]:
     """A Ray head started as users start it (``ray start --head``, token auth on), in a network
     namespace of the test's own (its ports are private), with one verl-like job serving."""
     why = can_create_namespaces()
@@ -312,7 +321,8 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[Namespace, str, Path]]:
         short_tmp() as ray_tmp,
     ):
         ns = pair.head
-        start_ray(ns, env, tmp_path, ray_tmp / "h", "--head", "--port=26379",
+        temp_dir = ray_tmp / "h"
+        start_ray(ns, env, tmp_path, temp_dir, "--head", "--port=26379",
                   f"--dashboard-host={ns.address}", "--dashboard-port=26265")  # fmt: skip
         gcs = f"{ns.address}:26379"
         job = ns.start(
@@ -325,11 +335,11 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[Namespace, str, Path]]:
         assert job.stdout is not None
         line = job.stdout.readline()
         assert line, (tmp_path / "job.log").read_text()
-        yield ns, gcs, home
+        yield RayHead(ns, gcs, home, temp_dir)
 
 
 def test_daemon_under_the_units_hardening_finds_the_servers(
-    ray_head: tuple[Namespace, str, Path], tmp_path: Path
+    ray_head: RayHead, tmp_path: Path
 ) -> None:
     """fsd-daemon as the unit runs it: read-only /, /tmp and /usr, homes as ProtectHome= says,
     only its state directory writable, the unit's Environment=, a clean environment otherwise
@@ -340,7 +350,7 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
     rayproject images) cannot even start. On Ray 2.44..2.53 the Ray driver also creates its
     temp dir under the read-only /tmp (EROFS, issue #9 item 3): the Ray-marked CI run against
     the oldest supported Ray covers that; Ray 2.60 no longer writes there."""
-    ns, gcs, home = ray_head
+    ns, gcs, home = ray_head.ns, ray_head.gcs, ray_head.home
     state = tmp_path / "state"  # stands for /var/lib/fsd-daemon
     out = state / "targets"
     state.mkdir()
@@ -384,12 +394,10 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
     assert health["status"] == "ok", health
 
 
-def test_exporter_under_the_units_hardening_serves(
-    ray_head: tuple[Namespace, str, Path], tmp_path: Path
-) -> None:
+def test_exporter_under_the_units_hardening_serves(ray_head: RayHead, tmp_path: Path) -> None:
     """fsd-gpu-exporter as its unit runs it (nothing writable, homes hidden, the unit's
     Environment=): it serves /metrics with its simulated GPUs on its default listener."""
-    ns, _, _ = ray_head
+    ns = ray_head.ns
     env = {
         "PATH": f"{BIN}:/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -411,3 +419,15 @@ def test_exporter_under_the_units_hardening_serves(
         return b"fsd_gpu_nvml_up 1.0" in body
 
     wait_for(serving, 60, 0.5)
+
+
+def test_rays_sockets_admit_only_rays_user(ray_head: RayHead) -> None:
+    """Why the daemon must run as Ray's user (systemd/README.md, "Which user"): its Ray driver
+    connects to the raylet and the object store through Unix sockets that Ray creates 0755
+    for the user that started it, and connect(2) needs write permission. If a Ray release makes
+    them group- or world-writable, this fails and the README's advice can be relaxed."""
+    sockets = ray_head.temp_dir / "session_latest" / "sockets"
+    for name in ("raylet", "plasma_store"):
+        mode = (sockets / name).stat().st_mode
+        assert stat.S_ISSOCK(mode), name
+        assert stat.S_IMODE(mode) & 0o022 == 0, (name, oct(stat.S_IMODE(mode)))
