@@ -316,9 +316,10 @@ def ray_head(tmp_path: Path) -> Iterator[RayHead]:
         [str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True,
         capture_output=True, timeout=60,
     )  # fmt: skip
+    # Ray's processes (in the namespaces) are stopped before its temp dir is removed.
     with (
-        NetnsPair(f"s{os.getpid() % 100000}", subnet=os.getpid() % 250 + 1) as pair,
         short_tmp() as ray_tmp,
+        NetnsPair(f"s{os.getpid() % 100000}", subnet=os.getpid() % 250 + 1) as pair,
     ):
         ns = pair.head
         temp_dir = ray_tmp / "h"

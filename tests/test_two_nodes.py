@@ -75,7 +75,15 @@ def _prometheus_config(out: Path, tmp: Path) -> Path:
 
 
 @pytest.fixture
-def netns() -> Iterator[NetnsPair]:
+def ray_tmp() -> Iterator[Path]:
+    with short_tmp() as path:
+        yield path
+
+
+@pytest.fixture
+def netns(ray_tmp: Path) -> Iterator[NetnsPair]:
+    """Torn down before ``ray_tmp`` (it depends on it): Ray's processes are stopped before
+    their temp dir is removed."""
     why = can_create_namespaces()
     if why is not None:
         pytest.skip(why)
@@ -85,17 +93,12 @@ def netns() -> Iterator[NetnsPair]:
 
 
 def test_two_nodes_discovery_scrape_and_worker_death(
-    netns: NetnsPair, tmp_path: Path, prometheus_bin: str
+    netns: NetnsPair, ray_tmp: Path, tmp_path: Path, prometheus_bin: str
 ) -> None:
     """Every serving address is found with its node's ip and id, gpu.json and ray.json list
     both nodes, Prometheus on the head scrapes both exporters over the veth; after the
     worker's raylet is killed, the worker's servers and node targets leave once the grace
     period has passed, and the head's targets stay as they were."""
-    with short_tmp() as ray_tmp:
-        _run_two_nodes(netns, tmp_path, ray_tmp, prometheus_bin)
-
-
-def _run_two_nodes(netns: NetnsPair, tmp_path: Path, short_tmp: Path, prometheus_bin: str) -> None:
     head_ns, worker_ns = netns.head, netns.worker
     home = tmp_path / "home"
     home.mkdir()
@@ -120,7 +123,7 @@ def _run_two_nodes(netns: NetnsPair, tmp_path: Path, short_tmp: Path, prometheus
         head_ns,
         {**env, **fast_death},
         tmp_path,
-        short_tmp / "h",
+        ray_tmp / "h",
         "--head",
         f"--port={GCS_PORT}",
         f"--dashboard-host={head_ns.address}",
@@ -130,7 +133,7 @@ def _run_two_nodes(netns: NetnsPair, tmp_path: Path, short_tmp: Path, prometheus
     # Ray's CLI turns token mode on by itself only for `ray start --head`; a joining node is
     # told so, as Ray's token-auth guide says for every node of a remote cluster.
     worker = start_ray(
-        worker_ns, {**env, "RAY_AUTH_MODE": "token"}, tmp_path, short_tmp / "w", f"--address={gcs}"
+        worker_ns, {**env, "RAY_AUTH_MODE": "token"}, tmp_path, ray_tmp / "w", f"--address={gcs}"
     )
     head_id, worker_id = head.node_id(), worker.node_id()
     assert head_id and worker_id and head_id != worker_id
