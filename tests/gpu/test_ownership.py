@@ -8,6 +8,7 @@ real /proc entries in a fraction of a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -219,6 +220,8 @@ class FakeRay:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
+        # The actors' worker children: a SIGKILLed actor leaves its worker behind.
+        self.worker_pids: list[int] = []
         self.raylet = self._spawn(
             [
                 "/opt/ray/core/src/ray/raylet/raylet",
@@ -255,9 +258,15 @@ class FakeRay:
             stdout=subprocess.PIPE,
         )
         assert proc.stdout is not None
-        return FakeActor(proc, int(proc.stdout.readline()))
+        worker_pid = int(proc.stdout.readline())
+        if worker_pid:
+            self.worker_pids.append(worker_pid)
+        return FakeActor(proc, worker_pid)
 
     def close(self) -> None:
+        for pid in self.worker_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
