@@ -1,17 +1,26 @@
-"""What fsd-gpu-exporter costs: scrape latency over HTTP, the sampler's CPU share, RSS.
+"""What fsd-gpu-exporter costs: scrape latency over HTTP, the sampler's CPU share, RSS, and the
+ownership scan on a node with thousands of processes.
 
-Starts ``fsd-gpu-exporter --simulate N`` (8 GPUs, the default 1 s sampling) as a process of its
-own, lets it sample undisturbed for ``--idle-seconds`` (its CPU use then is the background
-sampler and the ownership scan: nothing else runs in it), then scrapes /metrics ``--scrapes``
-times over HTTP and reports latency percentiles, CPU and RSS. The peer figures printed next to
-ours are quoted from public reports (../shared/FACTS.md), not measured here.
+Starts ``--processes`` extra sleeping processes (a busy training node has thousands), then
+``fsd-gpu-exporter --simulate N`` (8 GPUs, the default 1 s sampling) as a process of its own,
+lets it sample undisturbed for ``--idle-seconds`` (its CPU use then is the background sampler
+and the ownership scan every 5 s: nothing else runs in it), then scrapes /metrics ``--scrapes``
+times over HTTP and reports latency percentiles, CPU and RSS.
 
-    python bench/exporter_cost.py [--gpus 8] [--idle-seconds 30] [--scrapes 300]
+The ownership scan is also measured in this process, side by side on the same process table:
+the full scan (every ``/proc/<pid>/stat`` read, as before the incremental table) against the
+incremental one (``fsd_daemon.gpu.proctable.ProcessTable``, warm). The peer figures printed at
+the end are quoted from public reports (../shared/FACTS.md), not measured here.
+
+    python bench/exporter_cost.py [--gpus 8] [--processes 2000] [--idle-seconds 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,9 +28,77 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from _common import http_get, machine, parse_metrics, percentile, start_exporter, stop_pid, table
 
+from fsd_daemon.config import load_config
+from fsd_daemon.gpu.ownership import OwnershipTracker
+from fsd_daemon.gpu.proctable import ProcessTable
+from fsd_daemon.gpu.sampler import Sampler
+from fsd_daemon.gpu.simulated import SimulatedNvml
 from tests.support.harness import wait_for
+
+# Forks N children that sleep until killed, prints their pids, and waits for stdin to close.
+_SLEEPERS = """
+import os, signal, sys
+pids = []
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    pids.append(pid)
+print(" ".join(map(str, pids)), flush=True)
+sys.stdin.read()
+"""
+
+
+def start_sleepers(count: int) -> tuple[subprocess.Popen[str], list[int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLEEPERS, str(count)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, [int(p) for p in proc.stdout.readline().split()]
+
+
+def stop_sleepers(proc: subprocess.Popen[str], pids: list[int]) -> None:
+    """Every sleeper by its PID, then their parent (which reaps them)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+def scan_costs(repeats: int = 5) -> dict[str, float]:
+    """CPU ms of one ownership refresh (8 simulated GPUs), full process-table read vs warm
+    incremental table, on this machine's process table as it is now."""
+    config = load_config(None, environ={})
+    sampler = Sampler(SimulatedNvml(8))
+    sampler.sample_once()
+    tracker = OwnershipTracker(
+        lambda: sampler.snapshot, roles=config.gpu_roles, patterns=config.patterns
+    )
+    tracker.refresh()  # warm: every process read once
+    incremental = []
+    for _ in range(repeats):
+        started = time.process_time()
+        tracker.refresh()
+        incremental.append(time.process_time() - started)
+    full = []
+    for _ in range(repeats):
+        started = time.process_time()
+        ProcessTable().read()  # a cold table reads every /proc/<pid>/stat, as before
+        full.append(time.process_time() - started)
+    return {
+        "processes": float(len(ProcessTable().read())),
+        "full_ms": percentile(full, 50) * 1000,
+        "incremental_ms": percentile(incremental, 50) * 1000,
+    }
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -36,11 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scrapes", type=int, default=300)
     p.add_argument("--scrape-gap", type=float, default=0.05, help="seconds between scrapes")
     p.add_argument("--sample-interval", type=float, default=1.0)
+    p.add_argument("--processes", type=int, default=2000, help="extra sleeping processes")
     args = p.parse_args(argv)
 
-    proc, url, command = start_exporter(
-        "--simulate", str(args.gpus), sample_interval=args.sample_interval
-    )
+    sleepers, sleeper_pids = start_sleepers(args.processes)
+    try:
+        scan = scan_costs()
+        proc, url, command = start_exporter(
+            "--simulate", str(args.gpus), sample_interval=args.sample_interval
+        )
+    except BaseException:
+        stop_sleepers(sleepers, sleeper_pids)
+        raise
     try:
         ps = psutil.Process(proc.pid)
         wait_for(lambda: _get_ok(url), timeout=60, step=0.1)
@@ -65,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = parse_metrics(body.decode())
     finally:
         stop_pid(proc)
+        stop_sleepers(sleepers, sleeper_pids)
 
     sample_ms = metrics.get("fsd_gpu_sample_duration_seconds", float("nan")) * 1000
     scan_ms = metrics.get("fsd_gpu_ownership_refresh_duration_seconds", float("nan")) * 1000
@@ -75,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{args.gpus} simulated GPUs, sampling every {args.sample_interval:g} s, ownership scan "
-        f"every 5 s; {args.scrapes} scrapes of {size:,} bytes, "
+        f"every 5 s, {scan['processes']:,.0f} processes on the machine ({args.processes:,} of "
+        f"them sleepers); {args.scrapes} scrapes of {size:,} bytes, "
         f"{args.scrape_gap * 1000:.0f} ms apart"
     )
     print()
@@ -89,8 +175,24 @@ def main(argv: list[str] | None = None) -> int:
                 ["CPU per scrape (ms)", scrape_cpu_ms],
                 ["background CPU share, no scrapes (% of one core)", idle_share * 100],
                 ["one sampling pass, 8 GPUs (ms, last)", sample_ms],
-                ["one ownership scan (ms, last)", scan_ms],
+                ["one ownership scan (ms, last, wall)", scan_ms],
                 ["RSS (MB)", rss / 1e6],
+            ],
+        )
+    )
+    print()
+    print("Ownership scan, measured side by side in this process (CPU ms per scan, median of 5):")
+    print(
+        table(
+            ["scan", "CPU ms per scan", "share of a core at 5 s"],
+            [
+                ["full /proc read (before)", scan["full_ms"], f"{scan['full_ms'] / 50:.3f}%"],
+                [
+                    "incremental ProcessTable (now)",
+                    scan["incremental_ms"],
+                    f"{scan['incremental_ms'] / 50:.3f}%",
+                ],
+                ["ratio full / incremental", scan["full_ms"] / scan["incremental_ms"], ""],
             ],
         )
     )

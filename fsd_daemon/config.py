@@ -110,7 +110,7 @@ class TargetsSection:
 
 @dataclass(frozen=True)
 class ExporterSection:
-    listen: str = f"127.0.0.1:{DEFAULT_GPU_EXPORTER_PORT}"
+    listen: str = f"0.0.0.0:{DEFAULT_GPU_EXPORTER_PORT}"  # gpu.json names <node_ip>:port
     sample_interval_seconds: float = 1.0
     ownership_interval_seconds: float = 5.0
     nvml_retry_seconds: float = 30.0

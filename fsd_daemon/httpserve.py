@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -21,12 +23,19 @@ log = logging.getLogger(__name__)
 
 # (healthy, details) -> 200 or 503 with the details as JSON.
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+# The request's Authorization header (None if absent) -> allowed; otherwise 401 on every path.
+Authenticate = Callable[[str | None], bool]
 StartResponse = Callable[..., Any]
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that fails the TLS handshake or hangs up is its own problem: one debug
+        # line, not a traceback on stderr.
+        log.debug("http: request from %s failed: %r", client_address, sys.exc_info()[1])
 
 
 class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
@@ -46,16 +55,28 @@ def _server_class(host: str, port: int) -> type[_ThreadingWSGIServer]:
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # A client that connects and sends nothing (or never finishes a TLS handshake) frees its
+    # thread after this many seconds.
+    timeout = 30
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
 
 def build_app(
-    registry: CollectorRegistry, health: HealthCheck | None = None
+    registry: CollectorRegistry,
+    health: HealthCheck | None = None,
+    authenticate: Authenticate | None = None,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if authenticate is not None and not authenticate(environ.get("HTTP_AUTHORIZATION")):
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Basic realm="fsd"')],
+            )
+            return [b"Unauthorized\n"]
         path = environ.get("PATH_INFO", "/")
         if path == "/healthz":
             healthy, details = health() if health else (True, {})
@@ -72,7 +93,8 @@ def build_app(
 
 
 class MetricsServer:
-    """Serves ``registry`` on ``host:port`` in daemon threads until :meth:`stop`."""
+    """Serves ``registry`` on ``host:port`` in daemon threads until :meth:`stop`; over TLS
+    with ``ssl_context``, and only to requests that ``authenticate`` allows."""
 
     def __init__(
         self,
@@ -80,14 +102,23 @@ class MetricsServer:
         port: int,
         registry: CollectorRegistry,
         health: HealthCheck | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        authenticate: Authenticate | None = None,
     ) -> None:
         self._server = make_server(
             host,
             port,
-            build_app(registry, health),
+            build_app(registry, health, authenticate),
             server_class=_server_class(host, port),
             handler_class=_QuietHandler,
         )
+        if ssl_context is not None:
+            # The handshake happens on the request's own thread (first read), not in accept()
+            # on the serving thread, where one slow client would stall every other.
+            self._server.socket = ssl_context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )

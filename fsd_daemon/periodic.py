@@ -44,12 +44,15 @@ class PeriodicWorker:
         """Run the step now rather than at its next time."""
         self._wake.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop and wait up to ``timeout`` s; False if the step is still running (stuck)."""
         self._stop.set()
         self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     @property
     def running(self) -> bool:

@@ -23,7 +23,7 @@ def test_defaults_without_file() -> None:
     assert config.daemon.poll_interval_seconds == 2.0
     assert config.ray.address == "auto"
     assert config.targets.gpu_exporter_port == DEFAULT_GPU_EXPORTER_PORT
-    assert config.exporter.listen == f"127.0.0.1:{DEFAULT_GPU_EXPORTER_PORT}"
+    assert config.exporter.listen == f"0.0.0.0:{DEFAULT_GPU_EXPORTER_PORT}"
 
 
 def test_shipped_example_config_loads_and_matches_defaults() -> None:

@@ -133,7 +133,14 @@ class RayStateSource:
                 raise SourceError(
                     "partial", f"{resource}: {_short(data['partial_failure_warning'])}"
                 )
-            if data.get("total", len(result)) > data.get("num_after_truncation", len(result)):
+            # Not for nodes: Ray 2.60's list_nodes counts the nodes its GCS-side state filter
+            # left out (the DEAD ones) in `total` but not in `num_after_truncation`
+            # (ray/dashboard/state_aggregator.py list_nodes, ray/util/state/state_manager.py
+            # get_all_node_info), so after any node died every poll would fail. A node list
+            # cut by a limit is still caught below.
+            if resource != "nodes" and data.get("total", len(result)) > data.get(
+                "num_after_truncation", len(result)
+            ):
                 raise SourceError("partial", f"{resource}: Ray truncated the answer at the source")
             # Cut by the limit, ours or the API server's own cap.
             cut = data.get("num_filtered", len(result)) > len(result) or len(result) >= limit

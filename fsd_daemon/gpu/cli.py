@@ -23,6 +23,7 @@ from fsd_daemon.config import (
     parse_listen,
     resolve_config_path,
 )
+from fsd_daemon.gpu.webconfig import WebConfigError, load_web_config
 from fsd_daemon.process import STOP_SIGNALS, configure_logging, handled_signals
 from fsd_daemon.sdnotify import SystemdNotifier
 
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="address to serve /metrics and /healthz on (exporter.listen; default 127.0.0.1:9847)",
+        help="address to serve /metrics and /healthz on (exporter.listen; default 0.0.0.0:9847: "
+        "Prometheus scrapes <node_ip>:9847, as gpu.json says)",
     )
     p.add_argument(
         "--config",
@@ -60,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--node",
         metavar="NAME",
         help="value of the node label (default: this machine's host name)",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth for the listener, in the Prometheus exporter-toolkit format "
+        "(as node_exporter's flag of the same name); read once at start",
     )
     p.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="daemon.log_level"
@@ -85,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides={"exporter.listen": args.listen, "daemon.log_level": args.log_level},
         )
         listen = parse_listen(config.exporter.listen, "exporter.listen")
-    except ConfigError as exc:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except (ConfigError, WebConfigError) as exc:
         print(f"fsd-gpu-exporter: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     configure_logging(config.daemon.log_level)
@@ -106,7 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fsd_daemon.gpu.nvml import NvmlBackend
 
         backend, backend_name = NvmlBackend(), "nvml"
-    exporter = Exporter(backend, config, node=node, backend_name=backend_name, listen=listen)
+    exporter = Exporter(
+        backend,
+        config,
+        node=node,
+        backend_name=backend_name,
+        listen=listen,
+        web_config=web_config,
+    )
     try:
         exporter.start()
     except OSError as exc:

@@ -21,6 +21,7 @@ from fsd_daemon.gpu.collector import GpuCollector
 from fsd_daemon.gpu.ownership import OwnershipTracker
 from fsd_daemon.gpu.raylookup import ActorNameResolver
 from fsd_daemon.gpu.sampler import Sampler
+from fsd_daemon.gpu.webconfig import BasicAuth, WebConfig
 from fsd_daemon.httpserve import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Exporter:
         listen: tuple[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
         python_version: str | None = None,
+        web_config: WebConfig | None = None,
     ) -> None:
         ex = config.exporter
         self.config = config
@@ -74,6 +76,7 @@ class Exporter:
         )
         self.registry.register(self.collector)
         self.listen = listen if listen is not None else parse_listen(ex.listen, "exporter.listen")
+        self.web_config = web_config
         self._server: MetricsServer | None = None
 
     def _names_arrived(self) -> None:
@@ -88,17 +91,27 @@ class Exporter:
     def start(self) -> Exporter:
         host, port = self.listen
         # Bind first: a port in use fails start-up before any thread runs.
-        self._server = MetricsServer(host, port, self.registry, health=self.health)
+        web = self.web_config
+        self._server = MetricsServer(
+            host,
+            port,
+            self.registry,
+            health=self.health,
+            ssl_context=web.ssl_context if web is not None else None,
+            authenticate=BasicAuth(web.users) if web is not None and web.users else None,
+        )
         self.sampler.start()
         self.ownership.start()
         self._server.start()
         log.info(
-            "fsd-gpu-exporter %s serving http://%s:%d/metrics (node %s, sampling every %.3g s)",
+            "fsd-gpu-exporter %s serving %s://%s:%d/metrics (node %s, sampling every %.3g s%s)",
             __version__,
+            "https" if web is not None and web.ssl_context is not None else "http",
             host,
             self.port,
             self.node,
             self.sampler.interval,
+            f"; {web.describe()} from {web.path}" if web is not None else "",
         )
         return self
 

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -39,8 +38,10 @@ import psutil
 
 from fsd_daemon.config import RecognitionPattern
 from fsd_daemon.discovery.recognise import Recogniser
+from fsd_daemon.gpu.proctable import Proc, ProcessTable, read_cmdline
 from fsd_daemon.gpu.raylookup import ActorKey, ActorNameResolver, raylet_info, title_class
 from fsd_daemon.gpu.sampler import Snapshot
+from fsd_daemon.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +141,6 @@ class _Env:
     devices: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Proc:
-    ppid: int
-    name: str
-    create_time: float
-
-
 def visible_devices(value: str | None) -> tuple[str, ...]:
     """``CUDA_VISIBLE_DEVICES`` entries; () when unset, empty or ``-1``/``NoDevFiles``."""
     if not value:
@@ -193,6 +187,7 @@ class OwnershipTracker:
     ) -> None:
         self._snapshot = snapshot
         self._proc = proc_dir
+        self._processes = ProcessTable(proc_dir)
         self.roles = RoleMap(roles)
         self.names = NameMatcher(patterns)
         self.interval = interval
@@ -208,39 +203,27 @@ class OwnershipTracker:
         # the walk up from the holder and again by the reservation scan, read once.
         self._scanned: dict[int, _Actor | None] = {}
         self.ownership = Ownership()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = PeriodicWorker("gpu-ownership", self._tick, interval)
 
     # -- thread -------------------------------------------------------------------------------
 
     def start(self) -> OwnershipTracker:
         if self.resolver is not None:
             self.resolver.start()
-        self._thread = threading.Thread(target=self._run, name="gpu-ownership", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
         if self.resolver is not None:
             self.resolver.stop(timeout)
 
     def wake(self) -> None:
         """Refresh now (names arrived), not at the next interval."""
-        self._wake.set()
+        self._worker.wake()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.refresh()
-            except Exception:  # a bug must not end ownership for the process lifetime
-                log.exception("gpu ownership refresh failed")
-            self._wake.wait(self.interval)
-            self._wake.clear()
+    def _tick(self) -> None:
+        self.refresh()
 
     # -- one refresh --------------------------------------------------------------------------
 
@@ -261,7 +244,7 @@ class OwnershipTracker:
 
     def _scan(self, snap: Snapshot) -> tuple[list[Owner], set[ActorKey]]:
         """The owners of the snapshot's GPUs, and the actors whose names they need."""
-        table = process_table(self._proc)
+        table = self._processes.read()
         self._forget_gone(table)
         self._scanned.clear()
         owners: list[Owner] = []
@@ -326,13 +309,13 @@ class OwnershipTracker:
 
     # -- processes ----------------------------------------------------------------------------
 
-    def _forget_gone(self, table: Mapping[int, _Proc]) -> None:
+    def _forget_gone(self, table: Mapping[int, Proc]) -> None:
         live = {(pid, p.create_time) for pid, p in table.items()}
         for cache in (self._envs, self._env_devices, self._raylets):
             for key in cache.keys() - live:
                 del cache[key]
 
-    def _actor_above(self, pid: int, table: Mapping[int, _Proc]) -> _Actor | None:
+    def _actor_above(self, pid: int, table: Mapping[int, Proc]) -> _Actor | None:
         current = pid
         for _ in range(_MAX_DEPTH):
             proc = table.get(current)
@@ -347,16 +330,16 @@ class OwnershipTracker:
             current = proc.ppid
         return None
 
-    def _actor(self, pid: int, proc: _Proc, table: Mapping[int, _Proc]) -> _Actor | None:
+    def _actor(self, pid: int, proc: Proc, table: Mapping[int, Proc]) -> _Actor | None:
         if pid not in self._scanned:
             self._scanned[pid] = self._read_actor(pid, proc, table)
         return self._scanned[pid]
 
-    def _read_actor(self, pid: int, proc: _Proc, table: Mapping[int, _Proc]) -> _Actor | None:
+    def _read_actor(self, pid: int, proc: Proc, table: Mapping[int, Proc]) -> _Actor | None:
         # The title is read every refresh (a pooled task worker is retitled for each task and
         # ray::IDLE between them); what the environment says is read once per process.
         try:
-            actor_class = title_class(psutil.Process(pid).cmdline())
+            actor_class = title_class(read_cmdline(pid, self._proc))
         except (psutil.Error, OSError):
             return None  # gone, or not ours to read: asked again next refresh
         if actor_class is None:
@@ -384,7 +367,7 @@ class OwnershipTracker:
         )
 
     def _raylet(
-        self, env: Mapping[str, str], proc: _Proc, table: Mapping[int, _Proc]
+        self, env: Mapping[str, str], proc: Proc, table: Mapping[int, Proc]
     ) -> tuple[str, str]:
         text = env.get("RAY_RAYLET_PID", "")
         raylet_pid = int(text) if text.isdigit() else proc.ppid
@@ -394,13 +377,13 @@ class OwnershipTracker:
         cache_key = (raylet_pid, raylet.create_time)
         if cache_key not in self._raylets:
             try:
-                info = raylet_info(psutil.Process(raylet_pid).cmdline())
+                info = raylet_info(read_cmdline(raylet_pid, self._proc))
             except (psutil.Error, OSError):
                 return "", ""
             self._raylets[cache_key] = (info.gcs_address, info.node_id) if info else ("", "")
         return self._raylets[cache_key]
 
-    def _actor_pids_of(self, owners: Iterable[Owner], table: Mapping[int, _Proc]) -> set[int]:
+    def _actor_pids_of(self, owners: Iterable[Owner], table: Mapping[int, Proc]) -> set[int]:
         pids = set()
         for o in owners:
             actor = self._actor_above(o.pid, table)
@@ -408,7 +391,7 @@ class OwnershipTracker:
                 pids.add(actor.pid)
         return pids
 
-    def _reserving_actors(self, table: Mapping[int, _Proc]) -> list[tuple[_Actor, tuple[str, ...]]]:
+    def _reserving_actors(self, table: Mapping[int, Proc]) -> list[tuple[_Actor, tuple[str, ...]]]:
         """Actors of reserving roles with the devices named by them or their descendants."""
         children: dict[int, list[int]] = {}
         for pid, proc in table.items():
@@ -432,7 +415,7 @@ class OwnershipTracker:
                 found.append((actor, tuple(dict.fromkeys(devices))))
         return found
 
-    def _devices_of(self, pid: int, proc: _Proc) -> tuple[str, ...]:
+    def _devices_of(self, pid: int, proc: Proc) -> tuple[str, ...]:
         cache_key = (pid, proc.create_time)
         cached = self._env_devices.get(cache_key)
         if cached is None:
@@ -442,11 +425,6 @@ class OwnershipTracker:
                 return ()
             self._env_devices[cache_key] = cached
         return cached
-
-
-def process_table(proc_dir: str = "/proc") -> dict[int, _Proc]:
-    """Every process on the machine: from ``proc_dir``, or through psutil where there is none."""
-    return _proc_stat_table(proc_dir) if os.path.isdir(proc_dir) else _psutil_table()
 
 
 def read_environ(pid: int, proc_dir: str = "/proc") -> Mapping[str, str]:
@@ -477,36 +455,3 @@ def read_environ(pid: int, proc_dir: str = "/proc") -> Mapping[str, str]:
         if key and sep:
             environ[key] = value
     return environ
-
-
-def _proc_stat_table(proc_dir: str) -> dict[int, _Proc]:
-    """pid -> (ppid, comm, start time) from /proc/<pid>/stat: one small read per process,
-    about five times cheaper than psutil's process_iter on a node with thousands of them."""
-    table: dict[int, _Proc] = {}
-    for entry in os.listdir(proc_dir):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"{proc_dir}/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # exited while we listed
-        # "pid (comm) state ppid ... starttime": comm may hold spaces and parentheses.
-        open_at, close_at = stat.find(b"("), stat.rfind(b")")
-        fields = stat[close_at + 2 :].split()
-        if open_at < 0 or close_at < 0 or len(fields) < 20:
-            continue
-        comm = stat[open_at + 1 : close_at].decode("utf-8", "replace")
-        # Field 22 (starttime, clock ticks since boot) is fields[19] after the comm.
-        table[int(entry)] = _Proc(int(fields[1]), comm, float(fields[19]))
-    return table
-
-
-def _psutil_table() -> dict[int, _Proc]:
-    table: dict[int, _Proc] = {}
-    for p in psutil.process_iter(["ppid", "name", "create_time"]):
-        info = p.info
-        if info.get("create_time") is None:
-            continue  # gone or unreadable while iterating
-        table[p.pid] = _Proc(int(info["ppid"] or 0), str(info["name"] or ""), info["create_time"])
-    return table

@@ -33,6 +33,9 @@ from typing import Any
 
 import orjson
 
+from fsd_daemon.backoff import Backoff
+from fsd_daemon.periodic import PeriodicWorker
+
 log = logging.getLogger(__name__)
 
 # "ray::vLLMHttpServer", "ray::vLLMHttpServer.generate", "ray::train_fn()" (older titles).
@@ -171,13 +174,13 @@ class ActorNameResolver:
         self._lock = threading.Lock()
         self._names: dict[ActorKey, str] = {}
         self._wanted: set[ActorKey] = set()
-        # Per (gcs, job) that missed: when it may be asked again, and the delay after the
-        # next miss. Absent: ask at once.
-        self._backoff_until: dict[tuple[str, str], tuple[float, float]] = {}
+        # Per (gcs, job) that missed: when it may be asked again, and its failure count.
+        # Absent: ask at once.
+        self._backoff_until: dict[tuple[str, str], tuple[float, Backoff]] = {}
         self.failures = 0  # listings that failed, since start (a metric)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        # A step that raises is retried after ``retry`` (PeriodicWorker's interval).
+        self._worker = PeriodicWorker("gpu-ray-names", self.resolve_pending, retry)
 
     def names(self) -> Mapping[ActorKey, str]:
         with self._lock:
@@ -191,28 +194,16 @@ class ActorNameResolver:
                 del self._names[gone]
             pending = bool(wanted - self._names.keys())
         if pending:
-            self._wake.set()
+            self._worker.wake()
 
     def start(self) -> ActorNameResolver:
-        self._thread = threading.Thread(target=self._run, name="gpu-ray-names", daemon=True)
-        self._thread.start()
+        self._stopping.clear()
+        self._worker.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                wait = self.resolve_pending()
-            except Exception:  # a bug must not end name resolution for the process lifetime
-                log.exception("ray actor name lookup failed")
-                wait = self._retry
-            self._wake.wait(wait)
-            self._wake.clear()
+        self._stopping.set()
+        self._worker.stop(timeout)
 
     def resolve_pending(self) -> float:
         """One pass over the unknown keys whose delay has passed; returns seconds until the
@@ -225,7 +216,7 @@ class ActorNameResolver:
         now = self._clock()
         found_any = False
         for group, keys in sorted(groups.items()):
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 break
             if group in self._backoff_until and self._backoff_until[group][0] > now:
                 continue
@@ -262,8 +253,10 @@ class ActorNameResolver:
         return max(0.05, min(due) - self._clock()) if due else 3600.0
 
     def _backoff(self, group: tuple[str, str]) -> None:
-        _, delay = self._backoff_until.get(group, (0.0, self._retry))
-        self._backoff_until[group] = (self._clock() + delay, min(delay * 2, self._max_retry))
+        _, backoff = self._backoff_until.get(
+            group, (0.0, Backoff(self._retry, self._max_retry, jitter=False))
+        )
+        self._backoff_until[group] = (self._clock() + backoff.failed(), backoff)
 
 
 # -- the child process ------------------------------------------------------------------------

@@ -17,7 +17,6 @@ Failure policy (node_exporter's: a failing source reports itself, the process st
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from fsd_daemon.gpu.backend import (
     NotSupported,
 )
 from fsd_daemon.gpu.busy import RateIntegrator, SampleIntegrator
+from fsd_daemon.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,7 +88,8 @@ class _GpuState:
 class Sampler:
     """Reads ``backend`` every ``interval`` seconds (monotonic schedule) into :attr:`snapshot`.
 
-    :meth:`sample_once` is one tick; :meth:`start` runs ticks in a daemon thread. Tests and
+    :meth:`sample_once` is one tick; :meth:`start` runs ticks in a daemon thread (a
+    :class:`PeriodicWorker`). Tests and
     benches call :meth:`sample_once` directly with fake clocks.
     """
 
@@ -117,40 +118,27 @@ class Sampler:
         self._heartbeat: float | None = None
         self._last_good: float | None = None
         self._last_duration: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # On its own monotonic schedule: a tick that overruns skips the missed ticks rather than
+        # running a burst (PeriodicWorker counts the tick's duration against the interval).
+        self._worker = PeriodicWorker("gpu-sampler", self._tick, interval, clock=clock)
         self.snapshot = Snapshot(nvml_up=False)
 
     # -- thread -------------------------------------------------------------------------------
 
     def start(self) -> Sampler:
-        self._thread = threading.Thread(target=self._run, name="gpu-sampler", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                # Stuck inside a driver call: leave the daemon thread and the library alone,
-                # shutting the library down under a running call could crash the process.
-                log.warning("gpu sampler did not stop within %.1f s (driver call hung)", timeout)
-                return
+        if not self._worker.stop(timeout):
+            # Stuck inside a driver call: leave the daemon thread and the library alone,
+            # shutting the library down under a running call could crash the process.
+            log.warning("gpu sampler did not stop within %.1f s (driver call hung)", timeout)
+            return
         self._shutdown_backend()
 
-    def _run(self) -> None:
-        deadline = self._clock()
-        while not self._stop.is_set():
-            try:
-                self.sample_once()
-            except Exception:  # a bug must not kill the only sampling thread
-                log.exception("gpu sampler tick failed")
-            deadline += self.interval
-            now = self._clock()
-            if deadline < now:
-                deadline = now  # overran: skip the missed ticks rather than run a burst
-            self._stop.wait(deadline - now)
+    def _tick(self) -> None:
+        self.sample_once()
 
     # -- one tick -----------------------------------------------------------------------------
 

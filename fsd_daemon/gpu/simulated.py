@@ -35,7 +35,8 @@ from fsd_daemon.gpu.backend import (
     NotSupported,
     UtilSample,
 )
-from fsd_daemon.gpu.ownership import process_table, read_environ
+from fsd_daemon.gpu.ownership import read_environ
+from fsd_daemon.gpu.proctable import ProcessTable
 from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
 
 SAMPLE_PERIOD_SECONDS = 1.0 / 6.0  # what most data-center GPUs use
@@ -128,6 +129,9 @@ class SimulatedNvml:
         self._pid_alive = pid_alive
         self._holders_from_environment = holders_from_environment
         self._environment_scan: tuple[float, dict[int, dict[int, int]]] = (float("-inf"), {})
+        self._processes = ProcessTable()
+        # (pid, start time) -> what its environment announces; an environment never changes.
+        self._announced: dict[tuple[int, float], tuple[int, list[int]] | None] = {}
         self._lock = threading.Lock()  # holders change from other threads (demo, tests)
         self._holders: dict[int, dict[int, int]] = {
             gpu: dict(pids) for gpu, pids in (holders or {}).items()
@@ -246,16 +250,25 @@ class SimulatedNvml:
         if now - scanned_at < 2.0:
             return cached
         found: dict[int, tuple[int, int, list[int]]] = {}  # pid -> (ppid, bytes, gpus)
-        for pid, proc in process_table().items():
-            try:
-                env = read_environ(pid)
-            except (psutil.Error, OSError):
-                continue  # exited while we listed
-            value = env.get(SIMULATED_GPU_MEMORY_ENV)
-            if not value or not value.isdigit():
-                continue
-            gpus = [int(d) for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.isdigit()]
-            found[pid] = (proc.ppid, int(value), gpus)
+        announced: dict[tuple[int, float], tuple[int, list[int]] | None] = {}
+        for pid, proc in self._processes.read().items():
+            key = (pid, proc.create_time)
+            if key in self._announced:
+                announced[key] = self._announced[key]
+            else:
+                try:
+                    env = read_environ(pid)
+                except (psutil.Error, OSError):
+                    continue  # exited while we listed
+                value = env.get(SIMULATED_GPU_MEMORY_ENV)
+                gpus = [
+                    int(d) for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.isdigit()
+                ]
+                announced[key] = (int(value), gpus) if value and value.isdigit() else None
+            entry = announced[key]
+            if entry is not None:
+                found[pid] = (proc.ppid, *entry)
+        self._announced = announced
         holders: dict[int, dict[int, int]] = {}
         for pid, (ppid, used, gpus) in found.items():
             if ppid in found:

@@ -112,7 +112,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(SCENARIOS),
         help="scripted load per rollout replica instead of the random one (sim/scenario.py)",
     )
+    p.add_argument(
+        "--place",
+        default="",
+        metavar="NAME=NODE_ID[,...]",
+        help="run these actors on these Ray nodes (hard node affinity); others go anywhere",
+    )
     return p.parse_args(argv)
+
+
+def parse_placement(text: str) -> dict[str, str]:
+    """``--place`` as actor name -> Ray node id."""
+    placement = {}
+    for item in filter(None, text.split(",")):
+        name, sep, node_id = item.partition("=")
+        if not (sep and name and node_id):
+            raise SystemExit(f"--place: expected NAME=NODE_ID, got {item!r}")
+        placement[name] = node_id
+    return placement
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
     devices = [d for d in args.cuda_visible_devices.split(",") if d]
+    placement = parse_placement(args.place)
     plan: list[tuple[type, str, int]] = []
     for r in range(args.vllm):
         for n in range(args.nodes_per_replica):
@@ -146,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario and "reward" not in name:
             load = SCENARIOS[args.scenario].load_for(replica)
         env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
+        options: dict[str, Any] = {}
+        if name in placement:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                placement[name], soft=False
+            )
         if i < pinned:
             env["CUDA_VISIBLE_DEVICES"] = devices[i]
             if i < pinned - args.reserved_only:
@@ -159,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_cpus=0,
                 runtime_env={"env_vars": env},
                 max_concurrency=4 if name in hanging else 1,
+                **options,
             )
             .remote(
                 seed=args.seed * 1000 + i,

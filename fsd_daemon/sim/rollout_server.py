@@ -441,6 +441,7 @@ class _SimulatedServerBase:
             self.ENGINE, model, LoadModel(**(load or {})), seed, ServerOptions(**(options or {}))
         )
         self._port: int | None = None
+        self._host = "127.0.0.1"
         self._legacy_address = legacy_address
         # verl creates the actor, then launches HTTP: until then get_server_address() fails.
         self._launch = threading.Timer(launch_delay, self._launch_server)
@@ -448,7 +449,12 @@ class _SimulatedServerBase:
         self._launch.start()
 
     def _launch_server(self) -> None:
-        server = serve_metrics(self._engine, has_route=self.HAS_METRICS_ROUTE)
+        import ray
+
+        # Serve on, and answer with, the node's own address: a server on another node must be
+        # reachable from the head (127.0.0.1 on a one-machine cluster started with that IP).
+        self._host = ray.util.get_node_ip_address()
+        server = serve_metrics(self._engine, self._host, has_route=self.HAS_METRICS_ROUTE)
         self._port = int(server.server_address[1])
         self._engine.start()
 
@@ -459,8 +465,8 @@ class _SimulatedServerBase:
             threading.Event().wait()
         assert self._port is not None, "http server is not launched, port is None"
         if self._legacy_address:
-            return f"127.0.0.1:{self._port}"  # verl <= 0.5 returned "ip:port"
-        return ("127.0.0.1", self._port)
+            return f"{self._host}:{self._port}"  # verl <= 0.5 returned "ip:port"
+        return (self._host, self._port)
 
     def pid(self) -> int:
         import os

@@ -8,6 +8,7 @@ real /proc entries in a fraction of a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -219,6 +220,8 @@ class FakeRay:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
+        # The actors' worker children: a SIGKILLed actor leaves its worker behind.
+        self.worker_pids: list[int] = []
         self.raylet = self._spawn(
             [
                 "/opt/ray/core/src/ray/raylet/raylet",
@@ -255,9 +258,15 @@ class FakeRay:
             stdout=subprocess.PIPE,
         )
         assert proc.stdout is not None
-        return FakeActor(proc, int(proc.stdout.readline()))
+        worker_pid = int(proc.stdout.readline())
+        if worker_pid:
+            self.worker_pids.append(worker_pid)
+        return FakeActor(proc, worker_pid)
 
     def close(self) -> None:
+        for pid in self.worker_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
@@ -415,7 +424,7 @@ def test_tracker_keeps_last_known_holders_while_the_process_call_fails(fake_ray:
 
 def test_proc_stat_table_reads_parent_and_name_even_with_odd_names(fake_ray: FakeRay) -> None:
     """The lean /proc reader agrees with the kernel on ppid and comm, parentheses included."""
-    from fsd_daemon.gpu.ownership import _proc_stat_table
+    from fsd_daemon.gpu.proctable import ProcessTable
 
     odd = fake_ray._spawn(
         [
@@ -430,7 +439,7 @@ def test_proc_stat_table_reads_parent_and_name_even_with_odd_names(fake_ray: Fak
         stdout=subprocess.PIPE,
     )
     assert odd.stdout is not None and odd.stdout.readline().strip() == "1"
-    table = _proc_stat_table("/proc")
+    table = ProcessTable("/proc").read()
     assert table[os.getpid()].ppid == os.getppid()
     assert table[odd.pid].ppid == os.getpid()
     assert table[odd.pid].name == "ray::a) (b c"
