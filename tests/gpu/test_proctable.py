@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fsd_daemon.gpu.proctable import ProcessTable
+from fsd_daemon.gpu.proctable import RAY_TITLE_PREFIX, RAYLET, ProcessTable
 from tests.support.daemonproc import wait_for
 
 # A process that names itself (comm, as Ray's setproctitle does), optionally starts one child
@@ -88,10 +88,16 @@ def test_steady_reads_skip_unchanged_processes(spawned: list[subprocess.Popen[st
     table = ProcessTable()
     first = table.read()
     assert all(p.pid in first for p in spawned)
+    # Ray workers are re-read by design (they retitle): on a machine that runs Ray clusters
+    # (the suite's own, anyone's) they are not what this test counts.
+    raylets = {pid for pid, p in first.items() if p.name == RAYLET}
+    ray_workers = sum(
+        1 for p in first.values() if p.ppid in raylets or p.name.startswith(RAY_TITLE_PREFIX)
+    )
     before = table.stat_reads
     table.read()
     # Only processes that appeared meanwhile (the machine is shared) or are Ray workers.
-    assert table.stat_reads - before < 30, table.stat_reads - before
+    assert table.stat_reads - before < ray_workers + 30, (table.stat_reads - before, ray_workers)
     gone = spawned.pop()
     gone.kill()
     gone.wait()
