@@ -38,6 +38,8 @@ class ClusterSnapshot:
     nodes: tuple[NodeRecord, ...]
     # The actor list may have been cut at the configured limit: absence proves nothing then.
     truncated: bool = False
+    # The Ray session's identity (its session name, else the head node id); "" when unknown.
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
