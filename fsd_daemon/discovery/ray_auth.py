@@ -18,7 +18,9 @@ The token itself never reaches a log line or a ``repr``: only where it came from
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ TOKEN_VAR = "RAY_AUTH_TOKEN"
 TOKEN_PATH_VAR = "RAY_AUTH_TOKEN_PATH"
 AUTHORIZATION_HEADER = "Authorization"
 BEARER_PREFIX = "Bearer "
+
+log = logging.getLogger(__name__)
 
 # A token is a line of printable ASCII; anything longer than this is not a Ray token.
 _MAX_TOKEN_CHARS = 4096
@@ -70,7 +74,7 @@ class RayAuth:
     def rejected_hint(self) -> str:
         """What to do, in one line, when the cluster answers 401/403 or InvalidAuthToken."""
         if not self.token_mode:
-            if self.why.startswith(AUTH_MODE_VAR):
+            if self.why.startswith(AUTH_MODE_VAR + "="):  # set explicitly to another mode
                 return (
                     f"the Ray cluster requires a token but {self.why}: set "
                     f"{AUTH_MODE_VAR}=token and {TOKEN_PATH_VAR}=<file holding the token "
@@ -169,3 +173,19 @@ def is_rejection(text: str) -> bool:
         or "http 401" in lowered
         or "http 403" in lowered
     )
+
+
+_logged: set[str] = set()
+_logged_lock = threading.Lock()
+
+
+def load_auth() -> RayAuth:
+    """This process's decision, logged once per distinct decision (the token's source, never
+    the token). Raises :class:`RayAuthError`."""
+    auth = resolve_auth()
+    line = auth.describe()
+    with _logged_lock:
+        if line not in _logged:
+            _logged.add(line)
+            log.info("%s", line)
+    return auth

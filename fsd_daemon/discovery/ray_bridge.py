@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from fsd_daemon.backoff import Backoff
 from fsd_daemon.discovery.base import ActorRecord, Resolution
-from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, is_rejection
+from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, is_rejection, load_auth
 from fsd_daemon.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
@@ -221,8 +221,6 @@ class RayBridge:
         """Token mode for the child, decided here as Ray's CLI would; or the error text."""
         auth = self._auth
         if auth is None:
-            from fsd_daemon.discovery.ray_state import load_auth
-
             try:
                 auth = load_auth()
             except RayAuthError as exc:

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord, SourceError
-from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, resolve_auth
+from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, load_auth
 from fsd_daemon.discovery.ray_http import (
     DashboardClient,
     DashboardError,
@@ -35,21 +35,6 @@ _TRUNCATION_LOG_INTERVAL = 60.0
 # Finding the dashboard starts Python and imports Ray in a child: seconds on a loaded head.
 _LOOKUP_TIMEOUT = 30.0
 _ALIVE = (("state", "=", "ALIVE"),)
-
-_auth_logged: set[str] = set()
-_auth_lock = threading.Lock()
-
-
-def load_auth() -> RayAuth:
-    """Ray's auth decision for this process, logged once per distinct decision (never the
-    token itself). Raises :class:`RayAuthError`."""
-    auth = resolve_auth()
-    line = auth.describe()
-    with _auth_lock:
-        if line not in _auth_logged:
-            _auth_logged.add(line)
-            log.info("%s", line)
-    return auth
 
 
 class RayStateSource:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from fsd_daemon.discovery.ray_auth import RayAuthError, is_rejection, load_auth
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +118,24 @@ def list_job_actors(gcs_address: str, job_id: str, timeout: float) -> list[Actor
         "--timeout",
         f"{max(1.0, timeout * 0.7):.3g}",
     ]
+    # Token auth decided as Ray's CLI decides it (the child's explicit GCS address would not
+    # turn it on by itself); only the token's source is logged, once.
     try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        auth = load_auth()
+    except RayAuthError as exc:
+        raise NameLookupFailed(str(exc)) from None
+    env = {**os.environ, **auth.child_env()}
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired:
         raise NameLookupFailed(f"Ray state API did not answer within {timeout:.3g} s") from None
     except OSError as exc:
         raise NameLookupFailed(f"cannot run the lookup: {exc}") from exc
     if done.returncode != 0:
-        last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
+        stderr = done.stderr.decode("utf-8", "replace")
+        if is_rejection(stderr):
+            raise NameLookupFailed(f"Ray rejected the lookup: {auth.rejected_hint()}")
+        last = stderr.strip().splitlines()[-1:] or ["?"]
         raise NameLookupFailed(f"lookup exited {done.returncode}: {last[0][:300]}")
     try:
         rows = orjson.loads(done.stdout)

@@ -11,10 +11,13 @@ of the test process (``RAY_AUTH_MODE`` above all) leaks into it or into the comm
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -61,7 +64,9 @@ class RayHead:
         self.root = root
         self.home = root / "home"
         self.home.mkdir(parents=True, exist_ok=True)
-        self.temp_dir = root / "ray"
+        # Short: Ray's socket paths live under it and a Unix socket path has 107 bytes at most
+        # (pytest's tmp_path is too long for that).
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="rh-", dir=os.environ.get("RAY_TMPDIR")))
         self.env = dict(env) if env is not None else clean_env(self.home)
         self.num_cpus = num_cpus
         self.gcs_port = free_port()
@@ -96,6 +101,13 @@ class RayHead:
             str(self.dashboard_port),
             "--num-cpus",
             str(self.num_cpus),
+            # Ray's fixed default ports would clash with other clusters on the machine.
+            "--ray-client-server-port",
+            str(free_port()),
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
             "--disable-usage-stats",
         ]
         with open(self.log_path, "ab") as log:
@@ -133,10 +145,8 @@ class RayHead:
     def _record_pids(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(psutil.Error):
             self._pids.update(c.pid for c in psutil.Process(self.proc.pid).children(True))
-        except psutil.Error:
-            pass
 
     def process_pids(self, name_part: str) -> list[int]:
         """PIDs of this head's processes whose command line contains ``name_part``."""
@@ -182,6 +192,7 @@ class RayHead:
             except psutil.Error:
                 continue
         self.proc = None
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> RayHead:
         return self.start()
