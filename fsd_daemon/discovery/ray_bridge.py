@@ -112,10 +112,12 @@ class RayBridge:
 
     @property
     def ready(self) -> bool:
-        """Whether requests can be answered now, or have been before the child went idle
-        (starts the child if needed; never blocks)."""
+        """Whether requests can be answered now, or were answered before the child was
+        stopped for being idle (starts a child never connected yet; never blocks)."""
         with self._lock:
-            return self._ensure_ready() or (self._warm and self._proc is None)
+            if self._warm and self._proc is None:
+                return True  # stopped while idle: it starts again when something needs it
+            return self._ensure_ready()
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until the child is connected (one-shot commands only; the loop never waits)."""
@@ -456,6 +458,7 @@ class _Resolutions:
         )
         self.lookups: dict[str, concurrent.futures.Future[Any]] = {}
         self.calls: dict[str, Any] = {}
+        self.call_started: dict[str, float] = {}
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -469,48 +472,54 @@ class _Resolutions:
         for actor_id in list(self.lookups.keys() - wanted):
             self.lookups.pop(actor_id).cancel()
         for actor_id in list(self.calls.keys() - wanted):
-            del self.calls[actor_id]
+            del self.calls[actor_id], self.call_started[actor_id]
         for actor_id, name, namespace in batch:
             if actor_id not in self.lookups and actor_id not in self.calls:
                 self.lookups[actor_id] = self.pool.submit(
                     self.backend.start_call, actor_id, name, namespace
                 )
         results: dict[str, tuple[Any, str | None]] = {}
-        fresh: list[Any] = []  # calls started during this request: worth waiting for
         while True:
-            for actor_id, lookup in list(self.lookups.items()):
-                if not lookup.done():
-                    continue
-                del self.lookups[actor_id]
-                try:
-                    call = lookup.result()
-                except Exception as exc:
-                    results[actor_id] = (None, f"{type(exc).__name__}: {_last_line(exc)}")
-                    continue
-                self.calls[actor_id] = call
-                fresh.append(call)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (not self.lookups and not fresh):
+            self._start_calls(results)
+            now = time.monotonic()
+            remaining = deadline - now
+            # A call is waited for during its first ``timeout`` seconds only: a hung actor
+            # costs the wait once, when first asked, not at every poll while its call hangs.
+            windows = {i: t + timeout for i, t in self.call_started.items() if t + timeout > now}
+            waitable = [self.calls[i] for i in windows]
+            if remaining <= 0 or (not self.lookups and not waitable):
                 break
-            # Wait for fresh calls a little at a time, so lookups that finish meanwhile get
-            # their calls started within this request too.
-            done = self.backend.wait(fresh, min(remaining, 0.05) if self.lookups else remaining)
-            if done:
-                done_set = set(done)
-                self._collect(done_set, results)
-                fresh = [c for c in fresh if c not in done_set]
-            elif self.lookups:
-                self._wait_lookups(min(remaining, 0.05))
+            # A little at a time while lookups run, so that their calls start within this
+            # request too; never past the last window.
+            step = min(remaining, 0.05) if self.lookups else remaining
+            if waitable:
+                step = min(step, max(windows.values()) - now)
+                done = self.backend.wait(waitable, step)
+                if done:
+                    self._collect(set(done), results)
+                elif not self.lookups:
+                    break  # waited the whole remaining time
             else:
-                break
-        # Calls from earlier requests are collected if done, never waited for: a hung actor
-        # costs the wait once, when first asked, not at every poll while its call hangs.
-        fresh_set = set(fresh)
-        older = [c for c in self.calls.values() if c not in fresh_set]
-        done_older = self.backend.wait(older, 0)
-        if done_older:
-            self._collect(set(done_older), results)
+                self._wait_lookups(step)
+        # Calls past their window are collected if done, never waited for.
+        done = self.backend.wait(list(self.calls.values()), 0)
+        if done:
+            self._collect(set(done), results)
         return results
+
+    def _start_calls(self, results: dict[str, tuple[Any, str | None]]) -> None:
+        """Calls for the lookups that finished; a failed lookup is that actor's answer."""
+        for actor_id, lookup in list(self.lookups.items()):
+            if not lookup.done():
+                continue
+            del self.lookups[actor_id]
+            try:
+                call = lookup.result()
+            except Exception as exc:
+                results[actor_id] = (None, f"{type(exc).__name__}: {_last_line(exc)}")
+                continue
+            self.calls[actor_id] = call
+            self.call_started[actor_id] = time.monotonic()
 
     def _wait_lookups(self, timeout: float) -> None:
         concurrent.futures.wait(
@@ -523,7 +532,7 @@ class _Resolutions:
         for actor_id, call in list(self.calls.items()):
             if call not in done:
                 continue
-            del self.calls[actor_id]
+            del self.calls[actor_id], self.call_started[actor_id]
             try:
                 value = self.backend.result(call)
             except Exception as exc:
