@@ -3,18 +3,22 @@ with a backend that answers like Ray, slowly on purpose (tests/support/slowray.p
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from fsd_daemon.discovery.base import ActorRecord
-from fsd_daemon.discovery.ray_bridge import RayBridge, private_temp_dir
+from fsd_daemon.discovery.ray_bridge import RayBridge
+from tests.support.raycluster import start_job
+from tests.support.rayhead import RayHead
 from tests.support.slowray import address_of
 
 SLOW = "tests.support.slowray:SlowBackend"
@@ -159,6 +163,8 @@ def test_private_temp_dir_under_a_read_only_tmp(tmp_path: Path) -> None:
     """Ray's default temp root writable: Ray's own choice (None). Read-only, as systemd's
     ProtectSystem=strict makes /tmp (here a read-only bind mount in a mount namespace of
     our own): a directory of our own in RUNTIME_DIRECTORY, else None is never returned."""
+    from fsd_daemon.discovery.ray_bridge import private_temp_dir
+
     assert private_temp_dir({"RAY_TMPDIR": str(tmp_path)}) is None
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.fail("needs root and unshare(1) for a mount namespace (CI has both)")
@@ -185,3 +191,42 @@ def test_private_temp_dir_under_a_read_only_tmp(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "WRITABLE" not in done.stdout
     assert done.stdout.strip().splitlines()[-1] == str(runtime / "ray")
+
+
+@pytest.mark.ray
+def test_real_bridge_resolves_under_a_read_only_tmp(tmp_path: Path) -> None:
+    """systemd's ProtectSystem=strict makes /tmp read-only: Ray's driver then fails (EROFS when
+    it creates its temp dir up to Ray 2.53; an abort when spdlog cannot open its log file in
+    the cluster's session dir in 2.54+). The real bridge, in a mount namespace whose /tmp is a
+    read-only bind mount, with systemd's RUNTIME_DIRECTORY writable, still resolves a real
+    server of a real ``ray start --head`` cluster."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("needs root and unshare(1) for a mount namespace (CI has both)")
+    runtime = Path(tempfile.mkdtemp(prefix="fsd-run-", dir="/var/tmp"))
+    try:
+        with RayHead(tmp_path) as head:
+            job = start_job(head.address, "--vllm", "1")
+            try:
+                env = {k: v for k, v in os.environ.items() if k not in ("RAY_TMPDIR", "TMPDIR")}
+                env["RUNTIME_DIRECTORY"] = str(runtime)
+                script = (
+                    "mount --bind /tmp /tmp && mount -o remount,ro,bind /tmp && "
+                    "! touch /tmp/fsd-ro-probe 2>/dev/null && "
+                    f"exec {sys.executable} -m tests.support.bridge_probe "
+                    f"{head.address} {head.dashboard_url}"
+                )
+                done = subprocess.run(
+                    ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                    capture_output=True,
+                    text=True,
+                    timeout=240,
+                    env=env,
+                    cwd=Path(__file__).parent.parent,
+                )
+            finally:
+                job.stop()
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, (lines, done.stderr[-3000:])
+    assert lines == [{"name": "vllm_server_0_0", "address": list(job.info["actors"][0]["address"])}]

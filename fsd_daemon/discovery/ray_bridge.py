@@ -316,12 +316,22 @@ class RayBackend:
         self._ray: Any = None
 
     def connect(self, address: str) -> str:
+        temp_dir = private_temp_dir()
+        if temp_dir is not None:
+            # Ray's temp dir is read-only here (systemd's ProtectSystem=strict). The driver's
+            # own log files would go to the cluster's session dir in it (Ray 2.54+ aborts
+            # when spdlog cannot open them): send them to our stderr, warnings only.
+            os.environ.setdefault("RAY_LOG_TO_STDERR", "1")
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "warning")
         import ray
 
         self._ray = ray
         options: dict[str, Any] = {}
-        temp_dir = private_temp_dir()
-        if temp_dir is not None:
+        if temp_dir is not None and _version(ray.__version__) < _CONNECT_CREATES_NO_DIRS:
+            # Up to Ray 2.53 a connecting driver creates and chmods <temp>/<session>/...
+            # (python/ray/_private/node.py _init_temp): give it a writable one. Later
+            # releases create nothing when connecting, and wait forever for port files in
+            # a temp dir that is not the cluster's, so they keep the default.
             options["_temp_dir"] = temp_dir
         ray.init(
             address=address,
@@ -331,7 +341,7 @@ class RayBackend:
             include_dashboard=False,
             **options,
         )
-        where = f" (temp dir {temp_dir})" if temp_dir else ""
+        where = f" (temp dir {temp_dir}, logs to stderr)" if temp_dir else ""
         return f"{ray.get_runtime_context().gcs_address}, Ray {ray.__version__}{where}"
 
     def start_call(self, actor_id: str, name: str, namespace: str) -> Any:
@@ -362,6 +372,18 @@ class RayBackend:
             if node_id in wanted and node.get("Alive") and isinstance(port, int) and port > 0:
                 found[node_id] = port
         return found
+
+
+# The first Ray release whose connecting driver creates no temp dirs (connect_only nodes).
+_CONNECT_CREATES_NO_DIRS = (2, 54)
+
+
+def _version(text: str) -> tuple[int, int]:
+    parts = text.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (999, 0)  # a development build: assume the newest behaviour
 
 
 def private_temp_dir(env: Mapping[str, str] | None = None) -> str | None:
