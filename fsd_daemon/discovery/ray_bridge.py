@@ -333,6 +333,7 @@ class RayBackend:
             # releases create nothing when connecting, and wait forever for port files in
             # a temp dir that is not the cluster's, so they keep the default.
             options["_temp_dir"] = temp_dir
+            _seed_session_dir(ray, address, temp_dir)
         ray.init(
             address=address,
             namespace="fsd_daemon",
@@ -384,6 +385,28 @@ def _version(text: str) -> tuple[int, int]:
         return int(parts[0]), int(parts[1])
     except (IndexError, ValueError):
         return (999, 0)  # a development build: assume the newest behaviour
+
+
+def _seed_session_dir(ray: Any, address: str, temp_dir: str) -> None:
+    """Copy the cluster session's small JSON files (``node_ip_address.json``,
+    ``ports_by_node.json``) into ``temp_dir``'s session dir of the same name.
+
+    Up to Ray 2.53 a connecting driver given a temp dir reads its node's IP from there and
+    waits for the file forever when it is missing (python/ray/_private/node.py,
+    get_cached_node_ip_address); the cluster's own copy is readable, only not writable.
+    """
+    import glob
+    import shutil
+
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+    gcs = GcsClient(address=canonicalize_bootstrap_address_or_die(address))
+    session_dir = gcs.internal_kv_get(b"session_dir", b"session").decode()
+    own = os.path.join(temp_dir, os.path.basename(session_dir))
+    os.makedirs(own, exist_ok=True)
+    for path in glob.glob(os.path.join(session_dir, "*.json")):
+        shutil.copy(path, own)
 
 
 def private_temp_dir(env: Mapping[str, str] | None = None) -> str | None:
