@@ -19,10 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from fsd_daemon.discovery.base import ClusterSnapshot, SourceError
-from fsd_daemon.discovery.ray_auth import resolve_auth
-from fsd_daemon.discovery.ray_http import DashboardClient, find_dashboard_url
-from fsd_daemon.discovery.ray_state import RayStateSource
 from fsd_daemon.gpu.raylookup import NameLookupFailed, list_job_actors
 from fsd_daemon.sim.launch import stop_process
 from tests.support.daemonproc import read_groups, wait_for
@@ -171,48 +167,3 @@ def test_exporter_lookup_uses_the_token(
     monkeypatch.setenv("HOME", str(tmp_path))  # no token: the lookup says what to do
     with pytest.raises(NameLookupFailed, match="requires a token"):
         list_job_actors(head.address, job.job_id, timeout=60)
-
-
-def test_state_api_shape_and_session(
-    head: RayHead, job: Job, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What the HTTP client relies on in Ray's answers (a Ray release that changes the
-    endpoints or the envelope fails here): python/ray/util/state/api.py
-    (_make_http_get_request: data.result), python/ray/util/state/common.py (ListApiResponse),
-    python/ray/dashboard/modules/job/job_head.py (/api/version session_name)."""
-    for name in [k for k in os.environ if k.startswith("RAY_AUTH")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(head.home))  # the lookup child's Ray reads the same token
-    auth = resolve_auth()
-    url = find_dashboard_url(head.address, auth, timeout=60)
-    assert url == head.dashboard_url
-    client = DashboardClient(url, auth)
-    alive = [("state", "=", "ALIVE")]
-    actors = client.list_state("actors", filters=alive, limit=100, timeout=5)
-    for key in ("result", "total", "num_after_truncation", "num_filtered"):
-        assert key in actors, key
-    record = next(r for r in actors["result"] if r.get("name") == "vllm_server_0_0")
-    for key in ("actor_id", "class_name", "job_id", "ray_namespace", "node_id", "pid", "state"):
-        assert key in record, key
-    one = client.list_state("actors", filters=alive, limit=1, timeout=5)
-    assert len(one["result"]) == 1 and one["num_filtered"] == actors["num_filtered"]
-    nodes = client.list_state("nodes", filters=alive, limit=10, timeout=1)
-    assert {"node_id", "node_ip", "is_head_node"} <= nodes["result"][0].keys()
-    session = client.session_name(timeout=5)
-    assert session.startswith("session_") and (head.temp_dir / session).is_dir()
-    # A poll waits for the dashboard lookup at most its timeout; later polls pick it up.
-    source = RayStateSource(head.address, timeout=1.0, auth=auth)
-    snapshots: list[ClusterSnapshot] = []
-    wait_for(lambda: _try_snapshot(source, snapshots), timeout=60, step=0.2)
-    snapshot = snapshots[-1]
-    assert snapshot.session == session
-    assert "vllm_server_0_0" in {a.name for a in snapshot.actors}
-
-
-def _try_snapshot(source: RayStateSource, into: list[ClusterSnapshot]) -> bool:
-    try:
-        into.append(source.snapshot())
-    except SourceError as exc:
-        assert exc.kind == "timeout", exc  # only the lookup still running is expected
-        return False
-    return True
