@@ -229,18 +229,27 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _text(value: Any) -> str:
+    # Ray sends strings (or null); anything else is stringified, never trusted as a str.
+    return value if type(value) is str else ("" if value is None else str(value))
+
+
 def _actor(record: Any) -> ActorRecord | None:
+    """One record of the listing; None (logged) when malformed. Runs 10,000 times a poll:
+    plain type checks instead of conversions where Ray already sends the right type."""
     try:
-        if not record["actor_id"]:
+        actor_id = record["actor_id"]
+        if not actor_id:
             raise ValueError("actor without id")
+        pid = record.get("pid") or 0
         return ActorRecord(
-            actor_id=str(record["actor_id"]),
-            class_name=str(record.get("class_name") or ""),
-            name=str(record.get("name") or ""),
-            job_id=str(record.get("job_id") or ""),
-            namespace=str(record.get("ray_namespace") or ""),
-            node_id=str(record.get("node_id") or ""),
-            pid=int(record.get("pid") or 0),
+            actor_id=_text(actor_id),
+            class_name=_text(record.get("class_name")),
+            name=_text(record.get("name")),
+            job_id=_text(record.get("job_id")),
+            namespace=_text(record.get("ray_namespace")),
+            node_id=_text(record.get("node_id")),
+            pid=pid if type(pid) is int else int(pid),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         log.warning("ignoring a malformed actor record from Ray (%s): %.300r", exc, record)
