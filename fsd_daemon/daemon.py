@@ -63,9 +63,6 @@ def default_components(config: Config) -> tuple[ClusterSource, Resolver]:
         timeout=config.ray.request_timeout_seconds,
         actor_limit=config.ray.actor_limit,
         node_limit=config.ray.node_limit,
-        # Polls faster than the interval (re-polls while the cluster changes) only ask how
-        # many actors are ALIVE unless that count changed.
-        full_listing_interval=config.daemon.poll_interval_seconds,
     )
     return source, RayBridge(config.ray.address, timeout=config.ray.resolve_timeout_seconds)
 

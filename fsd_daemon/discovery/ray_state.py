@@ -4,11 +4,14 @@ The dashboard's REST API answers the listings (``ray_http.DashboardClient``); on
 dashboard from a GCS address needs Ray, in a short-lived child, once per connection. Token
 auth is decided as Ray's CLI decides it (``ray_auth``).
 
-A quick poll: between full listings, ``snapshot`` may ask only how many actors are ALIVE (a
-``limit=1`` listing: a few hundred bytes instead of megabytes at 10,000 actors) and return the
+A quick poll: between full listings, ``snapshot`` asks only how many actors are ALIVE (a
+``limit=1`` listing: a few hundred bytes instead of megabytes at 10,000 actors) and returns the
 previous snapshot when that count is unchanged. A full listing still runs at least every
-``full_listing_interval`` seconds, so an actor replaced within that window (count unchanged)
-is seen at most that late; any change of the count is seen at the next poll.
+``full_listing_interval`` seconds (30 by default), so an actor replaced within that window
+(count unchanged) is seen at most that late; any change of the count is seen at the next poll.
+The dashboard's own work is the same for both (it filters and sorts every ALIVE actor before
+it applies the limit: python/ray/dashboard/state_aggregator.py list_actors); only the
+daemon's parsing is saved.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ _TRUNCATION_LOG_INTERVAL = 60.0
 # Finding the dashboard starts Python and imports Ray in a child: seconds on a loaded head.
 _LOOKUP_TIMEOUT = 30.0
 _ALIVE = (("state", "=", "ALIVE"),)
+# Between full listings a poll only asks how many actors are ALIVE. An actor replaced by
+# another within this window (the count unchanged) is seen at most this late; an actor Ray
+# restarts keeps its id, and any change of the count is seen at the next poll.
+FULL_LISTING_INTERVAL = 30.0
 
 
 class RayStateSource:
@@ -47,7 +54,7 @@ class RayStateSource:
         timeout: float = 5.0,
         actor_limit: int = 10_000,
         node_limit: int = 2_000,
-        full_listing_interval: float = 0.0,
+        full_listing_interval: float = FULL_LISTING_INTERVAL,
         auth: RayAuth | None = None,
         lookup_timeout: float = _LOOKUP_TIMEOUT,
     ) -> None:
@@ -70,6 +77,8 @@ class RayStateSource:
         self._last_truncation_log = -_TRUNCATION_LOG_INTERVAL
         self._last: ClusterSnapshot | None = None
         self._last_actor_count = -1
+        self._last_node_ids: frozenset[str] = frozenset()
+        self._last_node_count = -1
         self._last_full = -float("inf")
         self._session = ""
         self._session_head = ""
@@ -86,9 +95,10 @@ class RayStateSource:
             if quick is not None:
                 return quick
             actors, truncated, actor_count = self._list(client, "actors", self.actor_limit)
-            nodes, nodes_cut, _ = self._list(client, "nodes", self.node_limit)
+            nodes, nodes_cut, node_count = self._list(client, "nodes", self.node_limit)
             session = self._session_of(client, nodes)
         except DashboardError as exc:
+            self._last = None  # after a failure, only a full listing says what is there
             if exc.kind == "unreachable" and not is_dashboard_url(self.address):
                 # The dashboard may come back elsewhere (a Ray restart picks its URL anew).
                 self._client = None
@@ -113,19 +123,28 @@ class RayStateSource:
             session=session,
         )
         self._last, self._last_actor_count = snapshot, actor_count
+        self._last_node_ids = frozenset(n.node_id for n in snapshot.nodes)
+        self._last_node_count = node_count
         self._last_full = time.monotonic()
         self.full_listings += 1
         return snapshot
 
     def _quick(self, client: DashboardClient) -> ClusterSnapshot | None:
-        """The previous snapshot when a full listing is not due and the count is unchanged."""
+        """The previous snapshot when a full listing is not due and nothing seems changed:
+        the same number of ALIVE actors and nodes, and a node that the last full listing had
+        (node ids are never reused, so a restarted Ray fails this at once)."""
         if self._last is None or self._last.truncated:
             return None
         if time.monotonic() - self._last_full >= self.full_listing_interval:
             return None
-        listing = client.list_state("actors", filters=_ALIVE, limit=1, timeout=self.timeout)
-        count = _count(listing)
-        if count != self._last_actor_count:
+        actors = client.list_state("actors", filters=_ALIVE, limit=1, timeout=self.timeout)
+        if _count(actors) != self._last_actor_count:
+            return None
+        nodes = client.list_state("nodes", filters=_ALIVE, limit=1, timeout=self.timeout)
+        first = nodes["result"][0].get("node_id") if nodes["result"] else None
+        if _count(nodes) != self._last_node_count or (
+            first is not None and first not in self._last_node_ids
+        ):
             return None
         return self._last
 
