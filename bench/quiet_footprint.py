@@ -1,8 +1,8 @@
 """Footprint of a quiet daemon: RSS of the daemon and everything it starts, CPU over a quiet
 window, writes; against a real ``ray start --head`` cluster with a verl-like job.
 
-The daemon runs as users run it (``fsd-daemon run``, built-in defaults: 2 s poll, bridge idle
-stop after 60 s) with a clean environment. Once every server is in rollout.json, it waits
+The daemon runs as users run it (``fsd-daemon run``, built-in defaults but ``--poll``: 2 s
+poll by default, bridge idle stop after 60 s) with a clean environment. Once every server is in rollout.json, it waits
 ``--settle`` seconds (the bridge child goes once idle), then measures ``--duration`` seconds:
 CPU seconds of the daemon's process tree (psutil), its RSS at the end, the bridge children
 seen, and target-file writes (fsd_daemon_writes_total). Scaled to an hour for the table.
@@ -83,7 +83,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "--metrics-listen",
                     f"127.0.0.1:{port}",
                 ],
-                env=clean_env(head.home),
+                env={
+                    **clean_env(head.home),
+                    "FSD_DAEMON_POLL_INTERVAL_SECONDS": str(args.poll),
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -130,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/quiet_footprint.py", description=__doc__)
     p.add_argument("--servers", type=int, default=4)
+    p.add_argument("--poll", type=float, default=2.0, help="daemon.poll_interval_seconds")
     p.add_argument("--settle", type=float, default=75.0, help="s after pick-up (idle stop: 60)")
     p.add_argument("--duration", type=float, default=120.0, help="quiet window measured, s")
     p.add_argument("--json", metavar="FILE")
