@@ -2,10 +2,10 @@
 window, writes; against a real ``ray start --head`` cluster with a verl-like job.
 
 The daemon runs as users run it (``fsd-daemon run``, built-in defaults but ``--poll``: 2 s
-poll by default, bridge idle stop after 60 s) with a clean environment. Once every server is in rollout.json, it waits
-``--settle`` seconds (the bridge child goes once idle), then measures ``--duration`` seconds:
-CPU seconds of the daemon's process tree (psutil), its RSS at the end, the bridge children
-seen, and target-file writes (fsd_daemon_writes_total). Scaled to an hour for the table.
+poll by default, bridge idle stop after 60 s) with a clean environment. Once every server is
+in rollout.json, it waits ``--settle`` seconds (the bridge child goes once idle), then
+measures ``--duration`` seconds: CPU seconds of the daemon's process tree (psutil), its RSS
+at the end, and target-file writes (fsd_daemon_writes_total). Scaled to an hour.
 """
 
 from __future__ import annotations
