@@ -28,6 +28,7 @@ class Dashboard:
         self.requests: list[tuple[str, int]] = []
         self.headers: list[str | None] = []
         self.fail = False
+        self.refuse = ""  # the API server's own refusal (result false), e.g. Ray 2.44's
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,8 +39,10 @@ class Dashboard:
                 if owner.fail:
                     self.send_error(500)
                     return
-                if url.path == "/api/version":
-                    body: Any = {"session_name": "session_x"}
+                if owner.refuse:
+                    body: Any = {"result": False, "msg": owner.refuse, "data": {}}
+                elif url.path == "/api/version":
+                    body = {"session_name": "session_x"}
                 else:
                     rows = owner.actors if url.path.endswith("actors") else owner.nodes
                     limit = int(query["limit"][0])
@@ -149,3 +152,14 @@ def test_after_a_failure_or_the_interval_a_full_listing(dashboard: Dashboard) ->
     before = dashboard.full_listings()
     source.snapshot()
     assert dashboard.full_listings() == before + 1
+
+
+def test_the_api_servers_refusal_is_named_not_called_unreachable(dashboard: Dashboard) -> None:
+    """Ray 2.44 answers a too-short timeout with result=false and its own words; the error
+    says that, not that Ray is unreachable (issue 9 item 2)."""
+    dashboard.refuse = "AssertionError: 0 second timeout is not supported."
+    with pytest.raises(SourceError) as refused:
+        _source(dashboard).snapshot()
+    assert refused.value.kind == "api_error"
+    assert "refused /api/v0/actors: AssertionError: 0 second timeout" in str(refused.value)
+    assert "unreachable" not in str(refused.value)
