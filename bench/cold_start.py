@@ -72,8 +72,8 @@ def count_targets(path: Path) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fsd_daemon.config import load_config
-    from fsd_daemon.daemon import Daemon
     from fsd_daemon.discovery.ray_bridge import RayBridge
+    from fsd_daemon.poll import Poll
     from tests.support.slowray import address_of
 
     snapshot = cluster(args.servers)
@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # The file a previous run left: every server, resolved.
     out.mkdir(exist_ok=True)
     seed = [
-        {"targets": [f"{address_of(a.actor_id)[0]}:{address_of(a.actor_id)[1]}"], "labels": {}}
+        {
+            "targets": [f"{address_of(a.actor_id)[0]}:{address_of(a.actor_id)[1]}"],
+            "labels": {"ray_namespace": a.namespace, "actor_name": a.name},
+        }
         for a in snapshot.actors
     ]
     (out / "rollout.json").write_text(json.dumps(seed))
@@ -107,8 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "connect_seconds": args.connect_s,
         },
     )
-    daemon = Daemon(config, source=FixedSource(snapshot), resolver=bridge)
-    daemon.writer.prepare()
+    daemon = Poll(config, FixedSource(snapshot), bridge)
+    daemon.prepare()  # arms the start-up gate from the file found there
     writes: list[tuple[float, int]] = []
     polls = 0
     cpu0 = time.process_time()
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         cpu = time.process_time() - cpu0
         starts = bridge.starts
-        daemon.shutdown()
+        daemon.close()
     peer_batch_s = args.servers * args.lookup_ms / 1000
     return {
         "servers": args.servers,
