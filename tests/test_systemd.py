@@ -366,9 +366,9 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
         "LANG": "C.UTF-8",
         **unit_environment(DAEMON_UNIT),
         "RAY_ADDRESS": gcs,
-        # Explicit until the daemon decides token mode from the file alone (issue #9 item 1).
-        "RAY_AUTH_MODE": "token",
+        # What the env file sets; token mode is decided from it alone (issue #9 item 1).
         "RAY_AUTH_TOKEN_PATH": str(token),
+        "STATE_DIRECTORY": str(state),  # systemd sets it for StateDirectory=
         "FSD_DAEMON_OUTPUT_DIR": str(out),
         "FSD_DAEMON_POLL_INTERVAL_SECONDS": "1",
         "FSD_DAEMON_METRICS_LISTEN": "127.0.0.1:26848",

@@ -9,9 +9,10 @@ real Prometheus on the head scraping everything over the veth. Then the worker's
 killed: its servers and node targets leave after the grace period, the head's stay unchanged.
 
 Token auth: the cluster runs with a token (``ray get-auth-token --generate`` in the test's
-HOME, which ``ray start`` then uses, as Ray 2.5x+ does for a user who has one). Until the
-daemon finds the token itself in a clean environment (issue #9 item 1), it is given
-``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` explicitly (see ``_auth_env``).
+HOME, which ``ray start`` then uses, as Ray 2.5x+ does for a user who has one). The job driver
+and the worker's ``ray start`` are given ``RAY_AUTH_MODE=token`` (Ray turns token mode on by
+itself only for ``ray start --head``); the daemon gets nothing Ray-specific and finds the
+token in its HOME itself, as a user's would (issue #9 item 1).
 """
 
 from __future__ import annotations
@@ -205,8 +206,9 @@ def test_two_nodes_discovery_scrape_and_worker_death(
         ],
         tmp_path / "daemon.log",
         {
+            # No RAY_AUTH_MODE: the daemon turns token mode on from ~/.ray/auth_token itself,
+            # as Ray's CLI does (issue #9 item 1).
             **env,
-            **auth_env(home),
             "FSD_DAEMON_POLL_INTERVAL_SECONDS": "1",
             "FSD_DAEMON_GRACE_PERIOD_SECONDS": str(GRACE_SECONDS),
         },
