@@ -177,8 +177,11 @@ class RayBridge:
     def _ensure_ready(self) -> bool:
         """True when a connected child is ready. Never blocks on a starting child."""
         if self._proc is not None and not self._proc.is_alive():
+            # A child that could not connect says why and exits: its last word may still be
+            # in the pipe, and it says more than the exit code.
             self._set_problem(
-                f"Ray bridge (pid {self._proc.pid}) exited with {self._proc.exitcode}"
+                self._last_word()
+                or (f"Ray bridge (pid {self._proc.pid}) exited with {self._proc.exitcode}")
             )
             self._fail()
         if self._proc is None:
@@ -208,6 +211,17 @@ class RayBridge:
             self._set_problem(f"Ray bridge did not connect within {_START_TIMEOUT:.0f} s")
             self._fail()
         return False
+
+    def _last_word(self) -> str | None:
+        """The error an exited child sent before it went, if it is still unread."""
+        try:
+            if self._conn is not None and self._conn.poll(0):
+                kind, payload = self._conn.recv()
+                if kind == "error":
+                    return f"Ray bridge cannot connect: {payload}"
+        except (EOFError, OSError, ValueError, TypeError):
+            pass
+        return None
 
     def _set_problem(self, problem: str | None) -> None:
         """Log a problem when it starts or changes and when it ends; never every poll."""
