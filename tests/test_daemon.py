@@ -3,6 +3,7 @@ failures that keep the files, self-metrics and /healthz, signals and the systemd
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -22,23 +23,11 @@ from fsd_daemon.config import load_config
 from fsd_daemon.service import Service as Daemon
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
+from tests.support.harness import targets_in
+from tests.support.harness import wait_for as _wait_for
 
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> float:
-    """Wait until ``check()``; returns the seconds it took, fails the test on timeout."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(step)
-    return time.monotonic() - start
-
-
-def targets_in(path: Path) -> list[str]:
-    try:
-        return sorted(t for g in orjson.loads(path.read_bytes()) for t in g["targets"])
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return []
+# This module's waits: 10 s at most, checked every 20 ms.
+wait_for = functools.partial(_wait_for, timeout=10.0, step=0.02)
 
 
 class Running:

@@ -5,6 +5,7 @@ persisting conditions, one reload per edit, fast re-polls while the cluster chan
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -25,22 +26,11 @@ from fsd_daemon.poll import Poll, PollResult
 from fsd_daemon.service import FAST_POLL_WINDOW_SECONDS, Service
 from fsd_daemon.writer import WriteError
 from tests.support.clusterfile import cluster, node, server
+from tests.support.harness import targets_in
+from tests.support.harness import wait_for as _wait_for
 
-
-def wait_for(check: Any, timeout: float = 10.0, step: float = 0.02) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(step)
-    return time.monotonic() - start
-
-
-def targets_in(path: Path) -> list[str]:
-    try:
-        return sorted(t for g in orjson.loads(path.read_bytes()) for t in g["targets"])
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return []
+# This module's waits: 10 s at most, checked every 20 ms.
+wait_for = functools.partial(_wait_for, timeout=10.0, step=0.02)
 
 
 def healthz(port: int, host: str = "127.0.0.1") -> tuple[int, dict[str, Any]]:

@@ -216,6 +216,21 @@ def table_panel(
     return panel
 
 
+def _up_down_cells(matcher: str, options: str) -> dict[str, Any]:
+    """A table override: the matched 0/1 columns shown as red DOWN / green UP cells."""
+    up_down = {
+        "0": {"color": "red", "index": 0, "text": "DOWN"},
+        "1": {"color": "green", "index": 1, "text": "UP"},
+    }
+    return {
+        "matcher": {"id": matcher, "options": options},
+        "properties": [
+            {"id": "mappings", "value": [{"type": "value", "options": up_down}]},
+            {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+        ],
+    }
+
+
 def state_panel(
     title: str,
     description: str,
@@ -551,26 +566,7 @@ def rollout_overview() -> dict[str, Any]:
                     },
                 }
             ],
-            overrides=[
-                {
-                    "matcher": {"id": "byName", "options": "up"},
-                    "properties": [
-                        {
-                            "id": "mappings",
-                            "value": [
-                                {
-                                    "type": "value",
-                                    "options": {
-                                        "0": {"color": "red", "index": 0, "text": "DOWN"},
-                                        "1": {"color": "green", "index": 1, "text": "UP"},
-                                    },
-                                }
-                            ],
-                        },
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    ],
-                }
-            ],
+            overrides=[_up_down_cells("byName", "up")],
             sort_by=[{"desc": False, "displayName": "up"}],
         ),
         row("Load per replica: the long tail", y=8),
@@ -1155,26 +1151,7 @@ def gpu_idleness() -> dict[str, Any]:
                     },
                 },
             ],
-            overrides=[
-                {
-                    "matcher": {"id": "byRegexp", "options": "scrape up|NVML up"},
-                    "properties": [
-                        {
-                            "id": "mappings",
-                            "value": [
-                                {
-                                    "type": "value",
-                                    "options": {
-                                        "0": {"color": "red", "index": 0, "text": "DOWN"},
-                                        "1": {"color": "green", "index": 1, "text": "UP"},
-                                    },
-                                }
-                            ],
-                        },
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    ],
-                }
-            ],
+            overrides=[_up_down_cells("byRegexp", "scrape up|NVML up")],
             sort_by=[],
         ),
         timeseries_panel(

@@ -47,6 +47,14 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, step: float = 0.05
         time.sleep(step)
 
 
+def targets_in(path: Path) -> list[str]:
+    """The sorted targets of a file_sd file; [] while it is missing or half-written."""
+    try:
+        return sorted(t for g in orjson.loads(path.read_bytes()) for t in g["targets"])
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return []
+
+
 def read_groups(path: Path) -> list[dict[str, Any]]:
     """The target groups of a file_sd file; ``[]`` while it is missing or not valid JSON."""
     try:
