@@ -54,6 +54,10 @@ def _say(message: str) -> None:
     print(f"demo: {message}", file=sys.stderr, flush=True)
 
 
+# What a Ray client on this machine needs to reach a cluster that listens on 127.0.0.1 only.
+LOOPBACK_CLIENT_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
+
+
 def loopback_ray_environment() -> None:
     """A one-machine Ray that only uses 127.0.0.1 (else clients move to the outward address)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -341,6 +345,11 @@ rule_files = [{", ".join(_toml(r) for r in rules)}]
                 "  Grafana           fsd-daemon assets install --grafana-provisioning DIR "
                 f"--prometheus-url {base}",
                 f"  report            fsd-daemon report --prometheus {base} --since 10m",
+                # The demo's Ray listens on 127.0.0.1 only; without this variable Ray's client
+                # turns 127.0.0.1 into the machine's outward address (a real head node needs
+                # no such thing).
+                f"  is it working?    {LOOPBACK_CLIENT_ENV} fsd-daemon doctor "
+                f"--config {self.daemon_config_path} --prometheus {base}",
             ]
         lines += [
             f"  logs              {self.logs}/",

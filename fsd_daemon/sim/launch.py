@@ -84,7 +84,13 @@ class Job:
                 stream.close()
 
 
-def start_job(address: str, *args: str, timeout: float = 120.0, new_session: bool = False) -> Job:
+def start_job(
+    address: str,
+    *args: str,
+    timeout: float = 120.0,
+    new_session: bool = False,
+    env: dict[str, str] | None = None,
+) -> Job:
     """Start a simulated job on the Ray cluster at ``address``; return once all servers serve.
 
     The job lives while its stdin stays open (and until SIGTERM), like a driver in a terminal.
@@ -94,6 +100,7 @@ def start_job(address: str, *args: str, timeout: float = 120.0, new_session: boo
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         start_new_session=new_session,
+        env=env,
     )
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
