@@ -32,6 +32,7 @@ from fsd_daemon.discovery.ray_http import (
     find_dashboard_url,
     is_dashboard_url,
 )
+from fsd_daemon.gcpause import paused_gc
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,12 @@ class RayStateSource:
             if quick is not None:
                 return quick
             actors, truncated, actor_count = self._list(client, "actors", self.actor_limit)
+            # Built before the next request: the 10,000 raw records then live only inside the
+            # collector's pause (fsd_daemon.gcpause), not across another HTTP round trip.
+            with paused_gc():
+                actor_records = self._parser.actors.parse(actors)
+            listed_actors = len(actors)
+            del actors
             nodes, nodes_cut, node_count = self._list(client, "nodes", self.node_limit)
             session = self._session_of(client, nodes)
         except DashboardError as exc:
@@ -113,14 +120,14 @@ class RayStateSource:
                 log.warning(
                     "Ray returned %d ALIVE actors, the configured limit (ray.actor_limit): the "
                     "list may be cut. No server will be removed until it fits; raise the limit.",
-                    len(actors),
+                    listed_actors,
                 )
         if nodes_cut:
             raise SourceError(
                 "truncated", f"{len(nodes)} ALIVE nodes reach ray.node_limit; raise the limit"
             )
         snapshot = ClusterSnapshot(
-            actors=self._parser.actors.parse(actors),
+            actors=actor_records,
             nodes=self._parser.nodes.parse(nodes),
             truncated=truncated,
             session=session,
