@@ -202,3 +202,22 @@ def test_renderer_gives_render_bytes_for_any_sequence() -> None:
         else:
             current = []
         assert renderer.render(current) == render(current)
+
+
+def test_paused_gc_restores_the_collector_state() -> None:
+    import gc
+
+    from fsd_daemon.gcpause import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_gc():
+        assert not gc.isenabled()
+        raise RuntimeError("inside")
+    assert gc.isenabled()  # back on after an error
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a collector someone else turned off stays off
+    finally:
+        gc.enable()
