@@ -127,9 +127,9 @@ class Reconciler:
     _last_snapshot: ClusterSnapshot | None = field(default=None, init=False)
     _pending: _Pending = field(default_factory=_Pending, init=False)
     _warned: set[tuple[str, str]] = field(default_factory=set, init=False)
-    # Each target validated at the last poll (or why it was dropped), by (file, actor or node
-    # id): a changed poll re-validates only what changed (at 10,000 servers, most of a changed
-    # poll's CPU went into validating targets that had not changed).
+    # Each node target (gpu.json, ray.json) validated at the last poll (or why it was
+    # dropped), by (file, node id): a changed poll re-validates only what changed. Rollout
+    # targets are kept in _rollout instead.
     _target_cache: dict[tuple[str, Hashable], _CachedTarget] = field(
         default_factory=dict, init=False
     )
