@@ -26,7 +26,7 @@ from fsd_daemon.condition import Condition
 from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ClusterSnapshot, ClusterSource, Resolver, SourceError
 from fsd_daemon.reconcile import RAY_FILE, ROLLOUT_FILE, Desired, Reconciler, summarize_changes
-from fsd_daemon.render import Target, render
+from fsd_daemon.render import Renderer, Target
 from fsd_daemon.selfmetrics import Health, SelfMetrics
 from fsd_daemon.writer import TargetFileWriter, WriteError
 
@@ -137,6 +137,8 @@ class Poll:
         self.reconciler = Reconciler(config, clock=clock)
         self.writer = TargetFileWriter(config.daemon.output_dir)
         self.written_targets: dict[str, tuple[Target, ...]] = {}
+        # One per file: each keeps the rendered groups of its file's last render.
+        self._renderers: dict[str, Renderer] = {}
         self._dropped_reported: dict[tuple[str, str], int] = {}
         self._desired: Desired | None = None
         self._unwritten: set[str] = set()
@@ -336,7 +338,8 @@ class Poll:
                 ),
             )
             try:
-                wrote = self.writer.write(name, render(targets))
+                data = self._renderers.setdefault(name, Renderer()).render(targets)
+                wrote = self.writer.write(name, data)
             except WriteError as exc:
                 self.metrics.poll_errors.labels("write").inc()
                 self.health.problem(stage, str(exc))

@@ -8,7 +8,9 @@ every other server its scrape.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -171,10 +173,58 @@ def validate_target(target: Target, max_value_length: int) -> None:
             raise InvalidTarget("bad_label_value", f"label {name} is not valid UTF-8") from None
 
 
+_RENDER_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+_ORDER = operator.attrgetter("address", "labels")
+
+
 def render(targets: Iterable[Target]) -> bytes:
     """Canonical file_sd JSON: one group per target, sorted, so equal sets give equal bytes."""
     groups = [
-        {"targets": [t.address], "labels": dict(t.labels)}
-        for t in sorted(set(targets), key=lambda t: (t.address, t.labels))
+        {"targets": [t.address], "labels": dict(t.labels)} for t in sorted(set(targets), key=_ORDER)
     ]
-    return orjson.dumps(groups, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    return orjson.dumps(groups, option=_RENDER_OPTIONS) + b"\n"
+
+
+def _group(target: Target) -> bytes:
+    """One target's group as :func:`render` lays it out inside the list (indented by 2)."""
+    group = {"targets": [target.address], "labels": dict(target.labels)}
+    return b"  " + orjson.dumps(group, option=_RENDER_OPTIONS).replace(b"\n", b"\n  ")
+
+
+class Renderer:
+    """:func:`render`, keeping the last call's order and rendered groups for the next call.
+
+    A changed poll at 10,000 servers changes a few groups; rendering and sorting every group
+    again was most of its render cost. Invariants: ``_order`` is the last call's targets
+    sorted as :func:`render` sorts them, and ``_groups`` holds each of them rendered as
+    :func:`render` lays it out (a group depends only on its target, which is immutable and
+    compared by value); so the bytes equal :func:`render`'s, and only the last call's groups
+    are kept. No two distinct targets tie in that order (it is by their whole value).
+    """
+
+    # Above this many new targets, sorting all of them again is cheaper than inserting each.
+    _INSERT_AT_MOST = 256
+
+    def __init__(self) -> None:
+        self._order: list[Target] = []
+        self._groups: dict[Target, bytes] = {}
+
+    def render(self, targets: Iterable[Target]) -> bytes:
+        wanted = set(targets)
+        groups = self._groups
+        added = wanted.difference(groups)
+        if len(added) > self._INSERT_AT_MOST or len(wanted) - len(added) < len(groups) // 2:
+            order = sorted(wanted, key=_ORDER)
+        else:
+            # A subsequence of a sorted list is sorted; each insertion keeps it so.
+            order = [t for t in self._order if t in wanted]
+            for target in added:
+                bisect.insort(order, target, key=_ORDER)
+        for gone in groups.keys() - wanted:
+            del groups[gone]
+        for target in added:
+            groups[target] = _group(target)
+        self._order = order
+        if not order:
+            return b"[]\n"
+        return b"[\n" + b",\n".join(map(groups.__getitem__, order)) + b"\n]\n"
