@@ -38,11 +38,61 @@ from fsd_daemon.assets import DASHBOARDS_DIR
 from fsd_daemon.mixin import names
 
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
-# The selectors every rollout panel applies, and the GPU panels' (GPUs have no role label
-# before the owner join).
-ROLLOUT = 'cluster=~"$cluster", ray_job_id=~"$job", role=~"$role"'
-BY_REPLICA = "ray_job_id, role, replica"
 Grid = tuple[int, int, int, int]  # h, w, x, y
+RATE_WINDOW = "[$__rate_interval]"
+
+
+# --- PromQL pieces: every label and metric name comes from ``names`` ---------------------------
+def matches_variable(label: str, variable: str) -> str:
+    """``cluster=~"$cluster"``: a regex matcher, so that the variable's "All" (``.*``) works."""
+    return f'{label}=~"${variable}"'
+
+
+def equals(label: str, value: str) -> str:
+    return f'{label}="{value}"'
+
+
+def matches(label: str, regex: str) -> str:
+    return f'{label}=~"{regex}"'
+
+
+IN_CLUSTER = matches_variable(names.CLUSTER, "cluster")
+IN_JOB = matches_variable(names.RAY_JOB_ID, "job")
+IN_ROLE = matches_variable(names.ROLE, "role")
+# The matchers every rollout panel applies; the per-job GPU records have no role label.
+ROLLOUT = (IN_CLUSTER, IN_JOB, IN_ROLE)
+PER_JOB = (IN_CLUSTER, IN_JOB)
+BY_JOB_ROLE = (names.RAY_JOB_ID, names.ROLE)
+BY_REPLICA = (*BY_JOB_ROLE, names.REPLICA)
+
+
+def sel(metric: str, *matchers: str) -> str:
+    """``metric{m1, m2}``: exact matchers first, then the dashboard variables' (by convention)."""
+    return f"{metric}{{{', '.join(matchers)}}}"
+
+
+def by(aggregation: str, labels: Sequence[str], expr: str) -> str:
+    """``sum by (a, b) (expr)``."""
+    return f"{aggregation} by ({names.by(labels)}) ({expr})"
+
+
+def rate(selector: str) -> str:
+    return f"rate({selector}{RATE_WINDOW})"
+
+
+def histogram_quantile(quantile: float, buckets: str) -> str:
+    return f"histogram_quantile({quantile}, {buckets})"
+
+
+def legend(*labels: str) -> str:
+    """``("ray_job_id", "role")`` -> ``"{{ray_job_id}} {{role}}"``, Grafana's legend template."""
+    return " ".join(f"{{{{{label}}}}}" for label in labels)
+
+
+JOB_ROLE_LEGEND = legend(*BY_JOB_ROLE)
+REPLICA_LEGEND = legend(*BY_REPLICA)
+# A rollout server: its replica, engine and (a disaggregated replica has several) actor.
+SERVER_LEGEND = f"{REPLICA_LEGEND} ({legend(names.ENGINE)}, {legend(names.ACTOR_NAME)})"
 
 
 class Target:
@@ -53,6 +103,13 @@ class Target:
 
 def q(expr: str, legend: str = "") -> Target:
     return Target(expr, legend)
+
+
+def quantiles(buckets: str, levels: Sequence[float], legend_text: str) -> list[Target]:
+    """One target per quantile of a histogram's bucket rates, legends ``p50 <legend_text>``."""
+    return [
+        q(histogram_quantile(p, buckets), f"p{round(p * 100)} {legend_text}") for p in levels
+    ]
 
 
 def _targets(panel: Any, targets: Sequence[Target], *, instant: bool, table_format: bool) -> None:
@@ -283,17 +340,16 @@ def sleep_state_panels(y: int) -> list[Any]:
     """Issue 10.4: asleep is not idle. vLLM reports ``vllm:engine_sleep_state``: awake = 1
     while awake; weights_offloaded / discard_all = 1 while asleep at that level (verl puts
     rollout engines to sleep while the trainer has the GPUs in colocated training)."""
-    awake = (
-        f"max by ({BY_REPLICA}) "
-        f"({names.VLLM_SLEEP_STATE}"
-        f'{{{names.SLEEP_STATE}="{names.SLEEP_AWAKE}", {ROLLOUT}}})'
+    awake = by(
+        "max",
+        BY_REPLICA,
+        sel(names.VLLM_SLEEP_STATE, equals(names.SLEEP_STATE, names.SLEEP_AWAKE), *ROLLOUT),
     )
-    busy = (
-        f"(max by ({BY_REPLICA}) (replica:fsd_rollout_requests_running:sum{{{ROLLOUT}}}) > bool 0)"
-    )
-    idle = (
-        f"(max by ({BY_REPLICA}) (replica:fsd_rollout_requests_running:sum{{{ROLLOUT}}}) == bool 0)"
-    )
+    running = by("max", BY_REPLICA, sel(names.REPLICA_REQUESTS_RUNNING, *ROLLOUT))
+    busy = f"({running} > bool 0)"
+    idle = f"({running} == bool 0)"
+    per_replica = f"on ({names.by(BY_REPLICA)})"
+    job = legend(names.RAY_JOB_ID)
     return [
         row("Asleep, busy or idle (vLLM sleep state)", y=y),
         state_panel(
@@ -302,7 +358,7 @@ def sleep_state_panels(y: int) -> list[Any]:
             "and running requests, or awake with nothing to do (the idle rollout capacity). "
             "From vllm:engine_sleep_state and the running requests. SGLang reports no sleep "
             "state and is not shown.",
-            [q(f"{awake} * (1 + {busy})", "{{ray_job_id}} {{role}} {{replica}}")],
+            [q(f"{awake} * (1 + {busy})", REPLICA_LEGEND)],
             grid=(9, 12, 0, y + 1),
             states=[
                 (0, "asleep", "#9e9e9e"),
@@ -315,14 +371,14 @@ def sleep_state_panels(y: int) -> list[Any]:
             "How many vLLM rollout replicas of each job are asleep, awake and busy, or awake "
             "and idle. Only the last is rollout capacity that could be given back.",
             [
-                q(f"sum by (ray_job_id) (1 - {awake})", "{{ray_job_id}} asleep"),
+                q(by("sum", [names.RAY_JOB_ID], f"1 - {awake}"), f"{job} asleep"),
                 q(
-                    f"sum by (ray_job_id) ({awake} * on ({BY_REPLICA}) {busy})",
-                    "{{ray_job_id}} awake, busy",
+                    by("sum", [names.RAY_JOB_ID], f"{awake} * {per_replica} {busy}"),
+                    f"{job} awake, busy",
                 ),
                 q(
-                    f"sum by (ray_job_id) ({awake} * on ({BY_REPLICA}) {idle})",
-                    "{{ray_job_id}} awake, idle",
+                    by("sum", [names.RAY_JOB_ID], f"{awake} * {per_replica} {idle}"),
+                    f"{job} awake, idle",
                 ),
             ],
             grid=(9, 12, 12, y + 1),
@@ -337,7 +393,15 @@ def sleep_state_panels(y: int) -> list[Any]:
 def long_tail_cause_panels(y: int) -> list[Any]:
     """Issue 10.6: what makes a step's tail long: long responses (up to max_tokens),
     truncations and aborts, preemptions/retractions, queueing, SGLang's paused requests."""
-    rate = "[$__rate_interval]"
+    by_job_role_bound = (*BY_JOB_ROLE, names.HISTOGRAM_BOUND)
+
+    def job_role_buckets(histogram: str) -> str:
+        return by("sum", by_job_role_bound, rate(sel(names.bucket(histogram), *ROLLOUT)))
+
+    truncated_or_aborted = matches(
+        names.FINISHED_REASON, f"{names.FINISHED_LENGTH}|{names.FINISHED_ABORT}"
+    )
+
     return [
         row("What makes the tail long", y=y),
         timeseries_panel(
@@ -345,19 +409,16 @@ def long_tail_cause_panels(y: int) -> list[Any]:
             "Generated tokens per finished request, and the max_tokens requests asked for: a "
             "p99 close to max_tokens means the tail is requests running to the limit.",
             [
-                q(
-                    f"histogram_quantile({p}, sum by (ray_job_id, role, le) "
-                    f"(rate({names.VLLM_GENERATION_TOKENS_HISTOGRAM}_bucket{{{ROLLOUT}}}{rate})))",
-                    f"p{int(p * 100)} length {{{{ray_job_id}}}} {{{{role}}}}",
-                )
-                for p in (0.5, 0.99)
-            ]
-            + [
-                q(
-                    "histogram_quantile(0.99, sum by (ray_job_id, role, le) "
-                    f"(rate({names.VLLM_MAX_TOKENS_HISTOGRAM}_bucket{{{ROLLOUT}}}{rate})))",
-                    "p99 max_tokens {{ray_job_id}} {{role}}",
-                )
+                *quantiles(
+                    job_role_buckets(names.VLLM_GENERATION_TOKENS_HISTOGRAM),
+                    (0.5, 0.99),
+                    f"length {JOB_ROLE_LEGEND}",
+                ),
+                *quantiles(
+                    job_role_buckets(names.VLLM_MAX_TOKENS_HISTOGRAM),
+                    (0.99,),
+                    f"max_tokens {JOB_ROLE_LEGEND}",
+                ),
             ],
             grid=(8, 12, 0, y + 1),
             unit="short",
@@ -369,10 +430,12 @@ def long_tail_cause_panels(y: int) -> list[Any]:
             'aborted (finished_reason="abort", e.g. when verl puts the engine to sleep).',
             [
                 q(
-                    "sum by (ray_job_id, role, finished_reason) "
-                    f'(rate({names.VLLM_REQUEST_SUCCESS}{{finished_reason=~"length|abort", '
-                    f"{ROLLOUT}}}{rate}))",
-                    "{{ray_job_id}} {{role}} {{finished_reason}}",
+                    by(
+                        "sum",
+                        (*BY_JOB_ROLE, names.FINISHED_REASON),
+                        rate(sel(names.VLLM_REQUEST_SUCCESS, truncated_or_aborted, *ROLLOUT)),
+                    ),
+                    legend(*BY_JOB_ROLE, names.FINISHED_REASON),
                 )
             ],
             grid=(8, 12, 12, y + 1),
@@ -385,13 +448,12 @@ def long_tail_cause_panels(y: int) -> list[Any]:
             "step of the replica it ran on.",
             [
                 q(
-                    f"sum by ({BY_REPLICA}) (rate({names.VLLM_PREEMPTIONS}{{{ROLLOUT}}}{rate}))",
-                    "{{ray_job_id}} {{role}} {{replica}} preempted",
+                    by("sum", BY_REPLICA, rate(sel(names.VLLM_PREEMPTIONS, *ROLLOUT))),
+                    f"{REPLICA_LEGEND} preempted",
                 ),
                 q(
-                    f"sum by ({BY_REPLICA}) "
-                    f"(rate({names.SGLANG_RETRACTED_REQUESTS}{{{ROLLOUT}}}{rate}))",
-                    "{{ray_job_id}} {{role}} {{replica}} retracted",
+                    by("sum", BY_REPLICA, rate(sel(names.SGLANG_RETRACTED_REQUESTS, *ROLLOUT))),
+                    f"{REPLICA_LEGEND} retracted",
                 ),
             ],
             grid=(8, 12, 0, y + 9),
@@ -404,14 +466,12 @@ def long_tail_cause_panels(y: int) -> list[Any]:
             "than it can run at once queues, and finishes last.",
             [
                 q(
-                    "histogram_quantile(0.9, sum by (ray_job_id, role, le) "
-                    f"(rate({names.VLLM_QUEUE_TIME}_bucket{{{ROLLOUT}}}{rate})))",
-                    "vLLM {{ray_job_id}} {{role}}",
+                    histogram_quantile(0.9, job_role_buckets(names.VLLM_QUEUE_TIME)),
+                    f"vLLM {JOB_ROLE_LEGEND}",
                 ),
                 q(
-                    "histogram_quantile(0.9, sum by (ray_job_id, role, le) "
-                    f"(rate({names.SGLANG_QUEUE_TIME}_bucket{{{ROLLOUT}}}{rate})))",
-                    "SGLang {{ray_job_id}} {{role}}",
+                    histogram_quantile(0.9, job_role_buckets(names.SGLANG_QUEUE_TIME)),
+                    f"SGLang {JOB_ROLE_LEGEND}",
                 ),
             ],
             grid=(8, 12, 12, y + 9),
@@ -424,8 +484,8 @@ def long_tail_cause_panels(y: int) -> list[Any]:
             "in fully asynchronous training.",
             [
                 q(
-                    f"sum by ({BY_REPLICA}) ({names.SGLANG_PAUSED_REQUESTS}{{{ROLLOUT}}})",
-                    "{{ray_job_id}} {{role}} {{replica}}",
+                    by("sum", BY_REPLICA, sel(names.SGLANG_PAUSED_REQUESTS, *ROLLOUT)),
+                    REPLICA_LEGEND,
                 )
             ],
             grid=(8, 24, 0, y + 17),

@@ -42,6 +42,9 @@ NODE_IP = "node_ip"
 NODE_NAME = "node_name"
 INSTANCE = "instance"
 JOB = "job"
+# Put on target series by Ray / fsd-daemon (fsd_daemon/render.py); dashboards hide them in tables.
+NODE_ID = "node_id"
+RAY_NAMESPACE = "ray_namespace"
 MODEL_NAME = "model_name"  # put on every series by vLLM and SGLang themselves
 # Prometheus' per-target metrics path (set per group in the target file, e.g. TRT-LLM's).
 METRICS_PATH = "__metrics_path__"
@@ -85,8 +88,11 @@ JOB_ROLE_ENGINE_LABELS = (*JOB_ROLE_LABELS, ENGINE)
 # Who holds a GPU, as the GPU exporter labels it and as rollout targets carry it: the join key
 # between engine state (rollout job) and GPU time (gpu job).
 GPU_OWNER_JOIN = (CLUSTER, RAY_JOB_ID, REPLICA)
+# The GPU exporter's labels (fsd_daemon/gpu/collector.py): the GPU's index and UUID on its node.
+GPU = "gpu"
+GPU_UUID = "uuid"
 # A GPU's identity: busy time and ownership come from the same exporter target.
-GPU_IDENTITY = (CLUSTER, JOB, INSTANCE, "gpu")
+GPU_IDENTITY = (CLUSTER, JOB, INSTANCE, GPU)
 
 # --- vLLM V1 (0.33, vllm/v1/metrics/loggers.py) -----------------------------------------------
 VLLM_PREFIX = "vllm:"
@@ -142,6 +148,15 @@ GPU_BUSY_SECONDS = "fsd_gpu_busy_seconds_total"
 GPU_OWNER_INFO = "fsd_gpu_owner_info"
 GPU_NVML_UP = "fsd_gpu_nvml_up"
 GPU_NVML_ERRORS = "fsd_gpu_nvml_errors_total"
+NVML_FUNCTION = "function"  # GPU_NVML_ERRORS' label: the failing NVML call
+# 1 per GPU; its method label says how busy time is measured (samples, utilization_rates).
+GPU_BUSY_SOURCE_INFO = "fsd_gpu_busy_source_info"
+BUSY_SOURCE_METHOD = "method"
+# GPU_OWNER_INFO's state label (fsd_daemon/gpu/ownership.py): a process holds memory on the GPU
+# (active) or the GPU was handed to an actor through CUDA_VISIBLE_DEVICES only (reserved).
+OWNER_STATE = "state"
+OWNER_ACTIVE = "active"
+OWNER_RESERVED = "reserved"
 GPU_PREFIX = "fsd_gpu_"
 
 # --- fsd-daemon's own metrics (fsd_daemon/selfmetrics.py, fsd_daemon/probe.py) ----------------
@@ -154,6 +169,11 @@ DAEMON_METRICS_PROBE_STATUS = "fsd_daemon_rollout_metrics_probe_http_status"
 # Engine series (vllm:..., sglang:...) found in the last answer of that GET.
 DAEMON_METRICS_PROBE_ENGINE_SERIES = "fsd_daemon_rollout_metrics_probe_engine_series"
 PROBE_ADDRESS = "address"  # the probe's label for the target address (Prometheus' instance)
+
+# --- Prometheus' own series and labels -------------------------------------------------------
+UP = "up"  # 1 when the last scrape of a target succeeded
+METRIC_NAME = "__name__"
+HISTOGRAM_BOUND = "le"  # a histogram bucket's upper bound
 
 # --- Recording rules: GPU time ----------------------------------------------------------------
 GPU_BUSY_RATIO = "gpu:fsd_gpu_busy:ratio_rate1m"
