@@ -107,9 +107,7 @@ def q(expr: str, legend: str = "") -> Target:
 
 def quantiles(buckets: str, levels: Sequence[float], legend_text: str) -> list[Target]:
     """One target per quantile of a histogram's bucket rates, legends ``p50 <legend_text>``."""
-    return [
-        q(histogram_quantile(p, buckets), f"p{round(p * 100)} {legend_text}") for p in levels
-    ]
+    return [q(histogram_quantile(p, buckets), f"p{round(p * 100)} {legend_text}") for p in levels]
 
 
 def _targets(panel: Any, targets: Sequence[Target], *, instant: bool, table_format: bool) -> None:
