@@ -92,6 +92,7 @@ def legend(*labels: str) -> str:
 JOB_ROLE_LEGEND = legend(*BY_JOB_ROLE)
 REPLICA_LEGEND = legend(*BY_REPLICA)
 # A rollout server: its replica, engine and (a disaggregated replica has several) actor.
+ENGINE_REPLICA_LEGEND = f"{REPLICA_LEGEND} ({legend(names.ENGINE)})"
 SERVER_LEGEND = f"{REPLICA_LEGEND} ({legend(names.ENGINE)}, {legend(names.ACTOR_NAME)})"
 
 
@@ -636,15 +637,7 @@ def rollout_overview() -> dict[str, Any]:
                 "dp ranks). At the end of a rollout batch most replicas drop to zero while a "
                 "few keep running: that is the long tail."
             ),
-            [
-                q(
-                    (
-                        'replica:fsd_rollout_requests_running:sum{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}}, {{actor_name}})",
-                )
-            ],
+            [q(sel(names.REPLICA_REQUESTS_RUNNING, *ROLLOUT), SERVER_LEGEND)],
             grid=(9, 12, 0, 9),
             unit="short",
             min=0,
@@ -657,15 +650,7 @@ def rollout_overview() -> dict[str, Any]:
                 "sglang:num_queue_reqs). A queue on some replicas while others are idle means "
                 "the load balancer is uneven."
             ),
-            [
-                q(
-                    (
-                        'replica:fsd_rollout_requests_waiting:sum{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}}, {{actor_name}})",
-                )
-            ],
+            [q(sel(names.REPLICA_REQUESTS_WAITING, *ROLLOUT), SERVER_LEGEND)],
             grid=(9, 12, 12, 9),
             unit="short",
             min=0,
@@ -678,15 +663,7 @@ def rollout_overview() -> dict[str, Any]:
                 "replicas. 100% = all busy, 0% = all idle; a low non-zero value that lasts is "
                 "the long tail keeping the other GPUs waiting."
             ),
-            [
-                q(
-                    (
-                        'cluster_job_role:fsd_rollout_replicas_busy:ratio{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{ray_job_id}} {{role}}",
-                )
-            ],
+            [q(sel(names.JOB_ROLE_REPLICAS_BUSY_RATIO, *ROLLOUT), JOB_ROLE_LEGEND)],
             grid=(8, 12, 0, 18),
             unit="percentunit",
             min=0,
@@ -699,16 +676,7 @@ def rollout_overview() -> dict[str, Any]:
                 "the mean over replicas. 1 = even load; the number of replicas = one replica "
                 "has all the work; 0 = no work anywhere."
             ),
-            [
-                q(
-                    (
-                        "cluster_job_role:fsd_rollout_requests_running:max_over_avg"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{ray_job_id}} {{role}}",
-                )
-            ],
+            [q(sel(names.JOB_ROLE_REQUESTS_RUNNING_MAX_OVER_AVG, *ROLLOUT), JOB_ROLE_LEGEND)],
             grid=(8, 12, 12, 18),
             unit="short",
             min=0,
@@ -722,15 +690,7 @@ def rollout_overview() -> dict[str, Any]:
                 "vllm:generation_tokens_total, sglang:generation_tokens_total over 1m), "
                 "stacked: the top line is the job's total."
             ),
-            [
-                q(
-                    (
-                        'replica:fsd_rollout_generation_tokens:rate1m{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}})",
-                )
-            ],
+            [q(sel(names.REPLICA_GENERATION_TOKENS_RATE, *ROLLOUT), ENGINE_REPLICA_LEGEND)],
             grid=(8, 12, 0, 27),
             unit="short",
             min=0,
@@ -739,16 +699,7 @@ def rollout_overview() -> dict[str, Any]:
         timeseries_panel(
             "Generation throughput per job",
             "Generated tokens per second per Ray job and role, all replicas together.",
-            [
-                q(
-                    (
-                        "cluster_job_role:fsd_rollout_generation_tokens:rate1m"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{ray_job_id}} {{role}}",
-                )
-            ],
+            [q(sel(names.JOB_ROLE_GENERATION_TOKENS_RATE, *ROLLOUT), JOB_ROLE_LEGEND)],
             grid=(8, 12, 12, 27),
             unit="short",
             min=0,
@@ -760,15 +711,7 @@ def rollout_overview() -> dict[str, Any]:
                 "the fullest engine or rank of each server). Near 100% the engine preempts or "
                 "queues requests."
             ),
-            [
-                q(
-                    (
-                        'replica:fsd_rollout_kv_cache_usage:ratio{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}})",
-                )
-            ],
+            [q(sel(names.REPLICA_KV_CACHE_USAGE, *ROLLOUT), ENGINE_REPLICA_LEGEND)],
             grid=(8, 12, 0, 35),
             unit="percentunit",
             min=0,
@@ -810,35 +753,11 @@ def rollout_overview() -> dict[str, Any]:
                 "sglang:time_to_first_token_seconds). Long TTFT with a full queue means too few "
                 "replicas; with an empty queue, long prompts or prefill contention."
             ),
-            [
-                q(
-                    (
-                        "histogram_quantile(0.5, "
-                        "cluster_job_role:fsd_rollout_time_to_first_token_seconds_bucket:rate1m"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})'
-                    ),
-                    "p50 {{ray_job_id}} {{role}} ({{engine}})",
-                ),
-                q(
-                    (
-                        "histogram_quantile(0.9, "
-                        "cluster_job_role:fsd_rollout_time_to_first_token_seconds_bucket:rate1m"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})'
-                    ),
-                    "p90 {{ray_job_id}} {{role}} ({{engine}})",
-                ),
-                q(
-                    (
-                        "histogram_quantile(0.99, "
-                        "cluster_job_role:fsd_rollout_time_to_first_token_seconds_bucket:rate1m"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})'
-                    ),
-                    "p99 {{ray_job_id}} {{role}} ({{engine}})",
-                ),
-            ],
+            quantiles(
+                sel(names.JOB_ROLE_TTFT_BUCKETS, *ROLLOUT),
+                (0.5, 0.9, 0.99),
+                f"{JOB_ROLE_LEGEND} ({legend(names.ENGINE)})",
+            ),
             grid=(9, 12, 0, 44),
             unit="s",
             min=0,
@@ -850,35 +769,11 @@ def rollout_overview() -> dict[str, Any]:
                 "(vllm:inter_token_latency_seconds, sglang:inter_token_latency_seconds): the "
                 "decode speed each request sees."
             ),
-            [
-                q(
-                    (
-                        "histogram_quantile(0.5, "
-                        "cluster_job_role:fsd_rollout_inter_token_latency_seconds_bucket:rate1m"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})'
-                    ),
-                    "p50 {{ray_job_id}} {{role}} ({{engine}})",
-                ),
-                q(
-                    (
-                        "histogram_quantile(0.9, "
-                        "cluster_job_role:fsd_rollout_inter_token_latency_seconds_bucket:rate1m"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})'
-                    ),
-                    "p90 {{ray_job_id}} {{role}} ({{engine}})",
-                ),
-                q(
-                    (
-                        "histogram_quantile(0.99, "
-                        "cluster_job_role:fsd_rollout_inter_token_latency_seconds_bucket:rate1m"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})'
-                    ),
-                    "p99 {{ray_job_id}} {{role}} ({{engine}})",
-                ),
-            ],
+            quantiles(
+                sel(names.JOB_ROLE_ITL_BUCKETS, *ROLLOUT),
+                (0.5, 0.9, 0.99),
+                f"{JOB_ROLE_LEGEND} ({legend(names.ENGINE)})",
+            ),
             grid=(9, 12, 12, 44),
             unit="s",
             min=0,
