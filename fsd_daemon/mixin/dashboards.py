@@ -84,6 +84,16 @@ def histogram_quantile(quantile: float, buckets: str) -> str:
     return f"histogram_quantile({quantile}, {buckets})"
 
 
+def label_values(selector: str, label: str) -> str:
+    """A variable query: the values ``label`` takes on the series ``selector`` picks."""
+    return f"label_values({selector}, {label})"
+
+
+def columns(*names_in_order: str) -> dict[str, int]:
+    """A table's column order for Grafana's organize transformation."""
+    return {name: i for i, name in enumerate(names_in_order)}
+
+
 def legend(*labels: str) -> str:
     """``("ray_job_id", "role")`` -> ``"{{ray_job_id}} {{role}}"``, Grafana's legend template."""
     return " ".join(f"{{{{{label}}}}}" for label in labels)
@@ -544,16 +554,32 @@ def _dashboard(
 
 
 def rollout_overview() -> dict[str, Any]:
+    rollout_job = equals(names.JOB, names.JOB_ROLLOUT)
+    # Targets fsd-daemon writes (per cluster) and the daemon itself (no cluster label).
+    target_jobs = matches(names.JOB, "|".join(names.TARGET_JOBS))
+    daemon_job = equals(names.JOB, names.JOB_DAEMON)
+
+    def per_scrape_job(aggregation: str) -> str:
+        return (
+            f"{by(aggregation, [names.JOB], sel(names.UP, target_jobs, IN_CLUSTER))} or "
+            f"{by(aggregation, [names.JOB], sel(names.UP, daemon_job))}"
+        )
+
+    # One series per rollout server (a disaggregated replica has several).
+    server = (names.CLUSTER, *BY_REPLICA, names.ENGINE, names.INSTANCE, names.ACTOR_NAME)
+    vllm_finished = by("sum", server, rate(sel(names.VLLM_REQUEST_SUCCESS, *ROLLOUT)))
+    # SGLang: every tensor-parallel rank of a dp_rank counts the same requests; take one.
+    sglang_finished = by(
+        "max", (*server, names.SGLANG_DP_RANK), rate(sel(names.SGLANG_REQUESTS, *ROLLOUT))
+    )
     variables = [
-        variable("cluster", "Cluster", 'label_values(up{job="rollout"}, cluster)'),
+        variable("cluster", "Cluster", label_values(sel(names.UP, rollout_job), names.CLUSTER)),
         variable(
-            "job", "Ray job", 'label_values(up{job="rollout", cluster=~"$cluster"}, ray_job_id)'
+            "job",
+            "Ray job",
+            label_values(sel(names.UP, rollout_job, IN_CLUSTER), names.RAY_JOB_ID),
         ),
-        variable(
-            "role",
-            "Role",
-            'label_values(up{job="rollout", cluster=~"$cluster", ray_job_id=~"$job"}, role)',
-        ),
+        variable("role", "Role", label_values(sel(names.UP, rollout_job, *PER_JOB), names.ROLE)),
     ]
     panels = [
         row("Targets", y=0),
@@ -566,20 +592,8 @@ def rollout_overview() -> dict[str, Any]:
                 "see targets that are down."
             ),
             [
-                q(
-                    (
-                        'sum by (job) (up{job=~"rollout|gpu|ray", cluster=~"$cluster"}) or sum '
-                        'by (job) (up{job="fsd_daemon"})'
-                    ),
-                    "{{job}} up",
-                ),
-                q(
-                    (
-                        'count by (job) (up{job=~"rollout|gpu|ray", cluster=~"$cluster"}) or '
-                        'count by (job) (up{job="fsd_daemon"})'
-                    ),
-                    "{{job}} total",
-                ),
+                q(per_scrape_job("sum"), f"{legend(names.JOB)} up"),
+                q(per_scrape_job("count"), f"{legend(names.JOB)} total"),
             ],
             grid=(7, 8, 0, 1),
             unit="short",
@@ -592,7 +606,7 @@ def rollout_overview() -> dict[str, Any]:
                 "can scrape it. A server that is down but still listed is alive in Ray and not "
                 "answering HTTP."
             ),
-            [q('up{job="rollout", cluster=~"$cluster", ray_job_id=~"$job", role=~"$role"}', "")],
+            [q(sel(names.UP, rollout_job, *ROLLOUT))],
             grid=(7, 16, 8, 1),
             unit="short",
             transformations=[
@@ -601,26 +615,24 @@ def rollout_overview() -> dict[str, Any]:
                     "options": {
                         "excludeByName": {
                             "Time": True,
-                            "__name__": True,
-                            "job": True,
-                            "cluster": True,
-                            "node_id": True,
-                            "ray_namespace": True,
+                            names.METRIC_NAME: True,
+                            names.JOB: True,
+                            names.CLUSTER: True,
+                            names.NODE_ID: True,
+                            names.RAY_NAMESPACE: True,
                         },
-                        "indexByName": {
-                            "ray_job_id": 0,
-                            "role": 1,
-                            "replica": 2,
-                            "engine": 3,
-                            "actor_name": 4,
-                            "node_ip": 5,
-                            "instance": 6,
-                            "Value": 7,
-                        },
+                        "indexByName": columns(
+                            *BY_REPLICA,
+                            names.ENGINE,
+                            names.ACTOR_NAME,
+                            names.NODE_IP,
+                            names.INSTANCE,
+                            "Value",
+                        ),
                         "renameByName": {
                             "Value": "up",
-                            "ray_job_id": "Ray job",
-                            "actor_name": "actor",
+                            names.RAY_JOB_ID: "Ray job",
+                            names.ACTOR_NAME: "actor",
                         },
                     },
                 }
@@ -727,17 +739,8 @@ def rollout_overview() -> dict[str, Any]:
             ),
             [
                 q(
-                    (
-                        "sum by (cluster, ray_job_id, role, replica, engine, instance, "
-                        'actor_name) (rate(vllm:request_success_total{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}[$__rate_interval]))\nor\nsum by '
-                        "(cluster, ray_job_id, role, replica, engine, instance, actor_name) (\n "
-                        " max by (cluster, ray_job_id, role, replica, engine, instance, "
-                        "actor_name, dp_rank) "
-                        '(rate(sglang:num_requests_total{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}[$__rate_interval]))\n)'
-                    ),
-                    "{{ray_job_id}} {{role}} {{replica}} ({{engine}}, {{actor_name}})",
+                    f"{vllm_finished}\nor\nsum by ({names.by(server)}) (\n  {sglang_finished}\n)",
+                    SERVER_LEGEND,
                 )
             ],
             grid=(8, 12, 12, 35),
