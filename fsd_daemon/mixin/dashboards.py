@@ -799,15 +799,53 @@ def rollout_overview() -> dict[str, Any]:
 
 
 def gpu_idleness() -> dict[str, Any]:
+    gpu_job = equals(names.JOB, names.JOB_GPU)
+    idle_gpus = sel(names.JOB_ROLLOUT_IDLE_GPUS, *PER_JOB)
+    gpu_busy = sel(names.GPU_BUSY_RATIO, IN_CLUSTER)
+    per_gpu = f"on ({names.by(names.GPU_IDENTITY)})"
+    reserved = equals(names.OWNER_STATE, names.OWNER_RESERVED)
+    # Reserved GPUs under 5% busy: handed to an actor whose server never started generating.
+    reserved_idle = (
+        "count(\n"
+        f"  {by('max', names.GPU_IDENTITY, sel(names.GPU_OWNER_INFO, reserved, *ROLLOUT))}\n"
+        f"  * {per_gpu}\n"
+        f"  ({gpu_busy} < 0.05)\n"
+        ")\nor vector(0)"
+    )
+    owner = (
+        names.CLUSTER,
+        names.JOB,
+        names.NODE_NAME,
+        names.INSTANCE,
+        names.GPU,
+        names.GPU_UUID,
+        *BY_REPLICA,
+        names.ACTOR_NAME,
+        names.OWNER_STATE,
+    )
+    owners_busy = (
+        f"{by('max', owner, sel(names.GPU_OWNER_INFO, *ROLLOUT))}\n"
+        f"* {per_gpu} group_left ()\n"
+        f"{by('max', names.GPU_IDENTITY, gpu_busy)}"
+    )
+    exporter = (names.CLUSTER, names.NODE_NAME, names.INSTANCE)
+    # A zero line per exporter, so that an exporter without errors shows as one.
+    nvml_errors = (
+        f"{by('sum', (*exporter, names.NVML_FUNCTION), rate(sel(names.GPU_NVML_ERRORS, IN_CLUSTER)))}"
+        f"\nor on ({names.by(exporter)})\n"
+        f"{by('max', exporter, '0 * ' + sel(names.GPU_NVML_UP, IN_CLUSTER))}"
+    )
     variables = [
-        variable("cluster", "Cluster", 'label_values(up{job="gpu"}, cluster)'),
+        variable("cluster", "Cluster", label_values(sel(names.UP, gpu_job), names.CLUSTER)),
         variable(
-            "job", "Ray job", 'label_values(fsd_gpu_owner_info{cluster=~"$cluster"}, ray_job_id)'
+            "job",
+            "Ray job",
+            label_values(sel(names.GPU_OWNER_INFO, IN_CLUSTER), names.RAY_JOB_ID),
         ),
         variable(
             "role",
             "Role",
-            'label_values(gpu_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster"}, role)',
+            label_values(sel(names.GPU_ROLE_BUSY_RATIO, IN_CLUSTER), names.ROLE),
         ),
     ]
     panels = [
@@ -821,12 +859,9 @@ def gpu_idleness() -> dict[str, Any]:
             ),
             [
                 q(
-                    (
-                        'avg by (role) (gpu_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})'
-                    ),
-                    "{{role}}",
-                )
+                    by("avg", [names.ROLE], sel(names.GPU_ROLE_BUSY_RATIO, *ROLLOUT)),
+                    legend(names.ROLE),
+                ),
             ],
             grid=(6, 8, 0, 1),
             unit="percentunit",
@@ -839,13 +874,9 @@ def gpu_idleness() -> dict[str, Any]:
             "GPUs held by each role (a GPU shared by two roles counts in both).",
             [
                 q(
-                    (
-                        "count by (role) "
-                        '(gpu_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})'
-                    ),
-                    "{{role}}",
-                )
+                    by("count", [names.ROLE], sel(names.GPU_ROLE_BUSY_RATIO, *ROLLOUT)),
+                    legend(names.ROLE),
+                ),
             ],
             grid=(6, 6, 8, 1),
             unit="short",
@@ -859,13 +890,7 @@ def gpu_idleness() -> dict[str, Any]:
                 "and a half GPUs' worth of rollout capacity doing nothing in the last minute."
             ),
             [
-                q(
-                    (
-                        'sum(cluster_job:fsd_gpu_rollout_idle_gpus:sum_rate1m{cluster=~"$cluster", '
-                        'ray_job_id=~"$job"})'
-                    ),
-                    "idle GPUs",
-                )
+                q(f"sum({idle_gpus})", "idle GPUs"),
             ],
             grid=(6, 5, 14, 1),
             unit="short",
@@ -879,14 +904,7 @@ def gpu_idleness() -> dict[str, Any]:
                 "(the idle-GPU count integrated in 15 s steps; 15 s = 1/240 h)."
             ),
             [
-                q(
-                    (
-                        "sum(sum_over_time(cluster_job:fsd_gpu_rollout_idle_gpus:sum_rate1m"
-                        '{cluster=~"$cluster", '
-                        'ray_job_id=~"$job"}[$__range:15s])) / 240'
-                    ),
-                    "GPU-hours",
-                )
+                q(f"sum(sum_over_time({idle_gpus}[$__range:15s])) / 240", "GPU-hours"),
             ],
             grid=(6, 5, 19, 1),
             unit="short",
@@ -902,13 +920,7 @@ def gpu_idleness() -> dict[str, Any]:
                 "job pays for and does not use."
             ),
             [
-                q(
-                    (
-                        'cluster_job_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{ray_job_id}} {{role}}",
-                )
+                q(sel(names.JOB_ROLE_GPU_BUSY_RATIO, *ROLLOUT), JOB_ROLE_LEGEND),
             ],
             grid=(9, 12, 0, 8),
             unit="percentunit",
@@ -923,12 +935,9 @@ def gpu_idleness() -> dict[str, Any]:
             ),
             [
                 q(
-                    (
-                        'gpu_role:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"}'
-                    ),
-                    "{{node_name}} gpu{{gpu}} {{role}} {{replica}}",
-                )
+                    sel(names.GPU_ROLE_BUSY_RATIO, *ROLLOUT),
+                    f"{legend(names.NODE_NAME)} gpu{legend(names.GPU)} {legend(names.ROLE, names.REPLICA)}",
+                ),
             ],
             grid=(9, 12, 12, 8),
             unit="percentunit",
@@ -942,13 +951,7 @@ def gpu_idleness() -> dict[str, Any]:
                 "(GPU-equivalents idle)."
             ),
             [
-                q(
-                    (
-                        'cluster_job:fsd_gpu_rollout_idle_gpus:sum_rate1m{cluster=~"$cluster", '
-                        'ray_job_id=~"$job"}'
-                    ),
-                    "{{ray_job_id}}",
-                )
+                q(idle_gpus, legend(names.RAY_JOB_ID)),
             ],
             grid=(8, 12, 0, 17),
             unit="short",
@@ -959,13 +962,7 @@ def gpu_idleness() -> dict[str, Any]:
             "Idle rollout GPU-hours, trailing hour",
             "Per Ray job: rollout GPU-hours idle in the hour before each point.",
             [
-                q(
-                    (
-                        'cluster_job:fsd_gpu_rollout_idle_gpu_hours:sum1h{cluster=~"$cluster", '
-                        'ray_job_id=~"$job"}'
-                    ),
-                    "{{ray_job_id}}",
-                )
+                q(sel(names.JOB_ROLLOUT_IDLE_GPU_HOURS, *PER_JOB), legend(names.RAY_JOB_ID)),
             ],
             grid=(8, 12, 12, 17),
             unit="short",
@@ -981,16 +978,7 @@ def gpu_idleness() -> dict[str, Any]:
                 "last minute. 0 is the healthy value."
             ),
             [
-                q(
-                    (
-                        "count(\n  max by (cluster, job, instance, gpu) "
-                        '(fsd_gpu_owner_info{state="reserved", cluster=~"$cluster", '
-                        'ray_job_id=~"$job", role=~"$role"})\n  * on (cluster, job, instance, '
-                        'gpu)\n  (gpu:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster"} < '
-                        "0.05)\n)\nor vector(0)"
-                    ),
-                    "reserved and idle",
-                )
+                q(reserved_idle, "reserved and idle"),
             ],
             grid=(8, 6, 0, 26),
             unit="short",
@@ -1008,17 +996,7 @@ def gpu_idleness() -> dict[str, Any]:
                 "that never started generating. Sorted idlest first."
             ),
             [
-                q(
-                    (
-                        "max by (cluster, job, node_name, instance, gpu, uuid, ray_job_id, "
-                        "role, replica, actor_name, state) "
-                        '(fsd_gpu_owner_info{cluster=~"$cluster", ray_job_id=~"$job", '
-                        'role=~"$role"})\n* on (cluster, job, instance, gpu) group_left ()\nmax '
-                        "by (cluster, job, instance, gpu) "
-                        '(gpu:fsd_gpu_busy:ratio_rate1m{cluster=~"$cluster"})'
-                    ),
-                    "",
-                )
+                q(owners_busy),
             ],
             grid=(8, 18, 6, 26),
             unit="short",
@@ -1026,24 +1004,22 @@ def gpu_idleness() -> dict[str, Any]:
                 {
                     "id": "organize",
                     "options": {
-                        "excludeByName": {"Time": True, "cluster": True, "job": True},
-                        "indexByName": {
-                            "ray_job_id": 0,
-                            "role": 1,
-                            "replica": 2,
-                            "actor_name": 3,
-                            "state": 4,
-                            "node_name": 5,
-                            "gpu": 6,
-                            "uuid": 7,
-                            "instance": 8,
-                            "Value": 9,
-                        },
+                        "excludeByName": {"Time": True, names.CLUSTER: True, names.JOB: True},
+                        "indexByName": columns(
+                            *BY_REPLICA,
+                            names.ACTOR_NAME,
+                            names.OWNER_STATE,
+                            names.NODE_NAME,
+                            names.GPU,
+                            names.GPU_UUID,
+                            names.INSTANCE,
+                            "Value",
+                        ),
                         "renameByName": {
                             "Value": "busy",
-                            "ray_job_id": "Ray job",
-                            "actor_name": "actor",
-                            "node_name": "node",
+                            names.RAY_JOB_ID: "Ray job",
+                            names.ACTOR_NAME: "actor",
+                            names.NODE_NAME: "node",
                         },
                     },
                 }
@@ -1078,11 +1054,8 @@ def gpu_idleness() -> dict[str, Any]:
                 "exporter can read NVML."
             ),
             [
-                q('max by (cluster, node_name, instance) (up{job="gpu", cluster=~"$cluster"})', ""),
-                q(
-                    'max by (cluster, node_name, instance) (fsd_gpu_nvml_up{cluster=~"$cluster"})',
-                    "",
-                ),
+                q(by("max", exporter, sel(names.UP, equals(names.JOB, names.JOB_GPU), IN_CLUSTER))),
+                q(by("max", exporter, sel(names.GPU_NVML_UP, IN_CLUSTER))),
             ],
             grid=(8, 12, 0, 35),
             unit="short",
@@ -1092,17 +1065,11 @@ def gpu_idleness() -> dict[str, Any]:
                     "id": "organize",
                     "options": {
                         "excludeByName": {"Time": True},
-                        "indexByName": {
-                            "cluster": 0,
-                            "node_name": 1,
-                            "instance": 2,
-                            "Value #A": 3,
-                            "Value #B": 4,
-                        },
+                        "indexByName": columns(*exporter, "Value #A", "Value #B"),
                         "renameByName": {
                             "Value #A": "scrape up",
                             "Value #B": "NVML up",
-                            "node_name": "node",
+                            names.NODE_NAME: "node",
                         },
                     },
                 },
@@ -1117,16 +1084,7 @@ def gpu_idleness() -> dict[str, Any]:
                 "flat zero line per exporter that has had no error."
             ),
             [
-                q(
-                    (
-                        "sum by (cluster, node_name, instance, function) "
-                        "(rate(fsd_gpu_nvml_errors_total"
-                        '{cluster=~"$cluster"}[$__rate_interval]))\nor '
-                        "on (cluster, node_name, instance)\nmax by (cluster, node_name, "
-                        'instance) (0 * fsd_gpu_nvml_up{cluster=~"$cluster"})'
-                    ),
-                    "{{node_name}} {{function}}",
-                )
+                q(nvml_errors, legend(names.NODE_NAME, names.NVML_FUNCTION)),
             ],
             grid=(8, 12, 12, 35),
             unit="short",
@@ -1137,12 +1095,12 @@ def gpu_idleness() -> dict[str, Any]:
             "How each exporter measures busy time (fsd_gpu_busy_source_info{method}).",
             [
                 q(
-                    (
-                        "count by (cluster, node_name, instance, method) "
-                        '(fsd_gpu_busy_source_info{cluster=~"$cluster"})'
-                    ),
-                    "",
-                )
+                    by(
+                        "count",
+                        (*exporter, names.BUSY_SOURCE_METHOD),
+                        sel(names.GPU_BUSY_SOURCE_INFO, IN_CLUSTER),
+                    )
+                ),
             ],
             grid=(6, 24, 0, 43),
             unit="short",
@@ -1151,7 +1109,7 @@ def gpu_idleness() -> dict[str, Any]:
                     "id": "organize",
                     "options": {
                         "excludeByName": {"Time": True},
-                        "renameByName": {"Value": "GPUs", "node_name": "node"},
+                        "renameByName": {"Value": "GPUs", names.NODE_NAME: "node"},
                     },
                 }
             ],
