@@ -830,8 +830,9 @@ def gpu_idleness() -> dict[str, Any]:
     )
     exporter = (names.CLUSTER, names.NODE_NAME, names.INSTANCE)
     # A zero line per exporter, so that an exporter without errors shows as one.
+    errors = rate(sel(names.GPU_NVML_ERRORS, IN_CLUSTER))
     nvml_errors = (
-        f"{by('sum', (*exporter, names.NVML_FUNCTION), rate(sel(names.GPU_NVML_ERRORS, IN_CLUSTER)))}"
+        f"{by('sum', (*exporter, names.NVML_FUNCTION), errors)}"
         f"\nor on ({names.by(exporter)})\n"
         f"{by('max', exporter, '0 * ' + sel(names.GPU_NVML_UP, IN_CLUSTER))}"
     )
@@ -936,7 +937,8 @@ def gpu_idleness() -> dict[str, Any]:
             [
                 q(
                     sel(names.GPU_ROLE_BUSY_RATIO, *ROLLOUT),
-                    f"{legend(names.NODE_NAME)} gpu{legend(names.GPU)} {legend(names.ROLE, names.REPLICA)}",
+                    f"{legend(names.NODE_NAME)} gpu{legend(names.GPU)} "
+                    f"{legend(names.ROLE, names.REPLICA)}",
                 ),
             ],
             grid=(9, 12, 12, 8),
