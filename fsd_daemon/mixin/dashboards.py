@@ -6,9 +6,11 @@
 JSON, so users never install it.
 
 Every panel picks its data source through the ``datasource`` variable, and filters by the
-``cluster``, ``job`` and ``role`` variables (``=~`` matchers: "All" is ``.*``). Metric names
-come from :mod:`fsd_daemon.mixin.names`; recording rules are named as the rule files name
-them (fsd_daemon/assets/prometheus/rules).
+``cluster``, ``job`` and ``role`` variables (``=~`` matchers: "All" is ``.*``). Every metric,
+recording-rule and label name in a query, legend or table column comes from
+:mod:`fsd_daemon.mixin.names`, the names the rules (:mod:`fsd_daemon.mixin.rules`) record;
+the small PromQL helpers below (``sel``, ``by``, ``rate``, ``quantiles``, ``legend``) put them
+together. Descriptions are prose for the reader and may spell names out.
 """
 
 from __future__ import annotations
@@ -59,15 +61,16 @@ def matches(label: str, regex: str) -> str:
 IN_CLUSTER = matches_variable(names.CLUSTER, "cluster")
 IN_JOB = matches_variable(names.RAY_JOB_ID, "job")
 IN_ROLE = matches_variable(names.ROLE, "role")
-# The matchers every rollout panel applies; the per-job GPU records have no role label.
+# The matchers every rollout panel applies.
 ROLLOUT = (IN_CLUSTER, IN_JOB, IN_ROLE)
+# The per-job GPU records have no role label.
 PER_JOB = (IN_CLUSTER, IN_JOB)
 BY_JOB_ROLE = (names.RAY_JOB_ID, names.ROLE)
 BY_REPLICA = (*BY_JOB_ROLE, names.REPLICA)
 
 
 def sel(metric: str, *matchers: str) -> str:
-    """``metric{m1, m2}``: exact matchers first, then the dashboard variables' (by convention)."""
+    """``metric{m1, m2}``; the panels put exact matchers before the variables' matchers."""
     return f"{metric}{{{', '.join(matchers)}}}"
 
 
@@ -101,8 +104,8 @@ def legend(*labels: str) -> str:
 
 JOB_ROLE_LEGEND = legend(*BY_JOB_ROLE)
 REPLICA_LEGEND = legend(*BY_REPLICA)
-# A rollout server: its replica, engine and (a disaggregated replica has several) actor.
 ENGINE_REPLICA_LEGEND = f"{REPLICA_LEGEND} ({legend(names.ENGINE)})"
+# A rollout server: its replica, engine and actor (a disaggregated replica has several).
 SERVER_LEGEND = f"{REPLICA_LEGEND} ({legend(names.ENGINE)}, {legend(names.ACTOR_NAME)})"
 
 
