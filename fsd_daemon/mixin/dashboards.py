@@ -58,9 +58,13 @@ def matches(label: str, regex: str) -> str:
     return f'{label}=~"{regex}"'
 
 
-IN_CLUSTER = matches_variable(names.CLUSTER, "cluster")
-IN_JOB = matches_variable(names.RAY_JOB_ID, "job")
-IN_ROLE = matches_variable(names.ROLE, "role")
+# The dashboard variables (Grafana's template variables, $cluster etc.), one per label filtered.
+VAR_CLUSTER = "cluster"
+VAR_JOB = "job"
+VAR_ROLE = "role"
+IN_CLUSTER = matches_variable(names.CLUSTER, VAR_CLUSTER)
+IN_JOB = matches_variable(names.RAY_JOB_ID, VAR_JOB)
+IN_ROLE = matches_variable(names.ROLE, VAR_ROLE)
 # The matchers every rollout panel applies.
 ROLLOUT = (IN_CLUSTER, IN_JOB, IN_ROLE)
 # The per-job GPU records have no role label.
@@ -576,13 +580,13 @@ def rollout_overview() -> dict[str, Any]:
         "max", (*server, names.SGLANG_DP_RANK), rate(sel(names.SGLANG_REQUESTS, *ROLLOUT))
     )
     variables = [
-        variable("cluster", "Cluster", label_values(sel(names.UP, rollout_job), names.CLUSTER)),
+        variable(VAR_CLUSTER, "Cluster", label_values(sel(names.UP, rollout_job), names.CLUSTER)),
         variable(
-            "job",
+            VAR_JOB,
             "Ray job",
             label_values(sel(names.UP, rollout_job, IN_CLUSTER), names.RAY_JOB_ID),
         ),
-        variable("role", "Role", label_values(sel(names.UP, rollout_job, *PER_JOB), names.ROLE)),
+        variable(VAR_ROLE, "Role", label_values(sel(names.UP, rollout_job, *PER_JOB), names.ROLE)),
     ]
     panels = [
         row("Targets", y=0),
@@ -840,14 +844,14 @@ def gpu_idleness() -> dict[str, Any]:
         f"{by('max', exporter, '0 * ' + sel(names.GPU_NVML_UP, IN_CLUSTER))}"
     )
     variables = [
-        variable("cluster", "Cluster", label_values(sel(names.UP, gpu_job), names.CLUSTER)),
+        variable(VAR_CLUSTER, "Cluster", label_values(sel(names.UP, gpu_job), names.CLUSTER)),
         variable(
-            "job",
+            VAR_JOB,
             "Ray job",
             label_values(sel(names.GPU_OWNER_INFO, IN_CLUSTER), names.RAY_JOB_ID),
         ),
         variable(
-            "role",
+            VAR_ROLE,
             "Role",
             label_values(sel(names.GPU_ROLE_BUSY_RATIO, IN_CLUSTER), names.ROLE),
         ),
