@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fsd_daemon.discovery import patterns
+from fsd_daemon.gpu import ownership
 from fsd_daemon.mixin import names
 from fsd_daemon.probe import MetricsProbeCollector, ProbeResult
 from fsd_daemon.render import Target
@@ -42,6 +43,25 @@ def test_gpu_exporter_names() -> None:
         assert name in exported, name
     assert names.GPU_NVML_ERRORS in _family_names(GPU_REFERENCE.read_text(encoding="utf-8"))
     assert all(n.startswith(names.GPU_PREFIX) for n in exported if n.startswith("fsd_"))
+
+
+def test_gpu_exporter_label_names() -> None:
+    """The exporter labels the dashboards select and show: GPU index and UUID, owner state,
+    the busy-time method and the failing NVML function (fsd_daemon/gpu/collector.py)."""
+    text = GPU_REFERENCE.read_text(encoding="utf-8")
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    assert {names.GPU, names.GPU_UUID, names.OWNER_STATE} <= labels[names.GPU_OWNER_INFO]
+    assert {names.GPU, names.GPU_UUID, names.BUSY_SOURCE_METHOD} <= labels[
+        names.GPU_BUSY_SOURCE_INFO
+    ]
+    assert names.NVML_FUNCTION in labels[names.GPU_NVML_ERRORS]
+    assert (names.OWNER_ACTIVE, names.OWNER_RESERVED) == (
+        ownership.STATE_ACTIVE,
+        ownership.STATE_RESERVED,
+    )
 
 
 def test_daemon_self_metric_names() -> None:
