@@ -23,7 +23,10 @@ class Dashboard:
     """Serves /api/v0/actors|nodes from ``actors``/``nodes``; records every request."""
 
     def __init__(self) -> None:
-        self.actors: list[dict[str, Any]] = []
+        self.actors: list[dict[str, Any]] = []  # the ALIVE ones
+        # Actors the GCS still holds as DEAD: Ray's `total` counts them too (checked against
+        # Ray 2.60: total 2 -> 2 -> 3 as two actors die and a third is created).
+        self.dead_actors = 0
         self.nodes: list[dict[str, Any]] = [_node("a" * 56, head=True)]
         self.requests: list[tuple[str, int]] = []
         self.headers: list[str | None] = []
@@ -48,14 +51,17 @@ class Dashboard:
                     limit = int(query["limit"][0])
                     owner.requests.append((url.path.rsplit("/", 1)[1], limit))
                     assert int(query["timeout"][0]) >= 2  # Ray 2.44 refuses less
+                    held = len(rows) + (owner.dead_actors if rows is owner.actors else 0)
                     body = {
                         "result": True,
                         "msg": "",
                         "data": {
                             "result": {
                                 "result": rows[:limit],
-                                "total": len(rows),
-                                "num_after_truncation": len(rows),
+                                # As Ray 2.60 answers: total and num_after_truncation
+                                # before the state filter, num_filtered after it.
+                                "total": held,
+                                "num_after_truncation": held,
                                 "num_filtered": len(rows),
                                 "partial_failure_warning": "",
                             }
@@ -123,8 +129,14 @@ def test_quick_polls_ask_counts_until_something_changes(dashboard: Dashboard) ->
     dashboard.actors.append(_actor(3))  # a new server: the count changes
     assert len(source.snapshot().actors) == 4
     assert dashboard.full_listings() == 2
-    dashboard.actors[0] = _actor(10)  # replaced, same count: only the interval shows it
-    assert len(source.snapshot().actors) == 4 and dashboard.full_listings() == 2
+    # One server replaced by another: as many ALIVE as before, but one more created. Seen at
+    # the next poll (the ALIVE count alone hid it until the next full listing, up to 30 s).
+    dashboard.actors[0] = _actor(10)
+    dashboard.dead_actors += 1
+    assert {a.actor_id for a in source.snapshot().actors} == {
+        a["actor_id"] for a in dashboard.actors
+    }
+    assert dashboard.full_listings() == 3
 
 
 def test_a_restarted_ray_is_never_answered_from_the_old_snapshot(dashboard: Dashboard) -> None:

@@ -9,7 +9,6 @@ and an explicit address never turns it on (python/ray/_private/worker.py, ray.in
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,20 +22,12 @@ from fsd_daemon.gpu.raylookup import NameLookupFailed, list_job_actors
 from fsd_daemon.sim.launch import stop_process
 from tests.support.daemonproc import read_groups, wait_for
 from tests.support.raycluster import Job, start_job
-from tests.support.rayhead import TOKEN, RayHead, clean_env, write_token
-
-
-def _ray_has_token_auth() -> bool:
-    try:
-        return importlib.util.find_spec("ray._private.authentication") is not None
-    except ModuleNotFoundError:
-        return False
-
+from tests.support.rayhead import TOKEN, RayHead, clean_env, ray_has_token_auth, write_token
 
 pytestmark = [
     pytest.mark.ray,
     # Token auth came with Ray 2.52; the oldest supported Ray (CI's second run) has none.
-    pytest.mark.skipif(not _ray_has_token_auth(), reason="this Ray has no token auth"),
+    pytest.mark.skipif(not ray_has_token_auth(), reason="this Ray has no token auth"),
 ]
 
 _FSD = (sys.executable, "-m", "fsd_daemon.cli")

@@ -4,11 +4,14 @@ The dashboard's REST API answers the listings (``ray_http.DashboardClient``); on
 dashboard from a GCS address needs Ray, in a short-lived child, once per connection. Token
 auth is decided as Ray's CLI decides it (``ray_auth``).
 
-A quick poll: between full listings, ``snapshot`` asks only how many actors are ALIVE (a
-``limit=1`` listing: a few hundred bytes instead of megabytes at 10,000 actors) and returns the
-previous snapshot when that count is unchanged. A full listing still runs at least every
-``full_listing_interval`` seconds (30 by default), so an actor replaced within that window
-(count unchanged) is seen at most that late; any change of the count is seen at the next poll.
+A quick poll: between full listings, ``snapshot`` asks only for the counts of a ``limit=1``
+listing (a few hundred bytes instead of megabytes at 10,000 actors) and returns the previous
+snapshot when they are unchanged: how many actors are ALIVE, and how many the GCS holds in all
+(``total``, DEAD ones included). Every new actor raises the second, so a server replaced by
+another (ALIVE count unchanged) is still seen at the next poll (the soak bench caught the ALIVE
+count alone missing such replacements for up to 30 s). The total can only stand still across a
+creation when the GCS evicts a DEAD actor at the same moment (it keeps 100,000 by default); a
+full listing every ``full_listing_interval`` seconds (30 by default) bounds that case.
 The dashboard's own work is the same for both (it filters and sorts every ALIVE actor before
 it applies the limit: python/ray/dashboard/state_aggregator.py list_actors); only the
 daemon's parsing is saved.
@@ -79,9 +82,9 @@ class RayStateSource:
         self._looking_up: concurrent.futures.Future[str] | None = None
         self._last_truncation_log = -_TRUNCATION_LOG_INTERVAL
         self._last: ClusterSnapshot | None = None
-        self._last_actor_count = -1
+        self._last_actor_counts = (-1, -1)
         self._last_node_ids: frozenset[str] = frozenset()
-        self._last_node_count = -1
+        self._last_node_counts = (-1, -1)
         self._last_full = -float("inf")
         self._session = ""
         self._session_head = ""
@@ -98,14 +101,14 @@ class RayStateSource:
             quick = self._quick(client)
             if quick is not None:
                 return quick
-            actors, truncated, actor_count = self._list(client, "actors", self.actor_limit)
+            actors, truncated, actor_counts = self._list(client, "actors", self.actor_limit)
             # Built before the next request: the 10,000 raw records then live only inside the
             # collector's pause (fsd_daemon.gcpause), not across another HTTP round trip.
             with paused_gc():
                 actor_records = self._parser.actors.parse(actors)
             listed_actors = len(actors)
             del actors
-            nodes, nodes_cut, node_count = self._list(client, "nodes", self.node_limit)
+            nodes, nodes_cut, node_counts = self._list(client, "nodes", self.node_limit)
             session = self._session_of(client, nodes)
         except DashboardError as exc:
             self._last = None  # after a failure, only a full listing says what is there
@@ -132,9 +135,9 @@ class RayStateSource:
             truncated=truncated,
             session=session,
         )
-        self._last, self._last_actor_count = snapshot, actor_count
+        self._last, self._last_actor_counts = snapshot, actor_counts
         self._last_node_ids = frozenset(n.node_id for n in snapshot.nodes)
-        self._last_node_count = node_count
+        self._last_node_counts = node_counts
         self._last_full = time.monotonic()
         self.full_listings += 1
         return snapshot
@@ -148,11 +151,11 @@ class RayStateSource:
         if time.monotonic() - self._last_full >= self.full_listing_interval:
             return None
         actors = client.list_state("actors", filters=_ALIVE, limit=1, timeout=self.timeout)
-        if _count(actors) != self._last_actor_count:
+        if _counts(actors) != self._last_actor_counts:
             return None
         nodes = client.list_state("nodes", filters=_ALIVE, limit=1, timeout=self.timeout)
         first = nodes["result"][0].get("node_id") if nodes["result"] else None
-        if _count(nodes) != self._last_node_count or (
+        if _counts(nodes) != self._last_node_counts or (
             first is not None and first not in self._last_node_ids
         ):
             return None
@@ -194,8 +197,8 @@ class RayStateSource:
 
     def _list(
         self, client: DashboardClient, resource: str, limit: int
-    ) -> tuple[list[Any], bool, int]:
-        """ALIVE records, whether the answer may be cut, and how many are ALIVE.
+    ) -> tuple[list[Any], bool, tuple[int, int]]:
+        """ALIVE records, whether the answer may be cut, and the listing's counts (``_counts``).
 
         Filtered in the query: only state, job_id and actor_id filters run inside GCS, and
         dead actors pile up by the tens of thousands on a long-lived cluster.
@@ -219,12 +222,12 @@ class RayStateSource:
                 raise DashboardError(
                     "partial", f"{resource}: Ray truncated the answer at the source"
                 )
-            count = _count(data)
+            counts = _counts(data)
         except (TypeError, ValueError) as exc:
             raise DashboardError("bad_response", f"{resource}: bad counts ({exc})") from None
         # Cut by the limit, ours or the API server's own cap (RAY_MAX_LIMIT_FROM_API_SERVER).
-        cut = count > len(result) or len(result) >= limit
-        return result, cut, count
+        cut = counts[0] > len(result) or len(result) >= limit
+        return result, cut, counts
 
     def _session_of(self, client: DashboardClient, nodes: list[Any]) -> str:
         """The session's name (asked again only when the head node changes), else the head
@@ -334,9 +337,11 @@ def _lookup(
         result.set_exception(exc)
 
 
-def _count(listing: dict[str, Any]) -> int:
-    """How many records matched the filters (before the limit)."""
-    return int(listing.get("num_filtered", len(listing["result"])))
+def _counts(listing: dict[str, Any]) -> tuple[int, int]:
+    """How many records matched the filters (before the limit), and how many the GCS holds
+    in all (DEAD ones included: it grows with every actor created)."""
+    matched = int(listing.get("num_filtered", len(listing["result"])))
+    return matched, int(listing.get("total", matched))
 
 
 def _short(text: str, limit: int = 300) -> str:

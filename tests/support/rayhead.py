@@ -12,6 +12,8 @@ of the test process (``RAY_AUTH_MODE`` above all) leaks into it or into the comm
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -132,7 +134,9 @@ class RayHead:
             self._record_pids()
             try:
                 with urllib.request.urlopen(url, timeout=5) as reply:
-                    if reply.status == 200:
+                    # Up means the head's raylet is registered too: a driver started before
+                    # that fails ("have not registered with GCS") on a loaded machine.
+                    if reply.status == 200 and _lists_a_node(reply.read()):
                         return
             except urllib.error.HTTPError as exc:
                 if exc.code in (401, 403):
@@ -199,3 +203,18 @@ class RayHead:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def ray_has_token_auth() -> bool:
+    """Whether this Ray has token authentication (2.52+; the oldest supported Ray has none)."""
+    try:
+        return importlib.util.find_spec("ray._private.authentication") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _lists_a_node(body: bytes) -> bool:
+    try:
+        return bool(json.loads(body)["data"]["result"]["result"])
+    except (ValueError, KeyError, TypeError):
+        return False
