@@ -24,13 +24,14 @@ driver reported serving): ``missing`` live servers not in the file, ``extra`` ta
 gone; ``stale`` counts only what is older than a poll plus margin (missing) or than the grace
 period plus margin (extra), which should stay 0 outside the restart.
 
-At the end the churn stops, and once the grace period has passed rollout.json must hold exactly
+The churn lasts ``--duration`` s in all, half before the restart and half after Ray is back
+(the outage, about a minute, comes on top). At the end the churn stops, and once the grace period has passed rollout.json must hold exactly
 the live set. A summary table (start = first sample after the warm-up, middle = last sample
 before the restart, end, max, least-squares slope per hour after the warm-up) is printed and,
 with ``--json FILE``, all samples are written.
 
     .venv/bin/python bench/soak.py --json /tmp/soak.json            # 30 minutes
-    .venv/bin/python bench/soak.py --short --json /tmp/soak.json    # 4-minute smoke run
+    .venv/bin/python bench/soak.py --short --json /tmp/soak.json    # 4 minutes of churn
 """
 
 from __future__ import annotations
@@ -510,7 +511,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampler.phase = 2
         result["restart"] = restart_ray(head, live, churn)
         churn = Churn(args, head, live, 100000, work / "churn.log")
-        sleep_until(daemon, t0 + args.duration, work)
+        # As much churn after the restart as before it: the outage does not count.
+        sleep_until(daemon, live.ray_back_at + args.duration / 2, work)
         sampler.stop()
         samples = sampler.samples
         result["end"] = final_check(churn, live, rollout, daemon)
@@ -542,7 +544,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(work, ignore_errors=True)
     result["summary"] = summarize_samples(samples, args)
+    result["verdict"] = verdict(result)
     return result
+
+
+def verdict(result: dict[str, Any]) -> dict[str, bool]:
+    """The checks that must hold (flatness is read from the table, not judged here)."""
+    summary, end, files = result["summary"], result.get("end") or {}, result.get("files", {})
+    return {
+        "file_equals_live_set_at_end": bool(end.get("equal")) and len(end.get("live", [])) > 0,
+        "no_live_server_missing_beyond_a_poll": summary.get("samples_with_stale_missing") == 0,
+        "no_gone_server_listed_beyond_grace": summary.get("samples_with_stale_extra") == 0,
+        "no_target_never_reported": summary.get("samples_with_unknown") == 0,
+        "gpu_and_ray_json_never_empty": all(
+            files.get(f, {}).get("empty_spells", 1) == 0 for f in ("gpu.json", "ray.json")
+        ),
+        "daemon_exit_0_on_sigterm": result.get("daemon_exit") == 0,
+    }
 
 
 def restart_ray(head: RayHead, live: LiveSet, churn: Churn) -> dict[str, Any]:
@@ -584,6 +602,7 @@ class FileWatch(threading.Thread):
         self.out_dir, self.live, self.step = out_dir, live, step
         self.empty_spells: dict[str, list[list[float]]] = {f: [] for f in self.FILES}
         self.restart_targets_gone_at: float | None = None
+        self._held_taken = False
         self._had_targets: set[str] = set()
         self._halt = threading.Event()
 
@@ -605,7 +624,9 @@ class FileWatch(threading.Thread):
 
     def _check_restart_targets(self, targets: set[str], now: float) -> None:
         taken = {s.address for s in self.live.gone() if s.taken_by_restart}
-        if taken and self.restart_targets_gone_at is None and not (taken & targets):
+        if taken & targets:
+            self._held_taken = True
+        elif self._held_taken and self.restart_targets_gone_at is None:
             self.restart_targets_gone_at = now
 
     def stop(self) -> None:
@@ -795,6 +816,8 @@ def summarize(result: dict[str, Any]) -> str:
             f"{end['extra']}; first equal {end['seconds_after_freeze_first_equal']} s after "
             "the churn stopped)"
         )
+    failed = [k for k, ok in result.get("verdict", {}).items() if not ok]
+    lines.append("checks: " + ("all passed" if not failed else "FAILED " + ", ".join(failed)))
     lines.append(
         f"daemon exit code on SIGTERM: {result.get('daemon_exit')}; Ray processes killed "
         f"after ray start had gone: {len(result.get('ray_leftovers_killed', []))}; driver "
@@ -809,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return churn_main(argv[1:])
     p = argparse.ArgumentParser(prog="bench/soak.py", description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=1800.0, help="seconds of churn")
-    p.add_argument("--short", action="store_true", help="a 4-minute smoke run")
+    p.add_argument("--short", action="store_true", help="a smoke run: 4 minutes of churn")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between new servers")
     p.add_argument("--max-live", type=int, default=6, help="servers up at once, at most")
     p.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
@@ -823,15 +846,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not give the daemon RAY_AUTH_MODE=token (only HOME's ~/.ray/auth_token)",
     )
 
+    outcome: dict[str, Any] = {}
+
     def run_checked(args: argparse.Namespace) -> dict[str, Any]:
         if args.short:
             args.duration = 240.0
         if args.warmup is None:
             args.warmup = min(120.0, args.duration / 10)
         Path(args.work_root).mkdir(parents=True, exist_ok=True)
-        return run(args)
+        outcome.update(run(args))
+        return outcome
 
-    return common.bench_main(p, run_checked, summarize, argv, json_what="result and samples")
+    common.bench_main(p, run_checked, summarize, argv, json_what="result and samples")
+    return 0 if all(outcome.get("verdict", {"ran": False}).values()) else 1
 
 
 if __name__ == "__main__":
