@@ -25,10 +25,13 @@ gone; ``stale`` counts only what is older than a poll plus margin (missing) or t
 period plus margin (extra), which should stay 0 outside the restart.
 
 The churn lasts ``--duration`` s in all, half before the restart and half after Ray is back
-(the outage, about a minute, comes on top). At the end the churn stops, and once the grace period has passed rollout.json must hold exactly
-the live set. A summary table (start = first sample after the warm-up, middle = last sample
-before the restart, end, max, least-squares slope per hour after the warm-up) is printed and,
-with ``--json FILE``, all samples are written.
+(the outage, about a minute, comes on top). A second watcher reads the three files every 0.25 s
+and records every spell at 0 targets (gpu.json and ray.json list the head node, alive
+throughout: they must never be empty). At the end the churn stops, and once the grace period
+has passed rollout.json must hold exactly the live set. A summary table (start = first sample
+after the warm-up, middle = last sample before the restart, end, max, least-squares slope per
+hour after the warm-up) and the checks are printed; with ``--json FILE`` all samples are
+written too. The exit status is 1 when a check failed.
 
     .venv/bin/python bench/soak.py --json /tmp/soak.json            # 30 minutes
     .venv/bin/python bench/soak.py --short --json /tmp/soak.json    # 4 minutes of churn
