@@ -8,8 +8,8 @@ Run as a user would, every piece a process of its own:
   its PID (SIGTERM; ``ray start --block`` then ends its own processes); any of its processes
   still alive 30 s later is killed by PID. Never ``ray stop``.
 - the daemon: ``fsd-daemon run`` from this venv with a clean environment (``PATH``, ``HOME``,
-  ``LANG`` and, unless ``--no-auth-mode``, ``RAY_AUTH_MODE=token``, which ``fsd-daemon doctor``
-  tells users of a token-auth cluster to export) and its built-in defaults (2 s poll, 10 s grace).
+  ``LANG``; the token only in ``~/.ray/auth_token``, as README describes; ``--auth-mode-env``
+  adds ``RAY_AUTH_MODE=token``) and its built-in defaults (2 s poll, 10 s grace).
 - the churn: a verl-like Ray driver (``python bench/soak.py churn ...``, the simulated server
   classes of ``fsd_daemon.sim.rollout_server``, named as verl names them) that starts a new
   server every ``--interval`` s and kills the oldest once more than ``--max-live`` are up. It
@@ -496,7 +496,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         head.generate_token()
         head.start()
         print(f"Ray up at {head.gcs_address} (dashboard :{head.dashboard_port})", flush=True)
-        daemon_env = user_env(home) if args.no_auth_mode else user_env(home, RAY_AUTH_MODE="token")
+        auth = {"RAY_AUTH_MODE": "token"} if args.auth_mode_env else {}
+        daemon_env = user_env(home, **auth)
         daemon_argv = [str(VENV_BIN / "fsd-daemon"), "run", "--ray-address", head.gcs_address]
         daemon_argv += ["--output-dir", str(out_dir), "--log-level", "info"]
         daemon_argv += ["--metrics-listen", f"127.0.0.1:{args.base_port + 10}"]
@@ -844,9 +845,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--work-root", default="/tmp/rt-soak", help="where the temp dir goes")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs, files)")
     p.add_argument(
-        "--no-auth-mode",
+        "--auth-mode-env",
         action="store_true",
-        help="do not give the daemon RAY_AUTH_MODE=token (only HOME's ~/.ray/auth_token)",
+        help="also give the daemon RAY_AUTH_MODE=token (by default it has only the token in "
+        "HOME's ~/.ray/auth_token, as README says)",
     )
 
     outcome: dict[str, Any] = {}
