@@ -49,7 +49,7 @@ from tests.support.harness import DaemonProcess, LocalRayCluster, wait_for
 
 WAYS = ("fsd", "verl", "ray")
 WAY_NAMES = {
-    "fsd": "fsd-daemon (Ray poll 2 s, file_sd)",
+    "fsd": "fsd-daemon (Ray poll, file_sd)",
     "verl": "verl: prometheus.yml + /-/reload",
     "ray": "Ray: rewrite every 5 s (file_sd)",
 }

@@ -2,51 +2,88 @@
 
 The state API lists actors but not their HTTP ports (verl binds port 0 and asks the actor), and
 nodes but not their metrics export ports. Both need ``ray.init``. A Ray driver, though, is
-fate-shared with the cluster: when the GCS goes away its core worker may end the process, and a
-call into a hung actor blocks. So the driver lives in a child process (the bridge) that the
-daemon can time out, kill by PID and start again, and the daemon itself never calls
-``ray.init``.
+fate-shared with the cluster (its core worker may end the process when the GCS goes away), a
+call into a hung actor blocks, and a driver costs about 100 MiB. So the driver lives in a child
+process (the bridge) that the daemon starts only while something is unresolved, stops once it
+has been idle for ``idle_seconds``, times out, kills by PID and starts again.
 
 Protocol over a ``multiprocessing`` pipe, one request and one reply at a time:
-``("resolve", [(actor_id, name, namespace), ...], timeout)`` ->
-``{actor_id: (value, error)}`` for the calls that finished (the others are still running in
-the child and are collected by a later request); ``("ports", [node_id, ...])`` ->
-``{node_id: metrics_export_port}``.
+``("resolve", [(actor_id, name, namespace), ...], timeout)`` -> ``("ok", {actor_id: (value,
+error)})`` with what finished within ``timeout``; ``("ports", [node_id, ...], timeout)`` ->
+``("ok", {node_id: port})``. The child answers by its deadline whatever is still running:
+lookups and calls go on in the child and are collected by later requests (progress is kept
+across polls); an actor no longer asked about is forgotten. At most ``concurrency`` lookups
+run at once, so 10,000 new servers are a queue the child works through, never 10,000 threads.
+Errors: ``("error", text)``; before anything else the child sends ``("ready", description)``
+or ``("error", text)`` when it cannot connect.
+
+The child talks to Ray through a backend (``RayBackend``); tests give it another one by name
+(``backend="module:Class"``) that answers like Ray, slowly on purpose, through this same
+protocol.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import importlib
 import logging
 import multiprocessing
 import os
+import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
+from fsd_daemon.backoff import Backoff
 from fsd_daemon.discovery.base import ActorRecord, Resolution
+from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, is_rejection, load_auth
+from fsd_daemon.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT = 60.0  # importing ray and connecting takes seconds on a loaded head node
-_REPLY_MARGIN = 3.0  # the child's own work beyond the call timeout (get_actor lookups)
-_MAX_RESTART_DELAY = 30.0
+_REPLY_MARGIN = 3.0  # pickling a large answer and scheduling, beyond the child's deadline
+DEFAULT_BACKEND = "fsd_daemon.discovery.ray_bridge:RayBackend"
 
 
 class RayBridge:
-    """The daemon's side of the bridge: starts, talks to, and replaces the child."""
+    """The daemon's side of the bridge: starts, talks to, stops and replaces the child."""
 
-    def __init__(self, address: str, *, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 2.0,
+        idle_seconds: float = 60.0,
+        concurrency: int = 32,
+        backend: str = DEFAULT_BACKEND,
+        backend_options: Mapping[str, Any] | None = None,
+        auth: RayAuth | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
+        self.idle_seconds = idle_seconds
+        self.concurrency = concurrency
+        self.backend = backend
+        self.backend_options = dict(backend_options or {})
+        self._auth = auth
         self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.RLock()  # the poll thread and the idle stopper
         self._proc: Any = None
         self._conn: Connection | None = None
         self._ready = False
+        self._warm = False  # answered once: the warm-up gate stays open across idle stops
         self._started_at = 0.0
-        self._restart_delay = 1.0
+        self._last_used = 0.0
+        self._backoff = Backoff(base=1.0, cap=30.0)
         self._next_start = 0.0
         self._problem: str | None = None
+        self.starts = 0
+        self._idle = PeriodicWorker(
+            "ray-bridge-idle", self._stop_if_idle, max(0.05, idle_seconds / 4)
+        )
 
     # -- Resolver ------------------------------------------------------------------------------
 
@@ -63,74 +100,86 @@ class RayBridge:
         }
 
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
-        reply = self._ask(("ports", list(node_ids)), self.timeout + _REPLY_MARGIN)
+        wanted = list(node_ids)
+        if not wanted:
+            return {}
+        reply = self._ask(("ports", wanted, self.timeout), self.timeout + _REPLY_MARGIN)
         return reply or {}
+
+    def problem(self) -> str | None:
+        """None when fine; else one line saying what fails (contract 3)."""
+        return self._problem
 
     @property
     def ready(self) -> bool:
-        """Whether requests can be answered now (starts the child if needed; never blocks)."""
-        return self._ensure_ready()
+        """Whether requests can be answered now, or were answered before the child was
+        stopped for being idle (starts a child never connected yet; never blocks)."""
+        with self._lock:
+            if self._warm and self._proc is None:
+                return True  # stopped while idle: it starts again when something needs it
+            return self._ensure_ready()
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until the child is connected (one-shot commands only; the loop never waits)."""
         deadline = time.monotonic() + timeout
-        while not self._ensure_ready():
+        while True:
+            with self._lock:
+                if self._ensure_ready():
+                    return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
-        return True
-
-    def problem(self) -> str | None:
-        """The last failure of the child (cannot connect, exited, timed out), until a request
-        succeeds again."""
-        return self._problem
 
     def close(self) -> None:
-        self._stop_child()
+        self._idle.stop()
+        with self._lock:
+            self._stop_child()
 
     def restart(self) -> None:
         """Drop the child now (a new Ray session); the next request starts a fresh one."""
-        self._stop_child()
-        self._next_start = 0.0
+        with self._lock:
+            self._stop_child()
+            self._next_start = 0.0
+            self._backoff.succeeded()
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        proc = self._proc
+        return proc.pid if proc is not None else None
 
     # -- child management ----------------------------------------------------------------------
 
     def _ask(self, request: tuple[Any, ...], reply_timeout: float) -> Any:
-        if not self._ensure_ready():
+        with self._lock:
+            self._last_used = time.monotonic()
+            if not self._ensure_ready():
+                return None
+            assert self._conn is not None
+            try:
+                self._conn.send(request)
+                if self._conn.poll(reply_timeout):
+                    kind, payload = self._conn.recv()
+                    self._last_used = time.monotonic()
+                    if kind == "ok":
+                        self._backoff.succeeded()
+                        self._set_problem(None)
+                        return payload
+                    self._set_problem(f"Ray bridge failed a request: {payload}")
+                else:
+                    self._set_problem(
+                        f"Ray bridge (pid {self.pid}) did not answer within {reply_timeout:.1f} s"
+                    )
+            except (EOFError, OSError) as exc:
+                self._set_problem(f"Ray bridge (pid {self.pid}) is gone ({exc})")
+            self._fail()
             return None
-        assert self._conn is not None
-        try:
-            self._conn.send(request)
-            if self._conn.poll(reply_timeout):
-                kind, payload = self._conn.recv()
-                if kind == "ok":
-                    self._restart_delay = 1.0
-                    self._problem = None
-                    return payload
-                self._problem = f"Ray bridge failed a request: {payload}"
-                log.warning("Ray bridge failed a request: %s; restarting it", payload)
-            else:
-                self._problem = f"Ray bridge did not answer within {reply_timeout:.1f}s"
-                log.warning(
-                    "Ray bridge (pid %s) did not answer within %.1fs; restarting it",
-                    self.pid,
-                    reply_timeout,
-                )
-        except (EOFError, OSError) as exc:
-            self._problem = f"Ray bridge is gone: {exc}"
-            log.warning("Ray bridge (pid %s) is gone (%s); restarting it", self.pid, exc)
-        self._fail()
-        return None
 
     def _ensure_ready(self) -> bool:
         """True when a connected child is ready. Never blocks on a starting child."""
         if self._proc is not None and not self._proc.is_alive():
-            self._problem = f"Ray bridge exited with {self._proc.exitcode}"
-            log.warning("Ray bridge (pid %s) exited with %s", self._proc.pid, self._proc.exitcode)
+            self._set_problem(
+                f"Ray bridge (pid {self._proc.pid}) exited with {self._proc.exitcode}"
+            )
             self._fail()
         if self._proc is None:
             if time.monotonic() < self._next_start:
@@ -144,27 +193,61 @@ class RayBridge:
             if self._conn.poll(0):
                 kind, payload = self._conn.recv()
                 if kind == "ready":
-                    self._ready = True
-                    log.info("Ray bridge (pid %s) connected to %s", self.pid, payload)
+                    self._ready = self._warm = True
+                    self._set_problem(None)
+                    log.info("Ray bridge (pid %s) connected: %s", self.pid, payload)
                     return True
-                self._problem = f"Ray bridge cannot connect: {payload}"
-                log.warning("Ray bridge could not connect to Ray: %s", payload)
+                self._set_problem(f"Ray bridge cannot connect: {payload}")
                 self._fail()
                 return False
         except (EOFError, OSError):
+            self._set_problem(f"Ray bridge (pid {self.pid}) exited while connecting")
             self._fail()
             return False
         if time.monotonic() - self._started_at > _START_TIMEOUT:
-            self._problem = f"Ray bridge did not connect within {_START_TIMEOUT:.0f}s"
-            log.warning("Ray bridge did not connect within %.0fs; restarting it", _START_TIMEOUT)
+            self._set_problem(f"Ray bridge did not connect within {_START_TIMEOUT:.0f} s")
             self._fail()
         return False
 
+    def _set_problem(self, problem: str | None) -> None:
+        """Log a problem when it starts or changes and when it ends; never every poll."""
+        if problem == self._problem:
+            return
+        if problem is not None:
+            log.warning("%s", problem)
+        elif self._problem is not None:
+            log.info("Ray bridge works again (was: %s)", self._problem)
+        self._problem = problem
+
+    def _child_env(self) -> dict[str, str] | str:
+        """Token mode for the child, decided here as Ray's CLI would; or the error text."""
+        auth = self._auth
+        if auth is None:
+            try:
+                auth = load_auth()
+            except RayAuthError as exc:
+                return str(exc)
+        self._auth = auth
+        return auth.child_env()
+
     def _start_child(self) -> None:
+        env = self._child_env()
+        if isinstance(env, str):
+            self._set_problem(f"Ray bridge not started: {env}")
+            self._next_start = time.monotonic() + self._backoff.failed()
+            return
+        hint = self._auth.rejected_hint() if self._auth is not None else ""
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=bridge_main,
             args=(child_conn, self.address, os.getpid()),
+            kwargs={
+                "env": env,
+                "backend": self.backend,
+                "backend_options": self.backend_options,
+                "concurrency": self.concurrency,
+                "auth_hint": hint,
+            },
             name="fsd-ray-bridge",
             daemon=True,
         )
@@ -172,13 +255,24 @@ class RayBridge:
         child_conn.close()
         self._proc, self._conn = proc, parent_conn
         self._ready = False
-        self._started_at = time.monotonic()
+        self._started_at = self._last_used = time.monotonic()
+        self.starts += 1
+        if self.idle_seconds > 0:
+            self._idle.start()
         log.debug("started Ray bridge pid %s", proc.pid)
+
+    def _stop_if_idle(self) -> float | None:
+        with self._lock:
+            if self._proc is not None and self._ready:
+                idle = time.monotonic() - self._last_used
+                if idle >= self.idle_seconds:
+                    log.info("Ray bridge (pid %s) idle for %.0f s: stopping it", self.pid, idle)
+                    self._stop_child()
+        return None
 
     def _fail(self) -> None:
         self._stop_child()
-        self._next_start = time.monotonic() + self._restart_delay
-        self._restart_delay = min(self._restart_delay * 2, _MAX_RESTART_DELAY)
+        self._next_start = time.monotonic() + self._backoff.failed()
 
     def _stop_child(self) -> None:
         proc, conn = self._proc, self._conn
@@ -196,84 +290,296 @@ class RayBridge:
 # -- the child -----------------------------------------------------------------------------------
 
 
-def bridge_main(conn: Connection, address: str, parent_pid: int) -> None:
-    """Entry point of the child process: connect as a Ray driver and answer requests."""
-    logging.basicConfig(level=logging.WARNING, format="fsd-ray-bridge: %(levelname)s %(message)s")
-    try:
+class Backend(Protocol):
+    """How the child reaches Ray. ``start_call`` runs in worker threads, the rest in the
+    child's main thread."""
+
+    def connect(self, address: str) -> str: ...
+
+    def start_call(self, actor_id: str, name: str, namespace: str) -> Any: ...
+
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]: ...
+
+    def result(self, call: Any) -> Any: ...
+
+    def ports(self, node_ids: list[str], timeout: float) -> dict[str, int]: ...
+
+
+class ActorReplaced(Exception):
+    """The name now belongs to another actor (a job restarted the replica)."""
+
+
+class RayBackend:
+    """The real one: a Ray driver connected to the cluster."""
+
+    def __init__(self) -> None:
+        self._ray: Any = None
+
+    def connect(self, address: str) -> str:
+        temp_dir = private_temp_dir()
+        if temp_dir is not None:
+            # Ray's temp dir is read-only here (systemd's ProtectSystem=strict). The driver's
+            # own log files would go to the cluster's session dir in it (Ray 2.54+ aborts
+            # when spdlog cannot open them): send them to our stderr, warnings only.
+            os.environ.setdefault("RAY_LOG_TO_STDERR", "1")
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "warning")
         import ray
 
+        self._ray = ray
+        options: dict[str, Any] = {}
+        if temp_dir is not None and _version(ray.__version__) < _CONNECT_CREATES_NO_DIRS:
+            # Up to Ray 2.53 a connecting driver creates and chmods <temp>/<session>/...
+            # (python/ray/_private/node.py _init_temp): give it a writable one. Later
+            # releases create nothing when connecting, and wait forever for port files in
+            # a temp dir that is not the cluster's, so they keep the default.
+            options["_temp_dir"] = temp_dir
+            _seed_session_dir(ray, address, temp_dir)
         ray.init(
             address=address,
             namespace="fsd_daemon",
             logging_level=logging.ERROR,
             log_to_driver=False,
             include_dashboard=False,
+            **options,
         )
+        where = f" (temp dir {temp_dir}, logs to stderr)" if temp_dir else ""
+        return f"{ray.get_runtime_context().gcs_address}, Ray {ray.__version__}{where}"
+
+    def start_call(self, actor_id: str, name: str, namespace: str) -> Any:
+        handle = self._ray.get_actor(name, namespace=namespace or None)
+        # A name is reused when a job restarts a replica: make sure it is the same actor.
+        own_id = getattr(handle, "_actor_id", None)
+        if own_id is not None and own_id.hex() != actor_id:
+            raise ActorReplaced(f"name {name!r} now belongs to another actor")
+        return handle.get_server_address.remote()
+
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]:
+        if not calls:
+            return []
+        ready, _ = self._ray.wait(
+            calls, num_returns=len(calls), timeout=max(0.0, timeout), fetch_local=True
+        )
+        return list(ready)
+
+    def result(self, call: Any) -> Any:
+        return self._ray.get(call, timeout=0)
+
+    def ports(self, node_ids: list[str], timeout: float) -> dict[str, int]:
+        wanted = set(node_ids)
+        found: dict[str, int] = {}
+        for node in self._ray.nodes():
+            node_id = node.get("NodeID")
+            port = node.get("MetricsExportPort")
+            if node_id in wanted and node.get("Alive") and isinstance(port, int) and port > 0:
+                found[node_id] = port
+        return found
+
+
+# The first Ray release whose connecting driver creates no temp dirs (connect_only nodes).
+_CONNECT_CREATES_NO_DIRS = (2, 54)
+
+
+def _version(text: str) -> tuple[int, int]:
+    parts = text.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (999, 0)  # a development build: assume the newest behaviour
+
+
+def _seed_session_dir(ray: Any, address: str, temp_dir: str) -> None:
+    """Copy the cluster session's small JSON files (``node_ip_address.json``,
+    ``ports_by_node.json``) into ``temp_dir``'s session dir of the same name.
+
+    Up to Ray 2.53 a connecting driver given a temp dir reads its node's IP from there and
+    waits for the file forever when it is missing (python/ray/_private/node.py,
+    get_cached_node_ip_address); the cluster's own copy is readable, only not writable.
+    """
+    import glob
+    import shutil
+
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+    gcs = GcsClient(address=canonicalize_bootstrap_address_or_die(address))
+    session_dir = gcs.internal_kv_get(b"session_dir", b"session").decode()
+    own = os.path.join(temp_dir, os.path.basename(session_dir))
+    os.makedirs(own, exist_ok=True)
+    for path in glob.glob(os.path.join(session_dir, "*.json")):
+        shutil.copy(path, own)
+
+
+def private_temp_dir(env: Mapping[str, str] | None = None) -> str | None:
+    """A writable temp dir for the driver when Ray's default one is not writable, else None.
+
+    A connecting driver creates and chmods ``<temp>/ray/<session>/...`` (Ray 2.44 to 2.53,
+    python/ray/_private/node.py ``_init_temp``); under systemd's ``ProtectSystem=strict`` /tmp
+    is read-only and that fails with EROFS. The driver then gets a directory of its own, in
+    the first writable of systemd's RuntimeDirectory, CacheDirectory, StateDirectory and the
+    system temp dir; sockets of the cluster are only connected to, never created, so they
+    may stay on a read-only /tmp.
+    """
+    env = os.environ if env is None else env
+    base = env.get("RAY_TMPDIR") or env.get("TMPDIR") or "/tmp"
+    default = os.path.join(base, "ray")
+    probe = default if os.path.isdir(default) else base
+    if os.access(probe, os.W_OK):
+        return None
+    candidates = [
+        env.get(v, "") for v in ("RUNTIME_DIRECTORY", "CACHE_DIRECTORY", "STATE_DIRECTORY")
+    ]
+    for directory in (c.split(":")[0] for c in candidates if c):
+        if os.path.isdir(directory) and os.access(directory, os.W_OK):
+            return os.path.join(directory, "ray")
+    try:
+        return os.path.join(tempfile.gettempdir(), f"fsd-ray-{os.getuid()}")
+    except FileNotFoundError:
+        return None
+
+
+def _load_backend(spec: str, options: Mapping[str, Any]) -> Backend:
+    module, _, name = spec.partition(":")
+    backend: Backend = getattr(importlib.import_module(module), name)(**options)
+    return backend
+
+
+def bridge_main(
+    conn: Connection,
+    address: str,
+    parent_pid: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    backend: str = DEFAULT_BACKEND,
+    backend_options: Mapping[str, Any] | None = None,
+    concurrency: int = 32,
+    auth_hint: str = "",
+) -> None:
+    """Entry point of the child process: connect to Ray and answer requests."""
+    # Before Ray is imported: Ray reads its auth mode from the environment once.
+    os.environ.update(env or {})
+    logging.basicConfig(level=logging.WARNING, format="fsd-ray-bridge: %(levelname)s %(message)s")
+    try:
+        impl = _load_backend(backend, backend_options or {})
+        description = impl.connect(address)
     except Exception as exc:
-        conn.send(("error", f"ray.init(address={address!r}) failed: {exc}"))
+        text = f"{type(exc).__name__}: {_last_line(exc)}"
+        if auth_hint and is_rejection(str(exc)):
+            text = f"Ray rejected the bridge's connection (InvalidAuthToken): {auth_hint}"
+        conn.send(("error", f"ray.init(address={address!r}) failed: {text}"))
         return
-    conn.send(("ready", ray.get_runtime_context().gcs_address))
-    inflight: dict[str, Any] = {}
-    while True:
-        if not conn.poll(1.0):
-            if os.getppid() != parent_pid:
-                return  # the daemon is gone; so are we
-            continue
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            if request[0] == "resolve":
-                conn.send(("ok", _resolve(ray, inflight, request[1], request[2])))
-            elif request[0] == "ports":
-                conn.send(("ok", _ports(ray, request[1])))
-            else:
-                conn.send(("error", f"unknown request {request[0]!r}"))
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-
-
-def _resolve(
-    ray: Any, inflight: dict[str, Any], batch: list[tuple[str, str, str]], timeout: float
-) -> dict[str, tuple[Any, str | None]]:
-    results: dict[str, tuple[Any, str | None]] = {}
-    wanted = {actor_id for actor_id, _, _ in batch}
-    # Calls for actors nobody asks about any more (gone) are forgotten, not awaited.
-    for actor_id in list(inflight.keys() - wanted):
-        del inflight[actor_id]
-    older = list(inflight.values())  # calls still running from earlier requests
-    issued: list[Any] = []
-    for actor_id, name, namespace in batch:
-        if actor_id in inflight:
-            continue  # still running from an earlier request: one call per actor at a time
-        try:
-            handle = ray.get_actor(name, namespace=namespace or None)
-            # A name is reused when a job restarts a replica: make sure it is the same actor.
-            own_id = getattr(handle, "_actor_id", None)
-            found = own_id.hex() if own_id is not None else actor_id
-            if found != actor_id:
-                results[actor_id] = (None, f"name {name!r} now belongs to another actor")
+    conn.send(("ready", description))
+    work = _Resolutions(impl, concurrency)
+    try:
+        while True:
+            if not conn.poll(1.0):
+                if os.getppid() != parent_pid:
+                    return  # the daemon is gone; so are we
                 continue
-            inflight[actor_id] = handle.get_server_address.remote()
-            issued.append(inflight[actor_id])
-        except Exception as exc:
-            results[actor_id] = (None, f"{type(exc).__name__}: {_last_line(exc)}")
-    if inflight:
-        # Only the calls made now are waited for (up to the timeout); calls still in flight
-        # from earlier requests are only collected if done. So a hung actor costs the wait
-        # once, when first asked, not at every poll while its call hangs.
-        ready_set: set[Any] = set()
-        for refs, wait in ((issued, timeout), (older, 0)):
-            if refs:
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=wait, fetch_local=True)
-                ready_set.update(ready)
-        for actor_id, ref in list(inflight.items()):
-            if ref not in ready_set:
-                continue
-            del inflight[actor_id]
             try:
-                value = ray.get(ref, timeout=0)
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                if request[0] == "resolve":
+                    conn.send(("ok", work.resolve(request[1], request[2])))
+                elif request[0] == "ports":
+                    conn.send(("ok", impl.ports(request[1], request[2])))
+                else:
+                    conn.send(("error", f"unknown request {request[0]!r}"))
+            except Exception as exc:
+                conn.send(("error", f"{type(exc).__name__}: {_last_line(exc)}"))
+    finally:
+        work.close()
+
+
+class _Resolutions:
+    """The child's work in progress: lookups (``start_call``, in ``concurrency`` threads) and
+    the calls they started, kept across requests until their answer is handed out."""
+
+    def __init__(self, backend: Backend, concurrency: int) -> None:
+        self.backend = backend
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, concurrency), thread_name_prefix="lookup"
+        )
+        self.lookups: dict[str, concurrent.futures.Future[Any]] = {}
+        self.calls: dict[str, Any] = {}
+        self.call_started: dict[str, float] = {}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def resolve(
+        self, batch: list[tuple[str, str, str]], timeout: float
+    ) -> dict[str, tuple[Any, str | None]]:
+        deadline = time.monotonic() + timeout
+        wanted = {actor_id for actor_id, _, _ in batch}
+        # Work for actors nobody asks about any more (gone, or resolved) is dropped.
+        for actor_id in list(self.lookups.keys() - wanted):
+            self.lookups.pop(actor_id).cancel()
+        for actor_id in list(self.calls.keys() - wanted):
+            del self.calls[actor_id], self.call_started[actor_id]
+        for actor_id, name, namespace in batch:
+            if actor_id not in self.lookups and actor_id not in self.calls:
+                self.lookups[actor_id] = self.pool.submit(
+                    self.backend.start_call, actor_id, name, namespace
+                )
+        results: dict[str, tuple[Any, str | None]] = {}
+        while True:
+            self._start_calls(results)
+            now = time.monotonic()
+            remaining = deadline - now
+            # A call is waited for during its first ``timeout`` seconds only: a hung actor
+            # costs the wait once, when first asked, not at every poll while its call hangs.
+            windows = {i: t + timeout for i, t in self.call_started.items() if t + timeout > now}
+            waitable = [self.calls[i] for i in windows]
+            if remaining <= 0 or (not self.lookups and not waitable):
+                break
+            # A little at a time while lookups run, so that their calls start within this
+            # request too; never past the last window.
+            step = min(remaining, 0.05) if self.lookups else remaining
+            if waitable:
+                step = min(step, max(windows.values()) - now)
+                done = self.backend.wait(waitable, step)
+                if done:
+                    self._collect(set(done), results)
+                elif not self.lookups:
+                    break  # waited the whole remaining time
+            else:
+                self._wait_lookups(step)
+        # Calls past their window are collected if done, never waited for.
+        done = self.backend.wait(list(self.calls.values()), 0)
+        if done:
+            self._collect(set(done), results)
+        return results
+
+    def _start_calls(self, results: dict[str, tuple[Any, str | None]]) -> None:
+        """Calls for the lookups that finished; a failed lookup is that actor's answer."""
+        for actor_id, lookup in list(self.lookups.items()):
+            if not lookup.done():
+                continue
+            del self.lookups[actor_id]
+            try:
+                call = lookup.result()
+            except Exception as exc:
+                results[actor_id] = (None, f"{type(exc).__name__}: {_last_line(exc)}")
+                continue
+            self.calls[actor_id] = call
+            self.call_started[actor_id] = time.monotonic()
+
+    def _wait_lookups(self, timeout: float) -> None:
+        concurrent.futures.wait(
+            list(self.lookups.values()),
+            timeout=timeout,
+            return_when=concurrent.futures.FIRST_COMPLETED,
+        )
+
+    def _collect(self, done: set[Any], results: dict[str, tuple[Any, str | None]]) -> None:
+        for actor_id, call in list(self.calls.items()):
+            if call not in done:
+                continue
+            del self.calls[actor_id], self.call_started[actor_id]
+            try:
+                value = self.backend.result(call)
             except Exception as exc:
                 results[actor_id] = (None, f"{type(exc).__name__}: {_last_line(exc)}")
                 continue
@@ -283,18 +589,6 @@ def _resolve(
                 results[actor_id] = (None, f"get_server_address() returned {type(value).__name__}")
                 continue
             results[actor_id] = (value, None)
-    return results
-
-
-def _ports(ray: Any, node_ids: list[str]) -> dict[str, int]:
-    wanted = set(node_ids)
-    ports: dict[str, int] = {}
-    for node in ray.nodes():
-        node_id = node.get("NodeID")
-        port = node.get("MetricsExportPort")
-        if node_id in wanted and node.get("Alive") and isinstance(port, int) and port > 0:
-            ports[node_id] = port
-    return ports
 
 
 def _last_line(exc: BaseException) -> str:

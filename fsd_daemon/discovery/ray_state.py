@@ -1,7 +1,17 @@
-"""ALIVE actors and nodes from Ray's state API (an HTTP client of the dashboard).
+"""ALIVE actors and nodes from Ray's state API, over plain HTTP (no Ray in this process).
 
-No ``ray.init`` here: the state API needs only the dashboard, and a process that is not a Ray
-driver cannot be taken down by Ray's own failure handling when the cluster goes away.
+The dashboard's REST API answers the listings (``ray_http.DashboardClient``); only finding the
+dashboard from a GCS address needs Ray, in a short-lived child, once per connection. Token
+auth is decided as Ray's CLI decides it (``ray_auth``).
+
+A quick poll: between full listings, ``snapshot`` asks only how many actors are ALIVE (a
+``limit=1`` listing: a few hundred bytes instead of megabytes at 10,000 actors) and returns the
+previous snapshot when that count is unchanged. A full listing still runs at least every
+``full_listing_interval`` seconds (30 by default), so an actor replaced within that window
+(count unchanged) is seen at most that late; any change of the count is seen at the next poll.
+The dashboard's own work is the same for both (it filters and sorts every ALIVE actor before
+it applies the limit: python/ray/dashboard/state_aggregator.py list_actors); only the
+daemon's parsing is saved.
 """
 
 from __future__ import annotations
@@ -13,11 +23,25 @@ import time
 from typing import Any
 
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord, SourceError
+from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, load_auth
+from fsd_daemon.discovery.ray_http import (
+    DashboardClient,
+    DashboardError,
+    find_dashboard_url,
+    is_dashboard_url,
+)
 
 log = logging.getLogger(__name__)
 
 # A truncated listing is logged at most this often (it is also visible in the self-metrics).
 _TRUNCATION_LOG_INTERVAL = 60.0
+# Finding the dashboard starts Python and imports Ray in a child: seconds on a loaded head.
+_LOOKUP_TIMEOUT = 30.0
+_ALIVE = (("state", "=", "ALIVE"),)
+# Between full listings a poll only asks how many actors are ALIVE. An actor replaced by
+# another within this window (the count unchanged) is seen at most this late; an actor Ray
+# restarts keeps its id, and any change of the count is seen at the next poll.
+FULL_LISTING_INTERVAL = 30.0
 
 
 class RayStateSource:
@@ -30,24 +54,55 @@ class RayStateSource:
         timeout: float = 5.0,
         actor_limit: int = 10_000,
         node_limit: int = 2_000,
+        full_listing_interval: float = FULL_LISTING_INTERVAL,
+        auth: RayAuth | None = None,
+        lookup_timeout: float = _LOOKUP_TIMEOUT,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.actor_limit = actor_limit
         self.node_limit = node_limit
-        self._client: Any = None
-        self._connecting: concurrent.futures.Future[Any] | None = None
+        self.full_listing_interval = full_listing_interval
+        self.lookup_timeout = lookup_timeout
+        self._auth_error: str | None = None
+        if auth is None:
+            try:
+                auth = load_auth()
+            except RayAuthError as exc:
+                self._auth_error = str(exc)
+                auth = RayAuth(token_mode=False, source="", why="unusable auth settings")
+        self.auth = auth
+        self._client: DashboardClient | None = None
+        self._looking_up: concurrent.futures.Future[str] | None = None
         self._last_truncation_log = -_TRUNCATION_LOG_INTERVAL
+        self._last: ClusterSnapshot | None = None
+        self._last_actor_count = -1
+        self._last_node_ids: frozenset[str] = frozenset()
+        self._last_node_count = -1
+        self._last_full = -float("inf")
+        self._session = ""
+        self._session_head = ""
+        self.full_listings = 0  # full listings made (the rest were quick polls)
+
+    # -- one poll ------------------------------------------------------------------------------
 
     def snapshot(self) -> ClusterSnapshot:
+        if self._auth_error is not None:
+            raise SourceError("auth", self._auth_error)
         client = self._connect()
         try:
-            actors, truncated = self._list(client, "actors", self.actor_limit)
-            nodes, nodes_cut = self._list(client, "nodes", self.node_limit)
-        except SourceError:
-            # The dashboard may come back elsewhere (a Ray restart picks its URL anew).
-            self._client = None
-            raise
+            quick = self._quick(client)
+            if quick is not None:
+                return quick
+            actors, truncated, actor_count = self._list(client, "actors", self.actor_limit)
+            nodes, nodes_cut, node_count = self._list(client, "nodes", self.node_limit)
+            session = self._session_of(client, nodes)
+        except DashboardError as exc:
+            self._last = None  # after a failure, only a full listing says what is there
+            if exc.kind == "unreachable" and not is_dashboard_url(self.address):
+                # The dashboard may come back elsewhere (a Ray restart picks its URL anew).
+                self._client = None
+            raise SourceError(exc.kind, str(exc)) from None
         if truncated:
             now = time.monotonic()
             if now - self._last_truncation_log >= _TRUNCATION_LOG_INTERVAL:
@@ -61,133 +116,162 @@ class RayStateSource:
             raise SourceError(
                 "truncated", f"{len(nodes)} ALIVE nodes reach ray.node_limit; raise the limit"
             )
-        return ClusterSnapshot(
+        snapshot = ClusterSnapshot(
             actors=tuple(a for a in (_actor(r) for r in actors) if a is not None),
             nodes=tuple(n for n in (_node(r) for r in nodes) if n is not None),
             truncated=truncated,
+            session=session,
         )
+        self._last, self._last_actor_count = snapshot, actor_count
+        self._last_node_ids = frozenset(n.node_id for n in snapshot.nodes)
+        self._last_node_count = node_count
+        self._last_full = time.monotonic()
+        self.full_listings += 1
+        return snapshot
 
-    def _connect(self) -> Any:
-        """The state API client, made off the poll thread.
+    def _quick(self, client: DashboardClient) -> ClusterSnapshot | None:
+        """The previous snapshot when a full listing is not due and nothing seems changed:
+        the same number of ALIVE actors and nodes, and a node that the last full listing had
+        (node ids are never reused, so a restarted Ray fails this at once)."""
+        if self._last is None or self._last.truncated:
+            return None
+        if time.monotonic() - self._last_full >= self.full_listing_interval:
+            return None
+        actors = client.list_state("actors", filters=_ALIVE, limit=1, timeout=self.timeout)
+        if _count(actors) != self._last_actor_count:
+            return None
+        nodes = client.list_state("nodes", filters=_ALIVE, limit=1, timeout=self.timeout)
+        first = nodes["result"][0].get("node_id") if nodes["result"] else None
+        if _count(nodes) != self._last_node_count or (
+            first is not None and first not in self._last_node_ids
+        ):
+            return None
+        return self._last
 
-        Finding the dashboard asks the GCS, and Ray's GCS client waits a minute or more for a
-        GCS that is down (a Ray restart): done inline, that would stall the whole loop, its
-        systemd watchdog pings included. So it runs in one helper thread; a poll waits at most
-        ``timeout`` for it and otherwise fails as unreachable, and the next poll picks up the
-        same attempt instead of starting another.
+    def _connect(self) -> DashboardClient:
+        """The dashboard client; finding its URL runs off the poll thread.
+
+        The lookup child may wait a minute for a GCS that is down (a Ray restart): done inline
+        that would stall the loop and its watchdog pings. A poll waits at most ``timeout`` for
+        it and otherwise fails as ``timeout``; the next poll picks up the same attempt.
         """
         if self._client is not None:
             return self._client
-        if self._connecting is None:
-            self._connecting = concurrent.futures.Future()
-            # A daemon thread: one stuck in Ray's GCS client must not hold up the exit.
+        if self._looking_up is None:
+            future: concurrent.futures.Future[str] = concurrent.futures.Future()
+            self._looking_up = future
             threading.Thread(
-                target=_make_client,
-                args=(self.address, self._connecting),
-                daemon=True,
-                name="ray-connect",
+                target=_lookup,
+                args=(self.address, self.auth, self.lookup_timeout, future),
+                daemon=True,  # must not hold up the exit
+                name="ray-dashboard-lookup",
             ).start()
         try:
-            self._client = self._connecting.result(timeout=self.timeout)
+            url = self._looking_up.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
             raise SourceError(
-                "timeout", f"no answer from Ray at {self.address!r} within {self.timeout:g} s"
+                "timeout",
+                f"still looking for Ray's dashboard via {self.address!r} "
+                f"(waited {self.timeout:g} s this poll)",
             ) from None
-        except Exception as exc:  # Ray raises bare ConnectionError, ValueError, RuntimeError
-            self._connecting = None
-            raise SourceError(
-                "unreachable", f"cannot reach Ray at {self.address!r}: {exc}"
-            ) from exc
-        self._connecting = None
+        except DashboardError as exc:
+            self._looking_up = None
+            raise SourceError(exc.kind, str(exc)) from None
+        self._looking_up = None
+        self._client = DashboardClient(url, self.auth)
+        log.info("Ray state API at %s (via %s)", url, self.address)
         return self._client
 
-    def _list(self, client: Any, resource: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """One page of ``/api/v0/<resource>``, the dashboard's documented REST endpoint.
+    def _list(
+        self, client: DashboardClient, resource: str, limit: int
+    ) -> tuple[list[Any], bool, int]:
+        """ALIVE records, whether the answer may be cut, and how many are ALIVE.
 
-        The raw response is used, not ``StateApiClient.list``, because only the raw response
-        says whether the API server cut the answer at its own cap
-        (RAY_MAX_LIMIT_FROM_API_SERVER, 10,000 by default), which no client-side limit shows.
+        Filtered in the query: only state, job_id and actor_id filters run inside GCS, and
+        dead actors pile up by the tens of thousands on a long-lived cluster.
         """
-        params = {
-            # Filter in the query: only state, job_id and actor_id filters run inside GCS,
-            # and dead actors pile up by the tens of thousands on a long-lived cluster.
-            "filter_keys": ["state"],
-            "filter_predicates": ["="],
-            "filter_values": ["ALIVE"],
-            "limit": limit,
-            "timeout": max(1, int(self.timeout * 0.8)),
-            "detail": False,
-        }
+        data = client.list_state(resource, filters=_ALIVE, limit=limit, timeout=self.timeout)
+        result = data["result"]
+        # A partial answer (an unreachable raylet, truncation at the source) is an error,
+        # never a smaller list that would look like servers leaving.
+        warning = data.get("partial_failure_warning")
+        if warning:
+            raise DashboardError("partial", f"{resource}: {_short(str(warning))}")
         try:
-            response = client._make_http_get_request(
-                f"/api/v0/{resource}", params, timeout=self.timeout
-            )
-        except Exception as exc:
-            raise SourceError(_classify(exc), f"listing {resource} failed: {_short(exc)}") from exc
-        try:
-            data = response  # the ListApiResponse, unwrapped by the client
-            result = data["result"]
-            # A partial answer (an unreachable raylet, truncation at the source) is an error,
-            # never a smaller list that would look like servers leaving.
-            if data.get("partial_failure_warning"):
-                raise SourceError(
-                    "partial", f"{resource}: {_short(data['partial_failure_warning'])}"
+            if int(data.get("total", len(result))) > int(
+                data.get("num_after_truncation", len(result))
+            ):
+                raise DashboardError(
+                    "partial", f"{resource}: Ray truncated the answer at the source"
                 )
-            if data.get("total", len(result)) > data.get("num_after_truncation", len(result)):
-                raise SourceError("partial", f"{resource}: Ray truncated the answer at the source")
-            # Cut by the limit, ours or the API server's own cap.
-            cut = data.get("num_filtered", len(result)) > len(result) or len(result) >= limit
-        except (KeyError, TypeError) as exc:
-            raise SourceError("bad_response", f"{resource}: unexpected answer: {exc!r}") from exc
-        if not isinstance(result, list):
-            raise SourceError("bad_response", f"{resource}: result is not a list")
-        return result, cut
+            count = _count(data)
+        except (TypeError, ValueError) as exc:
+            raise DashboardError("bad_response", f"{resource}: bad counts ({exc})") from None
+        # Cut by the limit, ours or the API server's own cap (RAY_MAX_LIMIT_FROM_API_SERVER).
+        cut = count > len(result) or len(result) >= limit
+        return result, cut, count
+
+    def _session_of(self, client: DashboardClient, nodes: list[Any]) -> str:
+        """The session's name (asked again only when the head node changes), else the head
+        node's id; unchanged while no head is listed (a listing during a restart)."""
+        head = next(
+            (str(r.get("node_id")) for r in nodes if isinstance(r, dict) and r.get("is_head_node")),
+            "",
+        )
+        if not head or head == self._session_head:
+            return self._session
+        try:
+            name = client.session_name(self.timeout)
+        except DashboardError as exc:
+            log.debug("no session name from /api/version (%s); using the head node id", exc)
+            name = ""
+        self._session, self._session_head = (name or f"head:{head[:64]}"), head
+        return self._session
 
 
-def _classify(exc: BaseException) -> str:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    names = " ".join(type(e).__name__.lower() for e in chain)
-    text = " ".join(str(e).lower() for e in chain)
-    if "timeout" in names or "timed out" in text:
-        return "timeout"
-    if "connection" in names or "unavailable" in names or "refused" in text:
-        return "unreachable"
-    return "api_error"
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _make_client(address: str, result: concurrent.futures.Future[Any]) -> None:
+def _lookup(
+    address: str, auth: RayAuth, timeout: float, result: concurrent.futures.Future[str]
+) -> None:
     try:
-        from ray.util.state import StateApiClient
-
-        result.set_result(StateApiClient(address=address))
+        result.set_result(find_dashboard_url(address, auth, timeout))
     except BaseException as exc:  # handed to the poll that waits for it
         result.set_exception(exc)
 
 
+def _count(listing: dict[str, Any]) -> int:
+    """How many records matched the filters (before the limit)."""
+    return int(listing.get("num_filtered", len(listing["result"])))
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _text(value: Any) -> str:
+    # Ray sends strings (or null); anything else is stringified, never trusted as a str.
+    return value if type(value) is str else ("" if value is None else str(value))
+
+
 def _actor(record: Any) -> ActorRecord | None:
+    """One record of the listing; None (logged) when malformed. Runs 10,000 times a poll:
+    plain type checks instead of conversions where Ray already sends the right type."""
     try:
-        if not record["actor_id"]:
+        actor_id = record["actor_id"]
+        if not actor_id:
             raise ValueError("actor without id")
+        pid = record.get("pid") or 0
         return ActorRecord(
-            actor_id=str(record["actor_id"]),
-            class_name=str(record.get("class_name") or ""),
-            name=str(record.get("name") or ""),
-            job_id=str(record.get("job_id") or ""),
-            namespace=str(record.get("ray_namespace") or ""),
-            node_id=str(record.get("node_id") or ""),
-            pid=int(record.get("pid") or 0),
+            actor_id=_text(actor_id),
+            class_name=_text(record.get("class_name")),
+            name=_text(record.get("name")),
+            job_id=_text(record.get("job_id")),
+            namespace=_text(record.get("ray_namespace")),
+            node_id=_text(record.get("node_id")),
+            pid=pid if type(pid) is int else int(pid),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        log.warning("ignoring a malformed actor record from Ray (%s): %r", exc, record)
+        log.warning("ignoring a malformed actor record from Ray (%s): %.300r", exc, record)
         return None
 
 
@@ -202,5 +286,5 @@ def _node(record: Any) -> NodeRecord | None:
             is_head=bool(record.get("is_head_node")),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        log.warning("ignoring a malformed node record from Ray (%s): %r", exc, record)
+        log.warning("ignoring a malformed node record from Ray (%s): %.300r", exc, record)
         return None

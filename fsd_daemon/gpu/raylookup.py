@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -29,9 +30,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
+
+from fsd_daemon.discovery.ray_auth import RayAuthError, is_rejection, load_auth
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +117,24 @@ def list_job_actors(gcs_address: str, job_id: str, timeout: float) -> list[Actor
         "--timeout",
         f"{max(1.0, timeout * 0.7):.3g}",
     ]
+    # Token auth decided as Ray's CLI decides it (the child's explicit GCS address would not
+    # turn it on by itself); only the token's source is logged, once.
     try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        auth = load_auth()
+    except RayAuthError as exc:
+        raise NameLookupFailed(str(exc)) from None
+    env = {**os.environ, **auth.child_env()}
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired:
         raise NameLookupFailed(f"Ray state API did not answer within {timeout:.3g} s") from None
     except OSError as exc:
         raise NameLookupFailed(f"cannot run the lookup: {exc}") from exc
     if done.returncode != 0:
-        last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
+        stderr = done.stderr.decode("utf-8", "replace")
+        if is_rejection(stderr):
+            raise NameLookupFailed(f"Ray rejected the lookup: {auth.rejected_hint()}")
+        last = stderr.strip().splitlines()[-1:] or ["?"]
         raise NameLookupFailed(f"lookup exited {done.returncode}: {last[0][:300]}")
     try:
         rows = orjson.loads(done.stdout)
@@ -281,20 +293,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=10_000)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    from ray.util.state import StateApiClient
+    from ray.dashboard.utils import ray_address_to_api_server_url
 
-    client = StateApiClient(address=args.gcs_address)
+    from fsd_daemon.discovery.ray_http import DashboardClient
+
+    # The dashboard's URL is kept in the GCS; the listing itself is plain HTTP with the auth
+    # header (and the timeout clamp) of fsd_daemon's own state client.
+    client = DashboardClient(ray_address_to_api_server_url(args.gcs_address), load_auth())
     # The job_id filter runs inside the GCS (dead actors of other jobs are never sent); the
     # state is not filtered, so that actors still in __init__ are listed too.
-    params: dict[str, Any] = {
-        "filter_keys": ["job_id"],
-        "filter_predicates": ["="],
-        "filter_values": [args.job_id],
-        "limit": args.limit,
-        "timeout": max(1, int(args.timeout)),
-        "detail": False,
-    }
-    data = client._make_http_get_request("/api/v0/actors", params, timeout=args.timeout)
+    data = client.list_state(
+        "actors",
+        filters=[("job_id", "=", args.job_id)],
+        limit=args.limit,
+        timeout=args.timeout,
+    )
     rows = [
         {k: r.get(k) for k in ("name", "class_name", "node_id", "pid", "state")}
         for r in data["result"]

@@ -1,0 +1,91 @@
+"""Backends for the Ray bridge child that answer like Ray, slowly on purpose.
+
+Loaded by name in the bridge's child process (``RayBridge(backend="tests.support.slowray:
+SlowBackend", backend_options=...)``), so requests and answers go through the real bridge
+protocol: the pipe, pickling, the child's deadline, its thread pool and in-flight calls.
+
+``SlowBackend`` models a remote GCS: each ``get_actor`` takes ``lookup_seconds`` (a GCS round
+trip) and each ``get_server_address`` call ``call_seconds`` (an actor method call), with the
+actor's address derived from its id. Lookups block a worker thread, as Ray's do; calls run
+concurrently, as Ray's remote calls do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+
+def address_of(actor_id: str) -> tuple[str, int]:
+    """The (ip, port) the fake actor ``actor_id`` serves at (tests compute it too)."""
+    return ("127.0.0.1", 10_000 + int(actor_id[-6:], 16) % 50_000)
+
+
+class SlowBackend:
+    def __init__(
+        self,
+        lookup_seconds: float = 0.01,
+        call_seconds: float = 0.02,
+        connect_seconds: float = 0.0,
+        hang_names: tuple[str, ...] = (),
+    ) -> None:
+        self.lookup_seconds = lookup_seconds
+        self.call_seconds = call_seconds
+        self.connect_seconds = connect_seconds
+        self.hang_names = set(hang_names)
+        self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=64)
+        self._lock = threading.Lock()
+        self.lookups = 0
+
+    def connect(self, address: str) -> str:
+        time.sleep(self.connect_seconds)
+        return f"fake Ray at {address}"
+
+    def start_call(self, actor_id: str, name: str, namespace: str) -> Any:
+        time.sleep(self.lookup_seconds)
+        with self._lock:
+            self.lookups += 1
+        if name.startswith("missing"):
+            raise ValueError(f"Failed to look up actor with name '{name}'.")
+        hang = name in self.hang_names
+        return self._calls.submit(self._serve, actor_id, hang)
+
+    def _serve(self, actor_id: str, hang: bool) -> tuple[str, int]:
+        time.sleep(3600 if hang else self.call_seconds)
+        return address_of(actor_id)
+
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]:
+        if not calls:
+            return []
+        done, _ = concurrent.futures.wait(calls, timeout=max(0.0, timeout))
+        return list(done)
+
+    def result(self, call: Any) -> Any:
+        return call.result(timeout=0)
+
+    def ports(self, node_ids: list[str], timeout: float) -> dict[str, int]:
+        return {node_id: 9000 + i for i, node_id in enumerate(sorted(node_ids))}
+
+
+class FailingBackend:
+    """A driver that cannot connect, with Ray's own words."""
+
+    def __init__(self, message: str = "InvalidAuthToken: Authentication token is missing") -> None:
+        self.message = message
+
+    def connect(self, address: str) -> str:
+        raise ConnectionError(self.message)
+
+    def start_call(self, actor_id: str, name: str, namespace: str) -> Any:
+        raise AssertionError("never connected")
+
+    def wait(self, calls: list[Any], timeout: float) -> list[Any]:
+        return []
+
+    def result(self, call: Any) -> Any:
+        raise AssertionError("never connected")
+
+    def ports(self, node_ids: list[str], timeout: float) -> dict[str, int]:
+        return {}

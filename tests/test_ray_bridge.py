@@ -1,0 +1,232 @@
+"""The Ray bridge through its real protocol (a spawned child, the pipe, the child's deadline),
+with a backend that answers like Ray, slowly on purpose (tests/support/slowray.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from fsd_daemon.discovery.base import ActorRecord
+from fsd_daemon.discovery.ray_bridge import RayBridge
+from tests.support.raycluster import start_job
+from tests.support.rayhead import RayHead
+from tests.support.slowray import address_of
+
+SLOW = "tests.support.slowray:SlowBackend"
+
+
+def _actors(n: int, prefix: str = "vllm_server", first_id: int = 0) -> list[ActorRecord]:
+    return [
+        ActorRecord(
+            actor_id=f"{first_id + i:032x}",
+            class_name="vLLMHttpServer",
+            name=f"{prefix}_{i}_0",
+            job_id="01000000",
+            namespace="ns",
+            node_id="n" * 56,
+            pid=1000 + i,
+        )
+        for i in range(n)
+    ]
+
+
+def _started(bridge: RayBridge) -> RayBridge:
+    assert bridge.wait_ready(60), bridge.problem()
+    return bridge
+
+
+def test_2500_servers_resolve_in_bounded_polls_keeping_progress() -> None:
+    """2,500 unresolved servers, each lookup a 20 ms GCS round trip and each call 50 ms: one
+    lookup after another would need 175 s per batch and time out at every poll. In bounded
+    concurrent work every poll hands back what finished, nothing is asked twice, the child is
+    never restarted, and all are resolved within a bounded number of 1-second polls."""
+    actors = _actors(2500)
+    bridge = _started(
+        RayBridge(
+            "fake:1",
+            timeout=1.0,
+            concurrency=32,
+            backend=SLOW,
+            backend_options={"lookup_seconds": 0.02, "call_seconds": 0.05},
+        )
+    )
+    try:
+        resolved: dict[str, str | tuple[str, int]] = {}
+        polls = 0
+        started = time.monotonic()
+        while len(resolved) < len(actors) and polls < 60:
+            waiting = [a for a in actors if a.actor_id not in resolved]
+            answers = bridge.resolve_addresses(waiting)
+            polls += 1
+            assert answers, f"poll {polls} handed back nothing ({bridge.problem()})"
+            for actor_id, answer in answers.items():
+                assert answer.error is None, answer.error
+                assert answer.address is not None
+                resolved[actor_id] = answer.address
+        took = time.monotonic() - started
+        print(f"2500 servers resolved in {polls} polls, {took:.1f} s")
+        assert len(resolved) == len(actors)
+        assert all(resolved[a.actor_id] == address_of(a.actor_id) for a in actors)
+        # 2500 * 20 ms / 32 threads = 1.6 s of lookups: a few polls, not one per server.
+        assert polls <= 15, polls
+        assert bridge.starts == 1 and bridge.problem() is None
+    finally:
+        bridge.close()
+
+
+def test_a_hung_call_costs_the_wait_once_and_lookups_fail_per_actor() -> None:
+    """One server never answers, one name is unknown: the others are resolved in the first
+    poll, the unknown one gets its own error, and later polls do not wait for the hung one."""
+    actors = [*_actors(20), *_actors(1, "missing", first_id=100), _hung()]
+    bridge = _started(
+        RayBridge(
+            "fake:1",
+            timeout=1.0,
+            backend=SLOW,
+            backend_options={"hang_names": ("hung_0_0",)},
+        )
+    )
+    try:
+        first = bridge.resolve_addresses(actors)
+        ok = {k for k, v in first.items() if v.address is not None}
+        assert len(ok) == 20
+        missing = first[actors[20].actor_id]
+        assert missing.address is None and "Failed to look up actor" in (missing.error or "")
+        assert actors[21].actor_id not in first  # still running: no answer, no error
+        started = time.monotonic()
+        again = bridge.resolve_addresses([actors[21]])
+        assert time.monotonic() - started < 0.5, "a later poll waited for the hung call"
+        assert again == {}
+        assert bridge.problem() is None and bridge.starts == 1
+    finally:
+        bridge.close()
+
+
+def _hung() -> ActorRecord:
+    return ActorRecord(
+        actor_id="f" * 32,
+        class_name="vLLMHttpServer",
+        name="hung_0_0",
+        job_id="01000000",
+        namespace="ns",
+        node_id="n" * 56,
+        pid=9,
+    )
+
+
+def test_child_runs_only_while_needed() -> None:
+    """The child stops once idle (nothing unresolved asks for it) and comes back on demand;
+    the warm-up gate (``ready``) stays open meanwhile."""
+    bridge = _started(RayBridge("fake:1", timeout=1.0, idle_seconds=0.5, backend=SLOW))
+    try:
+        assert bridge.resolve_addresses(_actors(3))
+        pid = bridge.pid
+        assert pid is not None
+        deadline = time.monotonic() + 10
+        while bridge.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert bridge.pid is None, "the idle child was not stopped"
+        assert bridge.ready  # idle, not broken: nothing to wait for
+        assert bridge.wait_ready(60)
+        assert len(bridge.resolve_addresses(_actors(2))) == 2
+        assert bridge.starts == 2 and bridge.pid != pid
+    finally:
+        bridge.close()
+
+
+def test_child_error_reaches_problem_and_log(caplog: pytest.LogCaptureFixture) -> None:
+    """A driver that cannot connect: problem() names the child's own error in one line, the
+    log says it once, and the next start waits (capped backoff), not a tight restart loop."""
+    caplog.set_level(logging.INFO, logger="fsd_daemon.discovery.ray_bridge")
+    bridge = RayBridge("fake:1", backend="tests.support.slowray:FailingBackend")
+    try:
+        assert not bridge.wait_ready(5)
+        problem = bridge.problem()
+        assert problem is not None and "\n" not in problem
+        assert "cannot connect" in problem and "InvalidAuthToken" in problem
+        assert sum("InvalidAuthToken" in r.getMessage() for r in caplog.records) == 1
+        assert bridge.starts <= 4, f"{bridge.starts} starts in 5 s: no backoff"
+    finally:
+        bridge.close()
+
+
+def test_private_temp_dir_under_a_read_only_tmp(tmp_path: Path) -> None:
+    """Ray's default temp root writable: Ray's own choice (None). Read-only, as systemd's
+    ProtectSystem=strict makes /tmp (here a read-only bind mount in a mount namespace of
+    our own): a directory of our own in RUNTIME_DIRECTORY, else None is never returned."""
+    from fsd_daemon.discovery.ray_bridge import private_temp_dir
+
+    assert private_temp_dir({"RAY_TMPDIR": str(tmp_path)}) is None
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("needs root and unshare(1) for a mount namespace (CI has both)")
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    probe = (
+        "from fsd_daemon.discovery.ray_bridge import private_temp_dir; import os; "
+        f"print(private_temp_dir({{'RAY_TMPDIR': {str(readonly)!r}, "
+        f"'RUNTIME_DIRECTORY': {str(runtime)!r}}}))"
+    )
+    script = (
+        f"mount --bind {readonly} {readonly} && mount -o remount,ro,bind {readonly} && "
+        f'touch {readonly}/x 2>/dev/null && echo WRITABLE; {sys.executable} -c "{probe}"'
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "WRITABLE" not in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == str(runtime / "ray")
+
+
+@pytest.mark.ray
+def test_real_bridge_resolves_under_a_read_only_tmp(tmp_path: Path) -> None:
+    """systemd's ProtectSystem=strict makes /tmp read-only: Ray's driver then fails (EROFS when
+    it creates its temp dir up to Ray 2.53; an abort when spdlog cannot open its log file in
+    the cluster's session dir in 2.54+). The real bridge, in a mount namespace whose /tmp is a
+    read-only bind mount, with systemd's RUNTIME_DIRECTORY writable, still resolves a real
+    server of a real ``ray start --head`` cluster."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("needs root and unshare(1) for a mount namespace (CI has both)")
+    runtime = Path(tempfile.mkdtemp(prefix="fsd-run-", dir="/var/tmp"))
+    try:
+        with RayHead(tmp_path) as head:
+            job = start_job(head.address, "--vllm", "1")
+            try:
+                env = {k: v for k, v in os.environ.items() if k not in ("RAY_TMPDIR", "TMPDIR")}
+                env["RUNTIME_DIRECTORY"] = str(runtime)
+                script = (
+                    "mount --bind /tmp /tmp && mount -o remount,ro,bind /tmp && "
+                    "! touch /tmp/fsd-ro-probe 2>/dev/null && "
+                    f"exec {sys.executable} -m tests.support.bridge_probe "
+                    f"{head.address} {head.dashboard_url}"
+                )
+                done = subprocess.run(
+                    ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                    capture_output=True,
+                    text=True,
+                    timeout=240,
+                    env=env,
+                    cwd=Path(__file__).parent.parent,
+                )
+            finally:
+                job.stop()
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, (lines, done.stderr[-3000:])
+    assert lines == [{"name": "vllm_server_0_0", "address": list(job.info["actors"][0]["address"])}]

@@ -1,0 +1,165 @@
+"""The state source's quick poll against a dashboard stand-in (a real HTTP server on
+127.0.0.1 answering with Ray's envelope): between full listings only counts are asked, and
+any sign of change (a count, a node never seen, a failure, the interval) brings a full one.
+The answers' shape is checked against real Ray in tests/test_ray_http.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from fsd_daemon.discovery.base import SourceError
+from fsd_daemon.discovery.ray_auth import RayAuth
+from fsd_daemon.discovery.ray_state import RayStateSource
+
+
+class Dashboard:
+    """Serves /api/v0/actors|nodes from ``actors``/``nodes``; records every request."""
+
+    def __init__(self) -> None:
+        self.actors: list[dict[str, Any]] = []
+        self.nodes: list[dict[str, Any]] = [_node("a" * 56, head=True)]
+        self.requests: list[tuple[str, int]] = []
+        self.headers: list[str | None] = []
+        self.fail = False
+        self.refuse = ""  # the API server's own refusal (result false), e.g. Ray 2.44's
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                owner.headers.append(self.headers.get("Authorization"))
+                if owner.fail:
+                    self.send_error(500)
+                    return
+                if owner.refuse:
+                    body: Any = {"result": False, "msg": owner.refuse, "data": {}}
+                elif url.path == "/api/version":
+                    body = {"session_name": "session_x"}
+                else:
+                    rows = owner.actors if url.path.endswith("actors") else owner.nodes
+                    limit = int(query["limit"][0])
+                    owner.requests.append((url.path.rsplit("/", 1)[1], limit))
+                    assert int(query["timeout"][0]) >= 2  # Ray 2.44 refuses less
+                    body = {
+                        "result": True,
+                        "msg": "",
+                        "data": {
+                            "result": {
+                                "result": rows[:limit],
+                                "total": len(rows),
+                                "num_after_truncation": len(rows),
+                                "num_filtered": len(rows),
+                                "partial_failure_warning": "",
+                            }
+                        },
+                    }
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def full_listings(self) -> int:
+        return sum(1 for kind, limit in self.requests if kind == "actors" and limit > 1)
+
+
+def _node(node_id: str, head: bool = False) -> dict[str, Any]:
+    return {"node_id": node_id, "node_ip": "10.0.0.1", "is_head_node": head, "node_name": "n"}
+
+
+def _actor(i: int) -> dict[str, Any]:
+    return {
+        "actor_id": f"{i:032x}",
+        "class_name": "vLLMHttpServer",
+        "name": f"vllm_server_{i}_0",
+        "job_id": "01000000",
+        "ray_namespace": "ns",
+        "node_id": "a" * 56,
+        "pid": 100 + i,
+        "state": "ALIVE",
+    }
+
+
+@pytest.fixture
+def dashboard() -> Iterator[Dashboard]:
+    d = Dashboard()
+    try:
+        yield d
+    finally:
+        d.server.shutdown()
+        d.server.server_close()
+
+
+def _source(d: Dashboard, interval: float = 3600.0) -> RayStateSource:
+    auth = RayAuth(token_mode=True, source="test", why="test", token="t0k")
+    return RayStateSource(d.url, timeout=1.0, full_listing_interval=interval, auth=auth)
+
+
+def test_quick_polls_ask_counts_until_something_changes(dashboard: Dashboard) -> None:
+    dashboard.actors = [_actor(i) for i in range(3)]
+    source = _source(dashboard)
+    first = source.snapshot()
+    assert len(first.actors) == 3 and first.session == "session_x"
+    for _ in range(5):
+        assert source.snapshot() is first
+    assert dashboard.full_listings() == 1
+    assert set(dashboard.headers) == {"Bearer t0k"}  # every request carries the token
+    dashboard.actors.append(_actor(3))  # a new server: the count changes
+    assert len(source.snapshot().actors) == 4
+    assert dashboard.full_listings() == 2
+    dashboard.actors[0] = _actor(10)  # replaced, same count: only the interval shows it
+    assert len(source.snapshot().actors) == 4 and dashboard.full_listings() == 2
+
+
+def test_a_restarted_ray_is_never_answered_from_the_old_snapshot(dashboard: Dashboard) -> None:
+    """Same counts, new node ids (Ray restarted between two polls): a full listing."""
+    source = _source(dashboard)
+    source.snapshot()
+    dashboard.nodes = [_node("b" * 56, head=True)]
+    snapshot = source.snapshot()
+    assert [n.node_id for n in snapshot.nodes] == ["b" * 56]
+    assert dashboard.full_listings() == 2
+
+
+def test_after_a_failure_or_the_interval_a_full_listing(dashboard: Dashboard) -> None:
+    source = _source(dashboard, interval=0.0)
+    source.snapshot()
+    source.snapshot()
+    assert dashboard.full_listings() == 2  # interval 0: every poll lists in full
+    source = _source(dashboard)
+    source.snapshot()
+    dashboard.fail = True
+    with pytest.raises(SourceError) as failed:
+        source.snapshot()
+    assert failed.value.kind == "api_error" and "HTTP 500" in str(failed.value)
+    dashboard.fail = False
+    before = dashboard.full_listings()
+    source.snapshot()
+    assert dashboard.full_listings() == before + 1
+
+
+def test_the_api_servers_refusal_is_named_not_called_unreachable(dashboard: Dashboard) -> None:
+    """Ray 2.44 answers a too-short timeout with result=false and its own words; the error
+    says that, not that Ray is unreachable (issue 9 item 2)."""
+    dashboard.refuse = "AssertionError: 0 second timeout is not supported."
+    with pytest.raises(SourceError) as refused:
+        _source(dashboard).snapshot()
+    assert refused.value.kind == "api_error"
+    assert "refused /api/v0/actors: AssertionError: 0 second timeout" in str(refused.value)
+    assert "unreachable" not in str(refused.value)
