@@ -543,6 +543,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["driver_errors"] = live.errors
         result["samples"] = samples
         result["servers"] = [vars(s) for s in live.servers]
+        if file_watch is not None:
+            result["rollout_events"] = file_watch.rollout_events
+            result["lags"] = lags(result["servers"], file_watch.rollout_events, live.ray_back_at)
         if args.keep:
             print(f"kept {work}", flush=True)
         else:
@@ -607,6 +610,9 @@ class FileWatch(threading.Thread):
         self.empty_spells: dict[str, list[list[float]]] = {f: [] for f in self.FILES}
         self.restart_targets_gone_at: float | None = None
         self._held_taken = False
+        # Every change of rollout.json, target by target: {"in"|"out": address, "t": unix}.
+        self.rollout_events: list[dict[str, Any]] = []
+        self._rollout_before: set[str] = set()
         self._had_targets: set[str] = set()
         self._halt = threading.Event()
 
@@ -625,6 +631,16 @@ class FileWatch(threading.Thread):
                     spells.append([now])
                 if name == "rollout.json":
                     self._check_restart_targets(targets, now)
+                    self._record_changes(targets, now)
+
+    def _record_changes(self, targets: set[str], now: float) -> None:
+        if not (self.out_dir / "rollout.json").exists():
+            return  # not written yet (file_targets reads a missing file as empty)
+        for address in sorted(targets - self._rollout_before):
+            self.rollout_events.append({"in": address, "t": now})
+        for address in sorted(self._rollout_before - targets):
+            self.rollout_events.append({"out": address, "t": now})
+        self._rollout_before = targets
 
     def _check_restart_targets(self, targets: set[str], now: float) -> None:
         taken = {s.address for s in self.live.gone() if s.taken_by_restart}
@@ -649,6 +665,55 @@ class FileWatch(threading.Thread):
                 "empty_at_s": [round(a - t0, 1) for a, _ in closed],
             }
         return out
+
+
+def lags(
+    servers: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]], ray_back_at: float
+) -> dict[str, Any]:
+    """How long each server took to enter rollout.json after it served (``pick_up``) and to
+    leave it after it was killed (``removal``; the grace period is part of it). Servers the
+    restart took count from when Ray was back (``removal_after_restart``). Seconds: p50, p95,
+    max, and how many servers never entered or never left."""
+    ins: dict[str, list[float]] = {}
+    outs: dict[str, list[float]] = {}
+    for e in events:
+        (ins if "in" in e else outs).setdefault(e.get("in") or e["out"], []).append(e["t"])
+    pick_up: list[float] = []
+    removal: list[float] = []
+    after_restart: list[float] = []
+    never_in = never_out = 0
+    for s in servers:
+        down = s["down_at"] if s["down_at"] is not None else float("inf")
+        # Ports are reused over a long run: an event belongs to the server whose life it follows.
+        entered = [t for t in ins.get(s["address"], []) if s["up_at"] - 1 <= t <= down]
+        if entered:
+            pick_up.append(entered[0] - s["up_at"])
+        elif down - s["up_at"] > 60:
+            never_in += 1
+        if s["down_at"] is None:
+            continue
+        start = max(down, ray_back_at) if s.get("taken_by_restart") else down
+        left = [t for t in outs.get(s["address"], []) if t >= down]
+        if left:
+            (after_restart if s.get("taken_by_restart") else removal).append(left[0] - start)
+        elif entered:
+            never_out += 1
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {
+            "n": len(values),
+            "p50": round(common.percentile(values, 50), 2),
+            "p95": round(common.percentile(values, 95), 2),
+            "max": round(max(values), 2) if values else float("nan"),
+        }
+
+    return {
+        "pick_up_s": stats(pick_up),
+        "removal_s": stats(removal),
+        "removal_after_restart_s": stats(after_restart),
+        "never_in": never_in,
+        "never_out": never_out,
+    }
 
 
 class Sampler(threading.Thread):
@@ -807,6 +872,12 @@ def summarize(result: dict[str, Any]) -> str:
         f"{GRACE_SECONDS + STALE_MARGIN:g} s: {summary.get('samples_with_stale_extra')}; "
         f"with a target never reported: {summary.get('samples_with_unknown')}",
     ]
+    if "lags" in result:
+        lines.append(
+            "seconds to rollout.json after a server serves (pick-up), out of it after it is "
+            "killed (removal, grace included), out of it after Ray is back (servers the restart "
+            "took): " + json.dumps(result["lags"])
+        )
     for name, spells in result.get("files", {}).items():
         lines.append(
             f"{name}: empty {spells['empty_spells']} times after it had targets, "
