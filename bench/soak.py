@@ -1,0 +1,942 @@
+"""Soak: 30 minutes of rollout-server churn with a Ray restart in the middle.
+
+Run as a user would, every piece a process of its own:
+
+- Ray: ``ray start --head --block`` with its own ``--temp-dir``, its own ``HOME`` (so the token
+  that Ray 2.60's token auth writes to ``~/.ray/auth_token`` is this run's alone) and fixed ports
+  (``--base-port`` .. +30), so that the restart comes back on the same addresses. It is stopped by
+  its PID (SIGTERM; ``ray start --block`` then ends its own processes); any of its processes
+  still alive 30 s later is killed by PID. Never ``ray stop``.
+- the daemon: ``fsd-daemon run`` from this venv with a clean environment (``PATH``, ``HOME``,
+  ``LANG``; the token only in ``~/.ray/auth_token``, as README describes; ``--auth-mode-env``
+  adds ``RAY_AUTH_MODE=token``) and its built-in defaults (2 s poll, 10 s grace).
+- the churn: a verl-like Ray driver (``python bench/soak.py churn ...``, the simulated server
+  classes of ``fsd_daemon.sim.rollout_server``, named as verl names them) that starts a new
+  server every ``--interval`` s and kills the oldest once more than ``--max-live`` are up. It
+  reports every server it starts (once it serves HTTP) and every server it kills on stdout.
+
+Half way, the Ray head is stopped under the running driver (a crash, as far as the job can
+tell), the driver is stopped, Ray is started again on the same ports and a new driver churns on.
+
+Every ``--sample`` s: RSS, threads, open fds of the daemon and all its descendants, the number
+of descendants, the machine's load average, and rollout.json against the live set (servers the
+driver reported serving): ``missing`` live servers not in the file, ``extra`` targets of servers
+gone; ``stale`` counts only what is older than a poll plus margin (missing) or than the grace
+period plus margin (extra), which should stay 0 outside the restart.
+
+The churn lasts ``--duration`` s in all, half before the restart and half after Ray is back
+(the outage, about a minute, comes on top). A second watcher reads the three files every 0.25 s
+and records every spell at 0 targets (gpu.json and ray.json list the head node, alive
+throughout: they must never be empty). At the end the churn stops, and once the grace period
+has passed rollout.json must hold exactly the live set. A summary table (start = first sample
+after the warm-up, middle = last sample before the restart, end, max, least-squares slope per
+hour after the warm-up) and the checks are printed; with ``--json FILE`` all samples are
+written too. The exit status is 1 when a check failed.
+
+    .venv/bin/python bench/soak.py --json /tmp/soak.json            # 30 minutes
+    .venv/bin/python bench/soak.py --short --json /tmp/soak.json    # 4 minutes of churn
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common
+
+VENV_BIN = Path(sys.executable).parent
+GRACE_SECONDS = 10.0  # the daemon's built-in daemon.grace_period_seconds
+POLL_SECONDS = 2.0  # its built-in daemon.poll_interval_seconds
+STALE_MARGIN = 8.0  # slack on top of a poll or the grace period before a difference counts
+
+
+# --------------------------------------------------------------------------------------------
+# The churn driver (a separate process; a verl-like job)
+
+
+def churn_main(argv: Sequence[str]) -> int:
+    """``soak.py churn``: start a server every ``--interval`` s, keep at most ``--max-live``.
+
+    Prints one JSON line per event: ``{"up": name, "address": "host:port", "t": unix}`` once a
+    server serves, ``{"down": name, "t": unix}`` just before it is killed, ``{"frozen": true}``
+    when a ``stop`` line arrives on stdin (churn stops, the servers stay). Exits when stdin
+    closes or on SIGTERM; its servers die with it (they are not detached, as verl's).
+    """
+    p = argparse.ArgumentParser(prog="soak.py churn")
+    p.add_argument("--address", required=True)
+    p.add_argument("--interval", type=float, required=True)
+    p.add_argument("--max-live", type=int, required=True)
+    p.add_argument("--first-replica", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import logging
+
+    import ray
+
+    from fsd_daemon.process import STOP_SIGNALS, handled_signals
+    from fsd_daemon.sim.rollout_server import SGLangHttpServer, vLLMHttpServer
+
+    ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
+    done = threading.Event()
+    freeze = threading.Event()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                freeze.set()
+        done.set()
+
+    def emit(event: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps({**event, "t": time.time()}) + "\n")
+        sys.stdout.flush()
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    live: list[tuple[str, Any]] = []
+    replica = args.first_replica
+    with handled_signals({signum: done.set for signum in STOP_SIGNALS}):
+        next_start = time.monotonic()
+        while not done.is_set():
+            if freeze.is_set():
+                emit({"frozen": True})
+                done.wait()
+                break
+            if done.wait(max(0.0, next_start - time.monotonic())):
+                break
+            next_start += args.interval
+            # verl's names: vllm_server_{replica}_{node}, sglang_server_{replica}_{node}.
+            cls, kind = (
+                (SGLangHttpServer, "sglang") if replica % 3 == 2 else (vLLMHttpServer, "vllm")
+            )
+            name = f"{kind}_server_{replica}_0"
+            handle = (
+                ray.remote(cls)
+                .options(name=name, num_cpus=0)
+                .remote(seed=replica, options={"idle": True})
+            )
+            replica += 1
+            try:
+                address = _wait_address(ray, handle, done)
+            except Exception as exc:  # the cluster went away under us: the parent handles it
+                emit({"error": f"{name}: {type(exc).__name__}: {str(exc)[:200]}"})
+                continue
+            if address is None:
+                break
+            live.append((name, handle))
+            emit({"up": name, "address": address})
+            while len(live) > args.max_live:
+                old_name, old = live.pop(0)
+                emit({"down": old_name})
+                ray.kill(old)
+    ray.shutdown()
+    return 0
+
+
+def _wait_address(ray: Any, handle: Any, done: threading.Event) -> str | None:
+    """The server's "host:port" once it serves HTTP; None if asked to stop first."""
+    deadline = time.monotonic() + 120
+    while not done.is_set():
+        try:
+            host, port = ray.get(handle.get_server_address.remote(), timeout=30)
+            return f"{host}:{port}"
+        except ray.exceptions.GetTimeoutError:
+            pass
+        except ray.exceptions.RayTaskError:
+            done.wait(0.1)  # HTTP not launched yet
+        if time.monotonic() > deadline:
+            raise TimeoutError("no address within 120 s")
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces, from the soak's side
+
+
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """What a user's login shell has: nothing Ray-specific unless given."""
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+    }
+    env.update(extra)
+    return env
+
+
+class RayHead:
+    """``ray start --head --block`` on fixed ports from ``base_port``; stopped by its PID."""
+
+    def __init__(self, base_port: int, temp_dir: Path, home: Path, log_path: Path) -> None:
+        self.base_port = base_port
+        self.temp_dir = temp_dir
+        self.home = home
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.leftovers_killed: list[int] = []
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.base_port}"
+
+    @property
+    def dashboard_port(self) -> int:
+        return self.base_port + 1
+
+    def argv(self) -> list[str]:
+        b = self.base_port
+        return [
+            str(VENV_BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--port={b}",
+            f"--dashboard-port={b + 1}",
+            f"--ray-client-server-port={b + 2}",
+            f"--node-manager-port={b + 3}",
+            f"--object-manager-port={b + 4}",
+            f"--metrics-export-port={b + 5}",
+            f"--dashboard-agent-listen-port={b + 6}",
+            f"--dashboard-agent-grpc-port={b + 7}",
+            f"--runtime-env-agent-port={b + 8}",
+            f"--min-worker-port={b + 100}",
+            f"--max-worker-port={b + 299}",
+            f"--temp-dir={self.temp_dir}",
+            "--num-cpus=4",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+        ]
+
+    def generate_token(self) -> None:
+        """``ray get-auth-token --generate``: the token in this HOME, so Ray starts with token
+        authentication on, as Ray 2.60 recommends (it prints a warning when it is off)."""
+        subprocess.run(
+            [str(VENV_BIN / "ray"), "get-auth-token", "--generate"],
+            env=user_env(self.home),
+            stdout=subprocess.DEVNULL,
+            check=True,
+            timeout=120,
+        )
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.proc = common_start(self.argv(), self.log_path, user_env(self.home))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited {self.proc.returncode}: see {self.log_path}")
+            if _port_open(self.base_port) and _http_answers(self.dashboard_port):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"Ray did not come up within {timeout:g} s: see {self.log_path}")
+
+    def stop(self, timeout: float = 75.0) -> None:
+        """SIGTERM ``ray start`` (it drains for up to 30 s, then ends its processes); whatever
+        of its process tree outlives it is killed by PID."""
+        if self.proc is None:
+            return
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        common.stop_pid(self.proc, timeout)
+        _, alive = psutil.wait_procs(tree, timeout=timeout)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.leftovers_killed.append(p.pid)
+                p.kill()
+        psutil.wait_procs(alive, timeout=10)
+        self.proc = None
+
+
+def common_start(
+    argv: Sequence[str], log_path: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    from fsd_daemon.sim.launch import start_logged
+
+    return start_logged(argv, log_path, env)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_answers(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=3).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # it answers (token auth may refuse the request: that is fine here)
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    name: str
+    address: str
+    up_at: float
+    down_at: float | None = None
+    taken_by_restart: bool = False
+
+
+@dataclass
+class LiveSet:
+    """The servers the churn drivers reported, by address (unique among live servers)."""
+
+    servers: list[Server] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    frozen: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    t0: float = 0.0
+    # When Ray came back after the restart: the daemon cannot see servers leave before.
+    ray_back_at: float = 0.0
+
+    def live(self) -> list[Server]:
+        with self.lock:
+            return [s for s in self.servers if s.down_at is None]
+
+    def gone(self) -> list[Server]:
+        with self.lock:
+            return [s for s in self.servers if s.down_at is not None]
+
+    def all_down(self, at: float) -> None:
+        """The Ray head stopped at ``at``: every server is gone; Ray is back when told."""
+        with self.lock:
+            self.ray_back_at = float("inf")
+            for s in self.servers:
+                if s.down_at is None:
+                    s.down_at = at
+                    s.taken_by_restart = True
+
+    def follow(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            event = json.loads(raw)
+            with self.lock:
+                if "up" in event:
+                    self.servers.append(Server(event["up"], event["address"], event["t"]))
+                elif "down" in event:
+                    for s in self.servers:
+                        if s.name == event["down"] and s.down_at is None:
+                            s.down_at = event["t"]
+                elif "error" in event:
+                    self.errors.append(event["error"])
+            if event.get("frozen"):
+                self.frozen.set()
+
+
+class Churn:
+    """One churn driver process and the thread that reads its events."""
+
+    def __init__(
+        self, args: argparse.Namespace, head: RayHead, live: LiveSet, first: int, log: Path
+    ) -> None:
+        env = user_env(
+            head.home,
+            RAY_AUTH_MODE="token",  # a driver of a token-auth cluster needs it (FACTS.md)
+            RAY_TMPDIR=str(head.temp_dir),
+            PYTHONPATH=str(common.REPO),
+        )
+        argv = [sys.executable, __file__, "churn", "--address", head.gcs_address]
+        argv += ["--interval", str(args.interval), "--max-live", str(args.max_live)]
+        argv += ["--first-replica", str(first)]
+        with open(log, "ab") as err:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
+        assert self.proc.stdout is not None
+        self.reader = threading.Thread(target=live.follow, args=(self.proc.stdout,), daemon=True)
+        self.reader.start()
+
+    def freeze(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"stop\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            common.stop_pid(self.proc, 20)
+        self.reader.join(timeout=10)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+
+
+def tree_sample(pid: int) -> dict[str, Any]:
+    """RSS (MiB), threads, open fds of ``pid`` and its descendants; their count."""
+    root = psutil.Process(pid)
+    procs = [root]
+    with contextlib.suppress(psutil.NoSuchProcess):
+        procs += root.children(recursive=True)
+    rss = threads = fds = 0
+    counted = 0
+    own: dict[str, float] = {}
+    names = []
+    for p in procs:
+        try:
+            with p.oneshot():
+                r, t, f = p.memory_info().rss, p.num_threads(), p.num_fds()
+                if p.pid != pid:
+                    names.append(" ".join(p.cmdline()[:4])[:120])
+        except psutil.NoSuchProcess:
+            continue
+        if p.pid == pid:
+            own = {"daemon_rss_mib": r / 2**20, "daemon_threads": t, "daemon_fds": f}
+        rss += r
+        threads += t
+        fds += f
+        counted += 1
+    return {
+        "rss_mib": rss / 2**20,
+        "threads": threads,
+        "fds": fds,
+        "children": counted - 1,
+        "child_commands": sorted(names),
+        **own,
+    }
+
+
+def file_targets(path: Path) -> set[str]:
+    try:
+        groups = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return set()
+    return {t for g in groups for t in g.get("targets", [])}
+
+
+def compare(live: LiveSet, in_file: set[str], now: float) -> dict[str, Any]:
+    live_servers = live.live()
+    live_addr = {s.address for s in live_servers}
+    gone = [s for s in live.gone() if s.address not in live_addr]
+    missing = [s for s in live_servers if s.address not in in_file]
+    extra = in_file - live_addr
+    extra_gone = [s for s in gone if s.address in extra]
+    stale_missing = [s.name for s in missing if now - s.up_at > POLL_SECONDS + STALE_MARGIN]
+    assert all(s.down_at is not None for s in extra_gone)
+
+    # The daemon sees a server leave only while Ray answers: for the servers the restart took,
+    # the grace period starts when Ray is back.
+    def gone_since(s: Server) -> float:
+        down = s.down_at or now
+        return max(down, live.ray_back_at) if s.taken_by_restart else down
+
+    stale_extra = sorted(
+        {s.address for s in extra_gone if now - gone_since(s) > GRACE_SECONDS + STALE_MARGIN}
+    )
+    return {
+        "live": len(live_addr),
+        "in_file": len(in_file),
+        "missing": len(missing),
+        "extra": len(extra),
+        "stale_missing": stale_missing,
+        "stale_extra": stale_extra,
+        # Targets in the file that no driver ever reported: should never happen.
+        "unknown": sorted(extra - {s.address for s in gone}),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="soak-", dir=args.work_root))
+    home, out_dir, temp_dir = work / "home", work / "targets", work / "r"
+    for d in (home, out_dir, temp_dir):
+        d.mkdir(parents=True)
+    print(f"work dir: {work}", flush=True)
+    rollout = out_dir / "rollout.json"
+    head = RayHead(args.base_port, temp_dir, home, work / "ray-head.log")
+    live = LiveSet()
+    churn: Churn | None = None
+    daemon: subprocess.Popen[bytes] | None = None
+    samples: list[dict[str, Any]] = []
+    sampler: Sampler | None = None
+    file_watch: FileWatch | None = None
+    result: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "machine": common.machine(),
+        "duration_s": args.duration,
+        "interval_s": args.interval,
+        "max_live": args.max_live,
+        "sample_s": args.sample,
+        "work_dir": str(work),
+    }
+    try:
+        head.generate_token()
+        head.start()
+        print(f"Ray up at {head.gcs_address} (dashboard :{head.dashboard_port})", flush=True)
+        auth = {"RAY_AUTH_MODE": "token"} if args.auth_mode_env else {}
+        daemon_env = user_env(home, **auth)
+        daemon_argv = [str(VENV_BIN / "fsd-daemon"), "run", "--ray-address", head.gcs_address]
+        daemon_argv += ["--output-dir", str(out_dir), "--log-level", "info"]
+        daemon_argv += ["--metrics-listen", f"127.0.0.1:{args.base_port + 10}"]
+        daemon = common_start(daemon_argv, work / "daemon.log", daemon_env)
+        result["daemon_env"] = sorted(daemon_env)
+        result["daemon_argv"] = daemon_argv
+        churn = Churn(args, head, live, 0, work / "churn.log")
+
+        t0 = time.time()
+        file_watch = FileWatch(out_dir, live)
+        file_watch.start()
+        sampler = Sampler(daemon.pid, live, rollout, t0, args.sample)
+        sampler.start()
+        sleep_until(daemon, t0 + args.duration / 2, work)
+        sampler.phase = 2
+        result["restart"] = restart_ray(head, live, churn)
+        churn = Churn(args, head, live, 100000, work / "churn.log")
+        # As much churn after the restart as before it: the outage does not count.
+        sleep_until(daemon, live.ray_back_at + args.duration / 2, work)
+        sampler.stop()
+        samples = sampler.samples
+        result["end"] = final_check(churn, live, rollout, daemon)
+        health = _get(f"http://127.0.0.1:{args.base_port + 10}/healthz")
+        result["healthz_at_end"] = health
+    finally:
+        if sampler is not None:
+            sampler.stop()
+            samples = sampler.samples
+        if file_watch is not None:
+            file_watch.stop()
+            result["files"] = file_watch.report(live.t0)
+            if file_watch.restart_targets_gone_at is not None and "restart" in result:
+                result["restart"]["old_targets_left_after_ray_back_s"] = round(
+                    file_watch.restart_targets_gone_at - live.ray_back_at, 1
+                )
+        if churn is not None:
+            churn.stop()
+        if daemon is not None:
+            result["daemon_exit"] = common.stop_process(daemon, 30)
+        head.stop()
+        result["ray_leftovers_killed"] = head.leftovers_killed
+        result["servers_started"] = len(live.servers)
+        result["driver_errors"] = live.errors
+        result["samples"] = samples
+        result["servers"] = [vars(s) for s in live.servers]
+        if file_watch is not None:
+            result["rollout_events"] = file_watch.rollout_events
+            result["lags"] = lags(result["servers"], file_watch.rollout_events, live.ray_back_at)
+        if args.keep:
+            print(f"kept {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    result["summary"] = summarize_samples(samples, args)
+    result["verdict"] = verdict(result)
+    return result
+
+
+def verdict(result: dict[str, Any]) -> dict[str, bool]:
+    """The checks that must hold (flatness is read from the table, not judged here)."""
+    summary, end, files = result["summary"], result.get("end") or {}, result.get("files", {})
+    return {
+        "file_equals_live_set_at_end": bool(end.get("equal")) and len(end.get("live", [])) > 0,
+        "no_live_server_missing_beyond_a_poll": summary.get("samples_with_stale_missing") == 0,
+        "no_gone_server_listed_beyond_grace": summary.get("samples_with_stale_extra") == 0,
+        "no_target_never_reported": summary.get("samples_with_unknown") == 0,
+        "gpu_and_ray_json_never_empty": all(
+            files.get(f, {}).get("empty_spells", 1) == 0 for f in ("gpu.json", "ray.json")
+        ),
+        "daemon_exit_0_on_sigterm": result.get("daemon_exit") == 0,
+    }
+
+
+def restart_ray(head: RayHead, live: LiveSet, churn: Churn) -> dict[str, Any]:
+    """Stop the head under the running driver, stop the driver, start Ray on the same ports."""
+    print("-- stopping the Ray head (by PID) under the running driver", flush=True)
+    began = time.time()
+    head.stop()
+    stopped = time.time()
+    live.all_down(stopped)
+    churn.stop()
+    head.start()
+    back = time.time()
+    live.ray_back_at = back
+    print(f"-- Ray back after {back - began:.1f} s on {head.gcs_address}", flush=True)
+    return {
+        "stop_s": round(stopped - began, 1),
+        "down_s": round(back - began, 1),
+        "at_s": round(began - live.t0, 1) if live.t0 else None,
+    }
+
+
+def sleep_until(daemon: subprocess.Popen[bytes], deadline: float, work: Path) -> None:
+    while time.time() < deadline:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"the daemon exited {daemon.returncode}: see {work}")
+        time.sleep(min(1.0, max(0.0, deadline - time.time())))
+
+
+class FileWatch(threading.Thread):
+    """Every ``step`` s: how many targets each file holds; records every spell of a file at 0
+    targets after it had some (gpu.json and ray.json hold the head node, always alive: they
+    must never be empty; rollout.json only when no server lives) and, after the restart, when
+    the last target of a server the restart took left rollout.json."""
+
+    FILES = ("rollout.json", "gpu.json", "ray.json")
+
+    def __init__(self, out_dir: Path, live: LiveSet, step: float = 0.25) -> None:
+        super().__init__(daemon=True, name="file-watch")
+        self.out_dir, self.live, self.step = out_dir, live, step
+        self.empty_spells: dict[str, list[list[float]]] = {f: [] for f in self.FILES}
+        self.restart_targets_gone_at: float | None = None
+        self._held_taken = False
+        # Every change of rollout.json, target by target: {"in"|"out": address, "t": unix}.
+        self.rollout_events: list[dict[str, Any]] = []
+        self._rollout_before: set[str] = set()
+        self._had_targets: set[str] = set()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.step):
+            now = time.time()
+            for name in self.FILES:
+                targets = file_targets(self.out_dir / name)
+                spells = self.empty_spells[name]
+                open_spell = bool(spells) and len(spells[-1]) == 1
+                if targets:
+                    self._had_targets.add(name)
+                    if open_spell:
+                        spells[-1].append(now)
+                elif name in self._had_targets and not open_spell:
+                    spells.append([now])
+                if name == "rollout.json":
+                    self._check_restart_targets(targets, now)
+                    self._record_changes(targets, now)
+
+    def _record_changes(self, targets: set[str], now: float) -> None:
+        if not (self.out_dir / "rollout.json").exists():
+            return  # not written yet (file_targets reads a missing file as empty)
+        for address in sorted(targets - self._rollout_before):
+            self.rollout_events.append({"in": address, "t": now})
+        for address in sorted(self._rollout_before - targets):
+            self.rollout_events.append({"out": address, "t": now})
+        self._rollout_before = targets
+
+    def _check_restart_targets(self, targets: set[str], now: float) -> None:
+        taken = {s.address for s in self.live.gone() if s.taken_by_restart}
+        if taken & targets:
+            self._held_taken = True
+        elif self._held_taken and self.restart_targets_gone_at is None:
+            self.restart_targets_gone_at = now
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout=10)
+
+    def report(self, t0: float) -> dict[str, Any]:
+        end = time.time()
+        out: dict[str, Any] = {}
+        for name, spells in self.empty_spells.items():
+            closed = [(spell[0], spell[1] if len(spell) > 1 else end) for spell in spells]
+            out[name] = {
+                "empty_spells": len(spells),
+                "empty_seconds": round(sum(b - a for a, b in closed), 2),
+                "empty_at_s": [round(a - t0, 1) for a, _ in closed],
+            }
+        return out
+
+
+def lags(
+    servers: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]], ray_back_at: float
+) -> dict[str, Any]:
+    """How long each server took to enter rollout.json after it served (``pick_up``) and to
+    leave it after it was killed (``removal``; the grace period is part of it). Servers the
+    restart took count from when Ray was back (``removal_after_restart``). Seconds: p50, p95,
+    max, and how many servers never entered or never left."""
+    ins: dict[str, list[float]] = {}
+    outs: dict[str, list[float]] = {}
+    for e in events:
+        (ins if "in" in e else outs).setdefault(e.get("in") or e["out"], []).append(e["t"])
+    pick_up: list[float] = []
+    removal: list[float] = []
+    after_restart: list[float] = []
+    never_in = never_out = 0
+    for s in servers:
+        down = s["down_at"] if s["down_at"] is not None else float("inf")
+        # Ports are reused over a long run: an event belongs to the server whose life it follows.
+        entered = [t for t in ins.get(s["address"], []) if s["up_at"] - 1 <= t <= down]
+        if entered:
+            pick_up.append(entered[0] - s["up_at"])
+        elif down - s["up_at"] > 60:
+            never_in += 1
+        if s["down_at"] is None:
+            continue
+        start = max(down, ray_back_at) if s.get("taken_by_restart") else down
+        left = [t for t in outs.get(s["address"], []) if t >= down]
+        if left:
+            (after_restart if s.get("taken_by_restart") else removal).append(left[0] - start)
+        elif entered:
+            never_out += 1
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {
+            "n": len(values),
+            "p50": round(common.percentile(values, 50), 2),
+            "p95": round(common.percentile(values, 95), 2),
+            "max": round(max(values), 2) if values else float("nan"),
+        }
+
+    return {
+        "pick_up_s": stats(pick_up),
+        "removal_s": stats(removal),
+        "removal_after_restart_s": stats(after_restart),
+        "never_in": never_in,
+        "never_out": never_out,
+    }
+
+
+class Sampler(threading.Thread):
+    """Every ``period`` s: the daemon's process tree and rollout.json against the live set."""
+
+    def __init__(self, pid: int, live: LiveSet, rollout: Path, t0: float, period: float) -> None:
+        super().__init__(daemon=True, name="sampler")
+        self.pid, self.live, self.rollout, self.t0, self.period = pid, live, rollout, t0, period
+        live.t0 = t0
+        self.phase = 1
+        self.samples: list[dict[str, Any]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        due = self.t0
+        while not self._halt.wait(max(0.0, due - time.time())):
+            now = time.time()
+            sample: dict[str, Any] = {"t": round(now - self.t0, 1), "phase": self.phase}
+            try:
+                sample.update(tree_sample(self.pid))
+            except psutil.NoSuchProcess:
+                return
+            sample.update(compare(self.live, file_targets(self.rollout), time.time()))
+            sample["load1"] = os.getloadavg()[0]
+            self.samples.append(sample)
+            print(_sample_line(sample), flush=True)
+            due += self.period
+            while due < time.time():  # a late wake-up skips samples, never bunches them
+                due += self.period
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout=30)
+
+
+def final_check(
+    churn: Churn, live: LiveSet, rollout: Path, daemon: subprocess.Popen[bytes]
+) -> dict[str, Any]:
+    """Stop the churn; after the grace period the file must equal the live set."""
+    churn.freeze()
+    if not live.frozen.wait(180):
+        raise RuntimeError("the churn driver did not stop churning")
+    frozen_at = time.time()
+    last_down = max((s.down_at or 0.0) for s in live.servers) if live.servers else frozen_at
+    settle_until = max(frozen_at, last_down + GRACE_SECONDS) + POLL_SECONDS + STALE_MARGIN
+    # Keep looking until it matches (or a minute after it should): when it first matched,
+    # and whether it still matches at the settle time.
+    first_match: float | None = None
+    while True:
+        now = time.time()
+        expected = {s.address for s in live.live()}
+        got = file_targets(rollout)
+        if got == expected and first_match is None:
+            first_match = now
+        if now >= settle_until and (got == expected or now >= settle_until + 60):
+            break
+        time.sleep(0.5)
+    return {
+        "live": sorted(expected),
+        "in_file": sorted(got),
+        "equal": got == expected,
+        "missing": sorted(expected - got),
+        "extra": sorted(got - expected),
+        "seconds_after_freeze_first_equal": None
+        if first_match is None
+        else round(first_match - frozen_at, 1),
+        "daemon_alive": daemon.poll() is None,
+    }
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return f"{r.status} {r.read().decode(errors='replace')[:500]}"
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {exc.read().decode(errors='replace')[:500]}"
+    except OSError as exc:
+        return f"unreachable: {exc}"
+
+
+def _sample_line(s: dict[str, Any]) -> str:
+    return (
+        f"t={s['t']:7.1f} p{s['phase']} rss={s['rss_mib']:6.1f}MiB thr={s['threads']:3d} "
+        f"fds={s['fds']:3d} kids={s['children']} live={s['live']:2d} file={s['in_file']:2d} "
+        f"miss={s['missing']} extra={s['extra']} stale={len(s['stale_missing'])}/"
+        f"{len(s['stale_extra'])} load={s['load1']:.1f}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+
+METRICS = (
+    ("rss_mib", "RSS, daemon + descendants (MiB)"),
+    ("daemon_rss_mib", "RSS, daemon alone (MiB)"),
+    ("threads", "threads, daemon + descendants"),
+    ("fds", "open fds, daemon + descendants"),
+    ("children", "descendant processes"),
+    ("load1", "machine load (1 min)"),
+)
+
+
+def slope_per_hour(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per hour; NaN with fewer than 2."""
+    if len(points) < 2:
+        return float("nan")
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return float("nan")
+    return sum((x - mx) * (y - my) for x, y in points) / sxx * 3600
+
+
+def summarize_samples(samples: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    warm = [s for s in samples if s["t"] >= args.warmup]
+    if not warm:
+        return {}
+    phase1 = [s for s in warm if s["phase"] == 1]
+    middle = phase1[-1] if phase1 else warm[0]
+    out: dict[str, Any] = {}
+    for key, _ in METRICS:
+        values = [s[key] for s in warm if key in s]
+        out[key] = {
+            "start": warm[0].get(key),
+            "middle": middle.get(key),
+            "end": warm[-1].get(key),
+            "min": min(values),
+            "max": max(values),
+            "slope_per_hour": slope_per_hour([(s["t"], s[key]) for s in warm if key in s]),
+        }
+    out["samples"] = len(samples)
+    out["samples_with_stale_missing"] = sum(1 for s in samples if s["stale_missing"])
+    out["samples_with_stale_extra"] = sum(1 for s in samples if s["stale_extra"])
+    out["samples_with_unknown"] = sum(1 for s in samples if s["unknown"])
+    out["max_live"] = max(s["live"] for s in samples)
+    return out
+
+
+def summarize(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    rows = []
+    for key, title in METRICS:
+        if key in summary:
+            m = summary[key]
+            rows.append([title, m["start"], m["middle"], m["end"], m["max"], m["slope_per_hour"]])
+    lines = [
+        common.table(["", "start", "middle", "end", "max", "slope / hour"], rows),
+        "",
+        f"servers started: {result.get('servers_started')}, samples: {summary.get('samples')}, "
+        f"Ray restart: {result.get('restart')}",
+        f"samples with a live server missing > {POLL_SECONDS + STALE_MARGIN:g} s: "
+        f"{summary.get('samples_with_stale_missing')}; with a gone server still listed > "
+        f"{GRACE_SECONDS + STALE_MARGIN:g} s: {summary.get('samples_with_stale_extra')}; "
+        f"with a target never reported: {summary.get('samples_with_unknown')}",
+    ]
+    if "lags" in result:
+        lines.append(
+            "seconds to rollout.json after a server serves (pick-up), out of it after it is "
+            "killed (removal, grace included), out of it after Ray is back (servers the restart "
+            "took): " + json.dumps(result["lags"])
+        )
+    for name, spells in result.get("files", {}).items():
+        lines.append(
+            f"{name}: empty {spells['empty_spells']} times after it had targets, "
+            f"{spells['empty_seconds']} s in all, at t = {spells['empty_at_s']} s"
+        )
+    end = result.get("end")
+    if end:
+        lines.append(
+            f"at the end: file == live set: {end['equal']} ({len(end['live'])} live, "
+            f"{len(end['in_file'])} in rollout.json; missing {end['missing']}, extra "
+            f"{end['extra']}; first equal {end['seconds_after_freeze_first_equal']} s after "
+            "the churn stopped)"
+        )
+    failed = [k for k, ok in result.get("verdict", {}).items() if not ok]
+    lines.append("checks: " + ("all passed" if not failed else "FAILED " + ", ".join(failed)))
+    lines.append(
+        f"daemon exit code on SIGTERM: {result.get('daemon_exit')}; Ray processes killed "
+        f"after ray start had gone: {len(result.get('ray_leftovers_killed', []))}; driver "
+        f"errors: {len(result.get('driver_errors', []))}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["churn"]:
+        return churn_main(argv[1:])
+    p = argparse.ArgumentParser(prog="bench/soak.py", description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=float, default=1800.0, help="seconds of churn")
+    p.add_argument("--short", action="store_true", help="a smoke run: 4 minutes of churn")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between new servers")
+    p.add_argument("--max-live", type=int, default=6, help="servers up at once, at most")
+    p.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
+    p.add_argument("--warmup", type=float, default=None, help="seconds left out of the summary")
+    p.add_argument("--base-port", type=int, default=21000, help="Ray's ports: this .. +299")
+    p.add_argument("--work-root", default="/tmp/rt-soak", help="where the temp dir goes")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs, files)")
+    p.add_argument(
+        "--auth-mode-env",
+        action="store_true",
+        help="also give the daemon RAY_AUTH_MODE=token (by default it has only the token in "
+        "HOME's ~/.ray/auth_token, as README says)",
+    )
+
+    outcome: dict[str, Any] = {}
+
+    def run_checked(args: argparse.Namespace) -> dict[str, Any]:
+        if args.short:
+            args.duration = 240.0
+        if args.warmup is None:
+            args.warmup = min(120.0, args.duration / 10)
+        Path(args.work_root).mkdir(parents=True, exist_ok=True)
+        outcome.update(run(args))
+        return outcome
+
+    common.bench_main(p, run_checked, summarize, argv, json_what="result and samples")
+    return 0 if all(outcome.get("verdict", {"ran": False}).values()) else 1
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # finally blocks run on SIGTERM
+    sys.exit(main())
