@@ -230,3 +230,29 @@ def test_real_bridge_resolves_under_a_read_only_tmp(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert done.returncode == 0, (lines, done.stderr[-3000:])
     assert lines == [{"name": "vllm_server_0_0", "address": list(job.info["actors"][0]["address"])}]
+
+
+def test_a_new_session_is_not_warm_until_the_new_child_connects() -> None:
+    """After ``restart()`` (a new Ray session) ``ready`` is false until a fresh child has
+    connected, even when the old child had been stopped for being idle: the daemon's warm-up
+    gate must hold the files until the new session's servers can be resolved."""
+    slow_connect = "tests.support.slowray:SlowBackend"
+    bridge = _started(
+        RayBridge(
+            "fake:1",
+            timeout=1.0,
+            idle_seconds=0.5,
+            backend=slow_connect,
+            backend_options={"connect_seconds": 1.5},
+        )
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while bridge.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert bridge.pid is None and bridge.ready  # idle-stopped, still warm
+        bridge.restart()
+        assert not bridge.ready  # a new session: nothing answered there yet
+        assert bridge.wait_ready(30)
+    finally:
+        bridge.close()

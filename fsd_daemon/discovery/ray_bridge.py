@@ -136,8 +136,14 @@ class RayBridge:
             self._stop_child()
 
     def restart(self) -> None:
-        """Drop the child now (a new Ray session); the next request starts a fresh one."""
+        """Drop the child now (a new Ray session); the next request starts a fresh one.
+
+        Not warm any more: nothing has been answered in the new session, so ``ready`` is false
+        until the new child connects, and the daemon's warm-up gate holds the files meanwhile
+        (else old servers expiring under grace emptied rollout.json while the new session's
+        servers were not resolved yet: the soak bench saw it empty for 1.3 to 1.8 s)."""
         with self._lock:
+            self._warm = False
             self._stop_child()
             self._next_start = 0.0
             self._backoff.succeeded()
