@@ -6,7 +6,7 @@ Run as a user would, every piece a process of its own:
   that Ray 2.60's token auth writes to ``~/.ray/auth_token`` is this run's alone) and fixed ports
   (``--base-port`` .. +30), so that the restart comes back on the same addresses. It is stopped by
   its PID (SIGTERM; ``ray start --block`` then ends its own processes); any of its processes
-  still alive 30 s later is killed by PID. Never ``ray stop``.
+  still alive 30 s later is killed by PID. Never Ray's own stop command (it ends every Ray process).
 - the daemon: ``fsd-daemon run`` from this venv with a clean environment (``PATH``, ``HOME``,
   ``LANG``; the token only in ``~/.ray/auth_token``, as README describes; ``--auth-mode-env``
   adds ``RAY_AUTH_MODE=token``) and its built-in defaults (2 s poll, 10 s grace).

@@ -2,7 +2,7 @@
 
 The head runs with ``--block`` so that one PID owns every Ray process of the node: SIGTERM to
 it ends them all (Ray's own shutdown at exit), and whatever survives is killed by the PIDs
-recorded while it ran. Never ``ray stop``: it ends every Ray process on the machine.
+recorded while it ran. Never Ray's own stop command: it ends every Ray process on the machine.
 
 Its environment is built from nothing (``clean_env``): PATH, a HOME of the test's own (where a
 token file may sit in ``.ray/auth_token``) and only what the test adds, so that no Ray setting
