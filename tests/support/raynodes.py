@@ -1,7 +1,8 @@
 """Ray nodes started the way users start them, in network namespaces of the test's own.
 
 ``ray start ... --block`` as a separate process with a clean environment (nothing of the test's
-Ray settings inherited), one per namespace, its children found by PID (never Ray's own stop command, which ends every Ray process).
+Ray settings inherited), one per namespace, its children found by PID (never Ray's own stop
+command, which ends every Ray process).
 """
 
 from __future__ import annotations
