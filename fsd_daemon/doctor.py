@@ -464,8 +464,10 @@ def _ray_fix(message: str) -> str:
     lowered = message.lower()
     if "auth" in lowered or "token" in lowered:
         return (
-            "Ray has token authentication on: export RAY_AUTH_MODE=token (and "
-            "RAY_AUTH_TOKEN_PATH if the token is not in ~/.ray/auth_token) for fsd-daemon"
+            "Ray has token authentication on: give fsd-daemon the cluster's token (`ray "
+            "get-auth-token` on the head node prints it) in ~/.ray/auth_token of the user that "
+            "runs it, or in RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN; it turns token mode on by "
+            "itself when it finds one (docs/ray.md)"
         )
     return (
         "check --ray-address / RAY_ADDRESS (ray.address) and that Ray's dashboard runs on the "
