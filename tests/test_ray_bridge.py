@@ -159,6 +159,25 @@ def test_child_error_reaches_problem_and_log(caplog: pytest.LogCaptureFixture) -
         bridge.close()
 
 
+def _with_read_only(
+    directory: Path | str, then: str, *, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the shell command ``then`` in a mount namespace of its own in which ``directory`` is
+    a read-only bind mount (what systemd's ProtectSystem=strict makes of /tmp); from the
+    repository root, so ``tests.support`` imports. Needs root and unshare(1)."""
+    script = (
+        f"mount --bind {directory} {directory} && mount -o remount,ro,bind {directory} && {then}"
+    )
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=Path(__file__).parent.parent,
+    )
+
+
 def test_private_temp_dir_under_a_read_only_tmp(tmp_path: Path) -> None:
     """Ray's default temp root writable: Ray's own choice (None). Read-only, as systemd's
     ProtectSystem=strict makes /tmp (here a read-only bind mount in a mount namespace of
@@ -177,16 +196,10 @@ def test_private_temp_dir_under_a_read_only_tmp(tmp_path: Path) -> None:
         f"print(private_temp_dir({{'RAY_TMPDIR': {str(readonly)!r}, "
         f"'RUNTIME_DIRECTORY': {str(runtime)!r}}}))"
     )
-    script = (
-        f"mount --bind {readonly} {readonly} && mount -o remount,ro,bind {readonly} && "
-        f'touch {readonly}/x 2>/dev/null && echo WRITABLE; {sys.executable} -c "{probe}"'
-    )
-    done = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-        capture_output=True,
-        text=True,
+    done = _with_read_only(
+        readonly,
+        f'touch {readonly}/x 2>/dev/null && echo WRITABLE; {sys.executable} -c "{probe}"',
         timeout=60,
-        cwd=Path(__file__).parent.parent,
     )
     assert done.returncode == 0, done.stderr
     assert "WRITABLE" not in done.stdout
@@ -209,19 +222,13 @@ def test_real_bridge_resolves_under_a_read_only_tmp(tmp_path: Path) -> None:
             try:
                 env = {k: v for k, v in os.environ.items() if k not in ("RAY_TMPDIR", "TMPDIR")}
                 env["RUNTIME_DIRECTORY"] = str(runtime)
-                script = (
-                    "mount --bind /tmp /tmp && mount -o remount,ro,bind /tmp && "
+                done = _with_read_only(
+                    "/tmp",
                     "! touch /tmp/fsd-ro-probe 2>/dev/null && "
                     f"exec {sys.executable} -m tests.support.bridge_probe "
-                    f"{head.address} {head.dashboard_url}"
-                )
-                done = subprocess.run(
-                    ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                    capture_output=True,
-                    text=True,
+                    f"{head.address} {head.dashboard_url}",
                     timeout=240,
                     env=env,
-                    cwd=Path(__file__).parent.parent,
                 )
             finally:
                 job.stop()
