@@ -407,11 +407,15 @@ def tree_sample(pid: int) -> dict[str, Any]:
             with p.oneshot():
                 r, t, f = p.memory_info().rss, p.num_threads(), p.num_fds()
                 if p.pid != pid:
-                    names.append(" ".join(p.cmdline()[:4])[:120])
+                    command = " ".join(p.cmdline()[:4])
+                    names.append(command[:120])
+                    # The daemon's only multiprocessing child is the Ray bridge.
+                    if "spawn_main" in command:
+                        own.update(bridge_rss_mib=r / 2**20, bridge_pid=p.pid)
         except psutil.NoSuchProcess:
             continue
         if p.pid == pid:
-            own = {"daemon_rss_mib": r / 2**20, "daemon_threads": t, "daemon_fds": f}
+            own.update(daemon_rss_mib=r / 2**20, daemon_threads=t, daemon_fds=f)
         rss += r
         threads += t
         fds += f
@@ -810,6 +814,7 @@ def _sample_line(s: dict[str, Any]) -> str:
 METRICS = (
     ("rss_mib", "RSS, daemon + descendants (MiB)"),
     ("daemon_rss_mib", "RSS, daemon alone (MiB)"),
+    ("bridge_rss_mib", "RSS, Ray bridge child (MiB)"),
     ("threads", "threads, daemon + descendants"),
     ("fds", "open fds, daemon + descendants"),
     ("children", "descendant processes"),
@@ -839,15 +844,20 @@ def summarize_samples(samples: list[dict[str, Any]], args: argparse.Namespace) -
     out: dict[str, Any] = {}
     for key, _ in METRICS:
         values = [s[key] for s in warm if key in s]
+        if not values:
+            continue
         out[key] = {
-            "start": warm[0].get(key),
+            "start": next(s[key] for s in warm if key in s),
             "middle": middle.get(key),
-            "end": warm[-1].get(key),
+            "end": next(s[key] for s in reversed(warm) if key in s),
             "min": min(values),
             "max": max(values),
             "slope_per_hour": slope_per_hour([(s["t"], s[key]) for s in warm if key in s]),
         }
     out["samples"] = len(samples)
+    # A new pid is a new bridge child: idle stops, Ray restarts and replacements after
+    # RECYCLE_AFTER lookups (fsd_daemon/discovery/ray_bridge.py).
+    out["bridge_children_seen"] = len({s["bridge_pid"] for s in samples if "bridge_pid" in s})
     out["samples_with_stale_missing"] = sum(1 for s in samples if s["stale_missing"])
     out["samples_with_stale_extra"] = sum(1 for s in samples if s["stale_extra"])
     out["samples_with_unknown"] = sum(1 for s in samples if s["unknown"])
@@ -866,7 +876,8 @@ def summarize(result: dict[str, Any]) -> str:
         common.table(["", "start", "middle", "end", "max", "slope / hour"], rows),
         "",
         f"servers started: {result.get('servers_started')}, samples: {summary.get('samples')}, "
-        f"Ray restart: {result.get('restart')}",
+        f"Ray restart: {result.get('restart')}, bridge children seen: "
+        f"{summary.get('bridge_children_seen')}",
         f"samples with a live server missing > {POLL_SECONDS + STALE_MARGIN:g} s: "
         f"{summary.get('samples_with_stale_missing')}; with a gone server still listed > "
         f"{GRACE_SECONDS + STALE_MARGIN:g} s: {summary.get('samples_with_stale_extra')}; "

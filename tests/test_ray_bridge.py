@@ -263,3 +263,111 @@ def test_a_new_session_is_not_warm_until_the_new_child_connects() -> None:
         assert bridge.wait_ready(30)
     finally:
         bridge.close()
+
+
+def _rss_mib(pid: int | None) -> float:
+    import psutil
+
+    assert pid is not None
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def test_steady_churn_keeps_the_child_bounded_and_loses_no_answer() -> None:
+    """A Ray driver keeps every actor it looked up (ray-project/ray#9342); the soak measured the
+    bridge child growing 34 MiB an hour under steady churn, never idle long enough to stop.
+    Here the fake driver keeps 1 MiB per lookup, and 30 new servers come per poll as a daemon
+    under churn sees them: the child is replaced after ``recycle_after`` answers, its RSS
+    stays bounded (it grew past 250 MiB before), and every server is resolved, once, right."""
+    arrivals = _actors(300)
+    bridge = _started(
+        RayBridge(
+            "fake:1",
+            timeout=1.0,
+            recycle_after=50,
+            backend=SLOW,
+            backend_options={"retain_bytes_per_lookup": 2**20},
+        )
+    )
+    try:
+        base = _rss_mib(bridge.pid)
+        resolved: dict[str, object] = {}
+        peak = base
+        polls = 0
+        while len(resolved) < len(arrivals) and polls < 200:
+            listed = arrivals[: 30 * (polls + 1)]
+            waiting = [a for a in listed if a.actor_id not in resolved]
+            for actor_id, answer in bridge.resolve_addresses(waiting).items():
+                assert answer.error is None, answer.error
+                assert actor_id not in resolved, "answered twice"
+                resolved[actor_id] = answer.address
+            assert bridge.problem() is None, bridge.problem()
+            polls += 1
+            if bridge.pid is not None:
+                peak = max(peak, _rss_mib(bridge.pid))
+            if not bridge.wait_ready(60):
+                break
+        print(f"{polls} polls, {bridge.recycles} replacements, RSS {base:.0f} -> peak {peak:.0f}")
+        assert all(resolved.get(a.actor_id) == address_of(a.actor_id) for a in arrivals)
+        assert bridge.recycles >= 4 and bridge.starts == bridge.recycles + 1
+        # At most about 2 * recycle_after lookups live in one child (one batch past the bound).
+        assert peak - base < 130, f"the child grew {peak - base:.0f} MiB"
+    finally:
+        bridge.close()
+
+
+def test_a_hung_call_delays_the_replacement_only_up_to_twice_the_bound() -> None:
+    """A child is replaced only when everything asked of it was answered, so no call is lost;
+    a call that never ends (a hung server asked about at every poll) holds it off only until
+    twice ``recycle_after`` answers, never for good."""
+    bridge = _started(
+        RayBridge(
+            "fake:1",
+            timeout=0.5,
+            recycle_after=15,
+            backend=SLOW,
+            backend_options={"hang_names": ("hung_0_0",)},
+        )
+    )
+    try:
+        first = bridge.resolve_addresses([*_actors(20), _hung()])
+        assert len(first) == 20  # due (20 >= 15), but the hung call is in flight
+        assert bridge.recycles == 0 and bridge.starts == 1
+        again = bridge.resolve_addresses([*_actors(10, first_id=500), _hung()])
+        assert len(again) == 10  # 30 answered: overdue, replaced though the call still hangs
+        assert bridge.recycles == 1 and bridge.starts == 2
+        assert bridge.wait_ready(60)
+        assert len(bridge.resolve_addresses(_actors(3, first_id=900))) == 3
+    finally:
+        bridge.close()
+
+
+@pytest.mark.ray
+def test_real_bridge_replaced_between_polls_still_resolves_real_servers(tmp_path: Path) -> None:
+    """The replacement against a real ``ray start --head``: a driver killed after one answer and
+    a new one connected at once; every real server is resolved to its own address."""
+    from fsd_daemon.discovery.ray_state import RayStateSource
+
+    with RayHead(tmp_path) as head:
+        job = start_job(head.address, "--vllm", "3")
+        bridge = RayBridge(head.address, timeout=5.0, recycle_after=1)
+        try:
+            actors = [
+                a
+                for a in RayStateSource(head.dashboard_url, timeout=5).snapshot().actors
+                if a.name.startswith("vllm_server")
+            ]
+            assert len(actors) == 3
+            resolved: dict[str, object] = {}
+            deadline = time.monotonic() + 180
+            while len(resolved) < 3 and time.monotonic() < deadline:
+                bridge.wait_ready(90)
+                waiting = [a for a in actors if a.name not in resolved]
+                for answer in bridge.resolve_addresses(waiting[:1]).values():
+                    assert answer.error is None, answer.error
+                    resolved[waiting[0].name] = answer.address
+            expected = {a["name"]: tuple(a["address"]) for a in job.info["actors"]}
+            assert {k: tuple(v) for k, v in resolved.items()} == expected  # type: ignore[arg-type]
+            assert bridge.recycles >= 2 and bridge.problem() is None
+        finally:
+            bridge.close()
+            job.stop()

@@ -9,6 +9,8 @@ job_head.py (``/api/version`` with ``session_name``), python/ray/dashboard/utils
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -97,3 +99,83 @@ def _try_snapshot(source: RayStateSource, into: list[ClusterSnapshot]) -> bool:
         assert exc.kind == "timeout", exc
         return False
     return True
+
+
+_STEP_DRIVER = """
+import sys, time
+import ray
+
+ray.init(address=sys.argv[1], namespace="quick", logging_level="ERROR", log_to_driver=False)
+
+
+@ray.remote(num_cpus=0)
+class Server:
+    def __init__(self, start_seconds):
+        time.sleep(start_seconds)  # PENDING_CREATION until the constructor returns
+
+    def ping(self):
+        return True
+
+
+handles = {}
+for line in sys.stdin:
+    verb, name, *rest = line.split()
+    if verb == "create":
+        handles[name] = Server.options(name=name).remote(float(rest[0]))
+    elif verb == "wait":
+        ray.get(handles[name].ping.remote(), timeout=120)
+    elif verb == "kill":
+        ray.kill(handles.pop(name))
+    print("done", flush=True)
+"""
+
+
+def test_a_server_alive_as_another_dies_is_seen_at_the_next_poll(head: RayHead) -> None:
+    """Real Ray, a replacement in verl's order: the new server is created (a full listing
+    then finds it still PENDING_CREATION), then it becomes ALIVE as the old one is killed.
+    Ray's ALIVE count and total are both as they were; the next poll still lists the new
+    server and not the old one (before, the quick poll answered from the old snapshot until
+    the next creation: 4.5 s late at every step of the soak bench's churn)."""
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _STEP_DRIVER, head.address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert driver.stdin is not None and driver.stdout is not None
+
+    def step(command: str) -> None:
+        assert driver.stdin is not None and driver.stdout is not None
+        driver.stdin.write(command + "\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().strip() == "done", command
+
+    def names() -> set[str]:
+        return {a.name for a in source.snapshot().actors if a.name.startswith("quick_")}
+
+    source = RayStateSource(head.dashboard_url, timeout=5.0, auth=resolve_auth({}))
+    client = DashboardClient(head.dashboard_url, resolve_auth({}))
+    try:
+        step("create quick_old 0")
+        step("wait quick_old")
+        assert names() == {"quick_old"}
+        step("create quick_new 8")
+        assert names() == {"quick_old"}, "the new server was ALIVE already: nothing tested"
+        step("kill quick_old")
+        step("wait quick_new")
+        wait_for(
+            lambda: (
+                "quick_old"
+                not in {
+                    r.get("name")
+                    for r in client.list_state("actors", filters=ALIVE, limit=1000, timeout=5)[
+                        "result"
+                    ]
+                }
+            ),
+            timeout=30,
+        )
+        assert names() == {"quick_new"}
+    finally:
+        driver.stdin.close()
+        driver.wait(timeout=60)

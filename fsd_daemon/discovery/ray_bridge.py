@@ -7,6 +7,14 @@ call into a hung actor blocks, and a driver costs about 100 MiB. So the driver l
 process (the bridge) that the daemon starts only while something is unresolved, stops once it
 has been idle for ``idle_seconds``, times out, kills by PID and starts again.
 
+A Ray driver keeps state for every actor it has looked up or called, for as long as it lives
+(ray-project/ray#9342: handles are never collected in the core worker; measured here at 7 to
+45 KiB per server resolved, BENCHMARKS.md "Soak"). Under steady churn the child is never idle
+long enough to be stopped, so it is replaced once it has answered ``recycle_after`` lookups,
+or has lived ``max_age_seconds``, at a moment when none of its work is in flight (the way
+gunicorn's ``max_requests`` and Celery's ``max_tasks_per_child`` bound a worker's growth).
+The replacement starts at once; the warm-up gate stays open meanwhile.
+
 Protocol over a ``multiprocessing`` pipe, one request and one reply at a time:
 ``("resolve", [(actor_id, name, namespace), ...], timeout)`` -> ``("ok", {actor_id: (value,
 error)})`` with what finished within ``timeout``; ``("ports", [node_id, ...], timeout)`` ->
@@ -45,6 +53,12 @@ log = logging.getLogger(__name__)
 
 _START_TIMEOUT = 60.0  # importing ray and connecting takes seconds on a loaded head node
 _REPLY_MARGIN = 3.0  # pickling a large answer and scheduling, beyond the child's deadline
+# A replacement costs one driver start (a few seconds of CPU and one driver job in the GCS);
+# growth stays under recycle_after * 45 KiB (about 6 MiB) plus an hour of whatever Ray's driver
+# gains with time. A child whose work is never all done (a hung call asked about at every poll)
+# is replaced all the same at twice either bound.
+RECYCLE_AFTER = 128
+MAX_AGE_SECONDS = 3600.0
 DEFAULT_BACKEND = "fsd_daemon.discovery.ray_bridge:RayBackend"
 
 
@@ -58,6 +72,8 @@ class RayBridge:
         timeout: float = 2.0,
         idle_seconds: float = 60.0,
         concurrency: int = 32,
+        recycle_after: int = RECYCLE_AFTER,
+        max_age_seconds: float = MAX_AGE_SECONDS,
         backend: str = DEFAULT_BACKEND,
         backend_options: Mapping[str, Any] | None = None,
         auth: RayAuth | None = None,
@@ -66,6 +82,8 @@ class RayBridge:
         self.timeout = timeout
         self.idle_seconds = idle_seconds
         self.concurrency = concurrency
+        self.recycle_after = recycle_after
+        self.max_age_seconds = max_age_seconds
         self.backend = backend
         self.backend_options = dict(backend_options or {})
         self._auth = auth
@@ -80,7 +98,9 @@ class RayBridge:
         self._backoff = Backoff(base=1.0, cap=30.0)
         self._next_start = 0.0
         self._problem: str | None = None
+        self._answered = 0  # lookups the current child has answered (value or error)
         self.starts = 0
+        self.recycles = 0
         self._idle = PeriodicWorker(
             "ray-bridge-idle", self._stop_if_idle, max(0.05, idle_seconds / 4)
         )
@@ -94,6 +114,7 @@ class RayBridge:
         reply = self._ask(("resolve", batch, self.timeout), self.timeout + _REPLY_MARGIN)
         if reply is None:
             return {}
+        self._recycle_if_due(answered=len(reply), in_flight=len(reply) < len(batch))
         return {
             actor_id: Resolution(address=value, error=error)
             for actor_id, (value, error) in reply.items()
@@ -154,6 +175,30 @@ class RayBridge:
         return proc.pid if proc is not None else None
 
     # -- child management ----------------------------------------------------------------------
+
+    def _recycle_if_due(self, answered: int, in_flight: bool) -> None:
+        """Replace the child once it has answered ``recycle_after`` lookups or lived
+        ``max_age_seconds`` (see the module's docstring), when everything asked of it was
+        answered (``in_flight`` false): nothing is lost, the new child is asked afresh."""
+        with self._lock:
+            self._answered += answered
+            if self._proc is None or not self._ready:
+                return
+            age = time.monotonic() - self._started_at
+            due = self._answered >= self.recycle_after or age >= self.max_age_seconds
+            overdue = self._answered >= 2 * self.recycle_after or age >= 2 * self.max_age_seconds
+            if not due or (in_flight and not overdue):
+                return
+            log.info(
+                "Ray bridge (pid %s) answered %d lookups in %.0f s: replacing it "
+                "(a Ray driver keeps every actor it looked up)",
+                self.pid,
+                self._answered,
+                age,
+            )
+            self.recycles += 1
+            self._stop_child()
+            self._start_child()  # connecting while the next poll comes; _warm stays as it is
 
     def _ask(self, request: tuple[Any, ...], reply_timeout: float) -> Any:
         with self._lock:
@@ -275,6 +320,7 @@ class RayBridge:
         child_conn.close()
         self._proc, self._conn = proc, parent_conn
         self._ready = False
+        self._answered = 0
         self._started_at = self._last_used = time.monotonic()
         self.starts += 1
         if self.idle_seconds > 0:

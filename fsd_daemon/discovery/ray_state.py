@@ -4,14 +4,21 @@ The dashboard's REST API answers the listings (``ray_http.DashboardClient``); on
 dashboard from a GCS address needs Ray, in a short-lived child, once per connection. Token
 auth is decided as Ray's CLI decides it (``ray_auth``).
 
-A quick poll: between full listings, ``snapshot`` asks only for the counts of a ``limit=1``
-listing (a few hundred bytes instead of megabytes at 10,000 actors) and returns the previous
-snapshot when they are unchanged: how many actors are ALIVE, and how many the GCS holds in all
-(``total``, DEAD ones included). Every new actor raises the second, so a server replaced by
-another (ALIVE count unchanged) is still seen at the next poll (the soak bench caught the ALIVE
-count alone missing such replacements for up to 30 s). The total can only stand still across a
-creation when the GCS evicts a DEAD actor at the same moment (it keeps 100,000 by default); a
-full listing every ``full_listing_interval`` seconds (30 by default) bounds that case.
+A quick poll: between full listings, ``snapshot`` asks only for the counts of ``limit=1``
+listings (a few hundred bytes instead of megabytes at 10,000 actors) and returns the previous
+snapshot when they are unchanged. The actors' fingerprint has three counts, because an actor
+moves PENDING -> ALIVE -> DEAD and two moves at once can cancel out in any one of them:
+how many actors are ALIVE; how many the GCS holds in all (``total``, DEAD ones included), which
+every creation raises (a server replaced by another, the ALIVE count unchanged: the soak bench
+saw that missed for up to 30 s); and how many are DEAD, which every death raises (a server
+that becomes ALIVE as another dies, ALIVE and total both unchanged: the soak bench saw that
+seen only at the next creation, about 4.5 s late, at every step of its churn). The DEAD count
+of a full listing is asked before its ALIVE listing, so a move between the two can only cause
+one more full listing, never hide one. What stays unseen between full listings: an actor
+restarted by Ray as another becomes ALIVE (it keeps its id and, for verl, its place) and,
+once the GCS holds its maximum of DEAD actors (100,000 by default) and evicts one per death,
+a replacement; a full listing every ``full_listing_interval`` seconds (30 by default) bounds
+both.
 The dashboard's own work is the same for both (it filters and sorts every ALIVE actor before
 it applies the limit: python/ray/dashboard/state_aggregator.py list_actors); only the
 daemon's parsing is saved.
@@ -44,9 +51,9 @@ _TRUNCATION_LOG_INTERVAL = 60.0
 # Finding the dashboard starts Python and imports Ray in a child: seconds on a loaded head.
 _LOOKUP_TIMEOUT = 30.0
 _ALIVE = (("state", "=", "ALIVE"),)
-# Between full listings a poll only asks how many actors are ALIVE. An actor replaced by
-# another within this window (the count unchanged) is seen at most this late; an actor Ray
-# restarts keeps its id, and any change of the count is seen at the next poll.
+_DEAD = (("state", "=", "DEAD"),)  # filtered inside the GCS, like ALIVE
+# Between full listings a poll only compares counts (see the module's docstring); what they
+# cannot show is seen at most this late.
 FULL_LISTING_INTERVAL = 30.0
 
 
@@ -82,7 +89,7 @@ class RayStateSource:
         self._looking_up: concurrent.futures.Future[str] | None = None
         self._last_truncation_log = -_TRUNCATION_LOG_INTERVAL
         self._last: ClusterSnapshot | None = None
-        self._last_actor_counts = (-1, -1)
+        self._last_actor_counts = (-1, -1, -1)
         self._last_node_ids: frozenset[str] = frozenset()
         self._last_node_counts = (-1, -1)
         self._last_full = -float("inf")
@@ -101,6 +108,7 @@ class RayStateSource:
             quick = self._quick(client)
             if quick is not None:
                 return quick
+            dead = self._dead_count(client)  # before the listing: see the module's docstring
             actors, truncated, actor_counts = self._list(client, "actors", self.actor_limit)
             # Built before the next request: the 10,000 raw records then live only inside the
             # collector's pause (fsd_daemon.gcpause), not across another HTTP round trip.
@@ -135,7 +143,7 @@ class RayStateSource:
             truncated=truncated,
             session=session,
         )
-        self._last, self._last_actor_counts = snapshot, actor_counts
+        self._last, self._last_actor_counts = snapshot, (*actor_counts, dead)
         self._last_node_ids = frozenset(n.node_id for n in snapshot.nodes)
         self._last_node_counts = node_counts
         self._last_full = time.monotonic()
@@ -151,7 +159,7 @@ class RayStateSource:
         if time.monotonic() - self._last_full >= self.full_listing_interval:
             return None
         actors = client.list_state("actors", filters=_ALIVE, limit=1, timeout=self.timeout)
-        if _counts(actors) != self._last_actor_counts:
+        if (*_counts(actors), self._dead_count(client)) != self._last_actor_counts:
             return None
         nodes = client.list_state("nodes", filters=_ALIVE, limit=1, timeout=self.timeout)
         first = nodes["result"][0].get("node_id") if nodes["result"] else None
@@ -160,6 +168,13 @@ class RayStateSource:
         ):
             return None
         return self._last
+
+    def _dead_count(self, client: DashboardClient) -> int:
+        dead = client.list_state("actors", filters=_DEAD, limit=1, timeout=self.timeout)
+        try:
+            return int(dead.get("num_filtered", len(dead["result"])))
+        except (TypeError, ValueError) as exc:
+            raise DashboardError("bad_response", f"actors: bad DEAD count ({exc})") from None
 
     def _connect(self) -> DashboardClient:
         """The dashboard client; finding its URL runs off the poll thread.

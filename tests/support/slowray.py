@@ -7,7 +7,9 @@ protocol: the pipe, pickling, the child's deadline, its thread pool and in-fligh
 ``SlowBackend`` models a remote GCS: each ``get_actor`` takes ``lookup_seconds`` (a GCS round
 trip) and each ``get_server_address`` call ``call_seconds`` (an actor method call), with the
 actor's address derived from its id. Lookups block a worker thread, as Ray's do; calls run
-concurrently, as Ray's remote calls do.
+concurrently, as Ray's remote calls do. With ``retain_bytes_per_lookup`` it also keeps that
+much memory for every actor it looked up, for as long as it lives, as a Ray driver keeps its
+actor handles (ray-project/ray#9342), only more, so that the growth is plain to see.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class SlowBackend:
         call_seconds: float = 0.02,
         connect_seconds: float = 0.0,
         hang_names: tuple[str, ...] = (),
+        retain_bytes_per_lookup: int = 0,
     ) -> None:
         self.lookup_seconds = lookup_seconds
         self.call_seconds = call_seconds
@@ -38,6 +41,8 @@ class SlowBackend:
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=64)
         self._lock = threading.Lock()
         self.lookups = 0
+        self.retain_bytes_per_lookup = retain_bytes_per_lookup
+        self._retained: list[bytes] = []
 
     def connect(self, address: str) -> str:
         time.sleep(self.connect_seconds)
@@ -47,6 +52,9 @@ class SlowBackend:
         time.sleep(self.lookup_seconds)
         with self._lock:
             self.lookups += 1
+            if self.retain_bytes_per_lookup:
+                # Written, not only reserved: pages a driver really uses count in its RSS.
+                self._retained.append(b"h" * self.retain_bytes_per_lookup)
         if name.startswith("missing"):
             raise ValueError(f"Failed to look up actor with name '{name}'.")
         hang = name in self.hang_names
