@@ -10,7 +10,6 @@ job_head.py (``/api/version`` with ``session_name``), python/ray/dashboard/utils
 from __future__ import annotations
 
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from fsd_daemon.discovery.ray_state import RayStateSource
 from tests.support.daemonproc import wait_for
 from tests.support.raycluster import Job, start_job
 from tests.support.rayhead import RayHead
+from tests.support.scripted_driver import scripted_driver
 
 pytestmark = pytest.mark.ray
 
@@ -136,14 +136,11 @@ def test_a_server_alive_as_another_dies_is_seen_at_the_next_poll(head: RayHead) 
     Ray's ALIVE count and total are both as they were; the next poll still lists the new
     server and not the old one (before, the quick poll answered from the old snapshot until
     the next creation: 4.5 s late at every step of the soak bench's churn)."""
-    driver = subprocess.Popen(
-        [sys.executable, "-c", _STEP_DRIVER, head.address],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert driver.stdin is not None and driver.stdout is not None
+    with scripted_driver(_STEP_DRIVER, head.address) as driver:
+        _replace_in_two_steps(head, driver)
 
+
+def _replace_in_two_steps(head: RayHead, driver: subprocess.Popen[str]) -> None:
     def step(command: str) -> None:
         assert driver.stdin is not None and driver.stdout is not None
         driver.stdin.write(command + "\n")
@@ -155,27 +152,21 @@ def test_a_server_alive_as_another_dies_is_seen_at_the_next_poll(head: RayHead) 
 
     source = RayStateSource(head.dashboard_url, timeout=5.0, auth=resolve_auth({}))
     client = DashboardClient(head.dashboard_url, resolve_auth({}))
-    try:
-        step("create quick_old 0")
-        step("wait quick_old")
-        assert names() == {"quick_old"}
-        step("create quick_new 8")
-        assert names() == {"quick_old"}, "the new server was ALIVE already: nothing tested"
-        step("kill quick_old")
-        step("wait quick_new")
-        wait_for(
-            lambda: (
-                "quick_old"
-                not in {
-                    r.get("name")
-                    for r in client.list_state("actors", filters=ALIVE, limit=1000, timeout=5)[
-                        "result"
-                    ]
-                }
-            ),
-            timeout=30,
-        )
-        assert names() == {"quick_new"}
-    finally:
-        driver.stdin.close()
-        driver.wait(timeout=60)
+    step("create quick_old 0")
+    step("wait quick_old")
+    assert names() == {"quick_old"}
+    step("create quick_new 8")
+    assert names() == {"quick_old"}, "the new server was ALIVE already: nothing tested"
+    step("kill quick_old")
+    step("wait quick_new")
+    wait_for(
+        lambda: (
+            "quick_old"
+            not in {
+                r.get("name")
+                for r in client.list_state("actors", filters=ALIVE, limit=1000, timeout=5)["result"]
+            }
+        ),
+        timeout=30,
+    )
+    assert names() == {"quick_new"}

@@ -21,8 +21,6 @@ Upstream sources (details and commits in docs/upstream.md):
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from fsd_daemon.discovery.recognise import (
 )
 from tests.support.daemonproc import DaemonProcess, wait_for
 from tests.support.raycluster import LocalRayCluster
+from tests.support.scripted_driver import scripted_driver
 
 
 def actor(class_name: str, name: str) -> ActorRecord:
@@ -291,14 +290,8 @@ def test_hostile_actor_names_on_a_real_cluster_cost_the_daemon_nothing(
     named with 4,301 digits, 18,001 crafted characters and an Arabic-Indic digit. The daemon
     (a real process) stays up, lists the one honest server and logs each hostile one once."""
     hostile = ["vllm_server_0_" + "1" * 4301, "server_1_" * 2000 + "!", "vllm_server_\u0663_0"]
-    driver = subprocess.Popen(
-        [sys.executable, "-c", _HOSTILE_DRIVER, ray_cluster.address],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert driver.stdin is not None and driver.stdout is not None
-    try:
+    with scripted_driver(_HOSTILE_DRIVER, ray_cluster.address) as driver:
+        assert driver.stdin is not None and driver.stdout is not None
         driver.stdin.write("|".join([*hostile, "vllm_server_7_0"]) + "\n")
         driver.stdin.flush()
         assert driver.stdout.readline().strip() == "ready"
@@ -315,6 +308,3 @@ def test_hostile_actor_names_on_a_real_cluster_cost_the_daemon_nothing(
             output = d.output()
             assert output.count("name over") == 2, output[-3000:]
             assert "Traceback" not in output
-    finally:
-        driver.stdin.close()
-        driver.wait(timeout=60)
