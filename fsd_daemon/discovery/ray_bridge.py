@@ -10,14 +10,17 @@ has been idle for ``idle_seconds``, times out, kills by PID and starts again.
 A Ray driver keeps state for every actor it has looked up or called, for as long as it lives
 (ray-project/ray#9342: handles are never collected in the core worker; measured here at 7 to
 45 KiB per server resolved, BENCHMARKS.md "Soak"). Under steady churn the child is never idle
-long enough to be stopped, so it is replaced once it has answered ``recycle_after`` lookups,
-or has lived ``max_age_seconds``, at a moment when none of its work is in flight (the way
-gunicorn's ``max_requests`` and Celery's ``max_tasks_per_child`` bound a worker's growth).
-The replacement starts at once; the warm-up gate stays open meanwhile.
+long enough to be stopped, so it is stopped once it has answered ``recycle_after`` lookups,
+or has lived ``max_age_seconds``, at a moment when it is not busy (the way gunicorn's
+``max_requests`` and Celery's ``max_tasks_per_child`` bound a worker's growth). As after an
+idle stop, the next request starts a fresh child and the warm-up gate stays open. A cold start
+with thousands of servers is never cut short: the child is busy until it has worked through
+them, and is replaced after.
 
 Protocol over a ``multiprocessing`` pipe, one request and one reply at a time:
-``("resolve", [(actor_id, name, namespace), ...], timeout)`` -> ``("ok", {actor_id: (value,
-error)})`` with what finished within ``timeout``; ``("ports", [node_id, ...], timeout)`` ->
+``("resolve", [(actor_id, name, namespace), ...], timeout)`` -> ``("ok", ({actor_id: (value,
+error)}, busy))`` with what finished within ``timeout``, and whether lookups, or calls still
+within their first ``timeout``, are running; ``("ports", [node_id, ...], timeout)`` ->
 ``("ok", {node_id: port})``. The child answers by its deadline whatever is still running:
 lookups and calls go on in the child and are collected by later requests (progress is kept
 across polls); an actor no longer asked about is forgotten. At most ``concurrency`` lookups
@@ -54,9 +57,8 @@ log = logging.getLogger(__name__)
 _START_TIMEOUT = 60.0  # importing ray and connecting takes seconds on a loaded head node
 _REPLY_MARGIN = 3.0  # pickling a large answer and scheduling, beyond the child's deadline
 # A replacement costs one driver start (a few seconds of CPU and one driver job in the GCS);
-# growth stays under recycle_after * 45 KiB (about 6 MiB) plus an hour of whatever Ray's driver
-# gains with time. A child whose work is never all done (a hung call asked about at every poll)
-# is replaced all the same at twice either bound.
+# growth stays under about recycle_after * 45 KiB (6 MiB) plus an hour of whatever Ray's driver
+# gains with time. A child that is never quiet is replaced all the same at twice the age.
 RECYCLE_AFTER = 128
 MAX_AGE_SECONDS = 3600.0
 DEFAULT_BACKEND = "fsd_daemon.discovery.ray_bridge:RayBackend"
@@ -114,10 +116,11 @@ class RayBridge:
         reply = self._ask(("resolve", batch, self.timeout), self.timeout + _REPLY_MARGIN)
         if reply is None:
             return {}
-        self._recycle_if_due(answered=len(reply), in_flight=len(reply) < len(batch))
+        answers, busy = reply
+        self._recycle_if_due(answered=len(answers), busy=busy)
         return {
             actor_id: Resolution(address=value, error=error)
-            for actor_id, (value, error) in reply.items()
+            for actor_id, (value, error) in answers.items()
         }
 
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
@@ -176,18 +179,17 @@ class RayBridge:
 
     # -- child management ----------------------------------------------------------------------
 
-    def _recycle_if_due(self, answered: int, in_flight: bool) -> None:
-        """Replace the child once it has answered ``recycle_after`` lookups or lived
-        ``max_age_seconds`` (see the module's docstring), when everything asked of it was
-        answered (``in_flight`` false): nothing is lost, the new child is asked afresh."""
+    def _recycle_if_due(self, answered: int, busy: bool) -> None:
+        """Stop the child once it has answered ``recycle_after`` lookups or lived
+        ``max_age_seconds`` (see the module's docstring), when it is not ``busy``: nothing
+        is lost, and the next request starts a fresh one."""
         with self._lock:
             self._answered += answered
             if self._proc is None or not self._ready:
                 return
             age = time.monotonic() - self._started_at
             due = self._answered >= self.recycle_after or age >= self.max_age_seconds
-            overdue = self._answered >= 2 * self.recycle_after or age >= 2 * self.max_age_seconds
-            if not due or (in_flight and not overdue):
+            if not due or (busy and age < 2 * self.max_age_seconds):
                 return
             log.info(
                 "Ray bridge (pid %s) answered %d lookups in %.0f s: replacing it "
@@ -197,8 +199,7 @@ class RayBridge:
                 age,
             )
             self.recycles += 1
-            self._stop_child()
-            self._start_child()  # connecting while the next poll comes; _warm stays as it is
+            self._stop_child()  # _warm stays: the next request starts a fresh child
 
     def _ask(self, request: tuple[Any, ...], reply_timeout: float) -> Any:
         with self._lock:
@@ -576,7 +577,7 @@ class _Resolutions:
 
     def resolve(
         self, batch: list[tuple[str, str, str]], timeout: float
-    ) -> dict[str, tuple[Any, str | None]]:
+    ) -> tuple[dict[str, tuple[Any, str | None]], bool]:
         deadline = time.monotonic() + timeout
         wanted = {actor_id for actor_id, _, _ in batch}
         # Work for actors nobody asks about any more (gone, or resolved) is dropped.
@@ -616,7 +617,10 @@ class _Resolutions:
         done = self.backend.wait(list(self.calls.values()), 0)
         if done:
             self._collect(set(done), results)
-        return results
+        # Busy: lookups running or calls still in their window (a hung call is not business).
+        now = time.monotonic()
+        busy = bool(self.lookups) or any(t + timeout > now for t in self.call_started.values())
+        return results, busy
 
     def _start_calls(self, results: dict[str, tuple[Any, str | None]]) -> None:
         """Calls for the lookups that finished; a failed lookup is that actor's answer."""
