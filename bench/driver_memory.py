@@ -5,9 +5,9 @@ while the daemon stayed flat. This bench tells apart where the growth comes from
 the fix, every piece a process of its own against one ``ray start --head`` (own temp dir, own
 ports from ``--base-port``, stopped by its PID):
 
-- a creator driver starts ``--actors`` actors one after another (named as verl names its
-  servers, each answering ``get_server_address()``), keeps 4 alive, kills the oldest, and
-  appends "actor_id name" of each to a listing file;
+- a creator driver starts ``--actors`` simulated servers one after another (the soak's:
+  ``fsd_daemon.sim.rollout_server.vLLMHttpServer``, named as verl names its servers), keeps 4
+  alive, kills the oldest, and appends "actor_id name" of each to a listing file;
 - one observer per mode reads the listing file every 0.5 s and, for each new actor:
   ``idle`` nothing (a connected driver: what time alone adds), ``get_actor`` only
   ``ray.get_actor``, ``get_actor+call`` that and ``get_server_address()`` (what the bridge
@@ -52,17 +52,15 @@ def create_main(argv: Sequence[str]) -> int:
     import ray
 
     ray.init(address=address, namespace="bench", logging_level=logging.ERROR, log_to_driver=False)
+    from fsd_daemon.sim.rollout_server import vLLMHttpServer
 
-    @ray.remote(num_cpus=0)
-    class Server:
-        def get_server_address(self) -> tuple[str, int]:
-            return ("127.0.0.1", 8000)
+    server: Any = ray.remote(vLLMHttpServer)  # the soak's servers: verl's class and methods
 
     live = []
     for i in range(count):
         name = f"vllm_server_{i}_0"
-        handle = Server.options(name=name).remote()  # type: ignore[attr-defined]
-        ray.get(handle.get_server_address.remote())
+        handle = server.options(name=name, num_cpus=0).remote(seed=i, options={"idle": True})
+        _wait_serving(ray, handle)
         with listing.open("a") as f:
             f.write(f"{handle._actor_id.hex()} {name}\n")
         live.append(handle)
@@ -71,6 +69,19 @@ def create_main(argv: Sequence[str]) -> int:
     for handle in live:
         ray.kill(handle)
     return 0
+
+
+def _wait_serving(ray: Any, handle: Any) -> None:
+    """Until ``get_server_address()`` answers (it fails until the HTTP server is up)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            ray.get(handle.get_server_address.remote(), timeout=30)
+            return
+        except ray.exceptions.RayTaskError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def observe_main(argv: Sequence[str]) -> int:
@@ -108,7 +119,7 @@ def observe_main(argv: Sequence[str]) -> int:
                 records = [
                     ActorRecord(
                         actor_id=a,
-                        class_name="Server",
+                        class_name="vLLMHttpServer",
                         name=n,
                         job_id="",
                         namespace="bench",

@@ -28,6 +28,7 @@ class Dashboard:
         # Ray 2.60: total 2 -> 2 -> 3 as two actors die and a third is created).
         self.dead_actors = 0
         self.pending_actors = 0  # created, not ALIVE yet: in `total` only
+        self.dead_asks = 0
         self.nodes: list[dict[str, Any]] = [_node("a" * 56, head=True)]
         self.requests: list[tuple[str, int]] = []
         self.headers: list[str | None] = []
@@ -54,6 +55,7 @@ class Dashboard:
                         held += owner.dead_actors + owner.pending_actors
                         if query["filter_values"] == ["DEAD"]:
                             rows = [{"state": "DEAD"}] * owner.dead_actors
+                            owner.dead_asks += 1
                     limit = int(query["limit"][0])
                     owner.requests.append((url.path.rsplit("/", 1)[1], limit))
                     assert int(query["timeout"][0]) >= 2  # Ray 2.44 refuses less
@@ -130,6 +132,7 @@ def test_quick_polls_ask_counts_until_something_changes(dashboard: Dashboard) ->
     for _ in range(5):
         assert source.snapshot() is first
     assert dashboard.full_listings() == 1
+    assert dashboard.dead_asks == 1  # by the full listing only: no actor is on its way up
     assert set(dashboard.headers) == {"Bearer t0k"}  # every request carries the token
     dashboard.actors.append(_actor(3))  # a new server: the count changes
     assert len(source.snapshot().actors) == 4
@@ -157,6 +160,9 @@ def test_an_actor_that_becomes_alive_as_another_dies_is_seen_at_the_next_poll(
     dashboard.pending_actors = 1  # created: its worker is starting
     assert len(source.snapshot().actors) == 3
     assert dashboard.full_listings() == 2
+    asked = dashboard.dead_asks
+    source.snapshot()
+    assert dashboard.dead_asks == asked + 1  # one is on its way up: quick polls watch DEAD
     dashboard.pending_actors = 0
     dashboard.actors[0] = _actor(10)  # ALIVE now, as the oldest dies
     dashboard.dead_actors += 1

@@ -12,9 +12,13 @@ how many actors are ALIVE; how many the GCS holds in all (``total``, DEAD ones i
 every creation raises (a server replaced by another, the ALIVE count unchanged: the soak bench
 saw that missed for up to 30 s); and how many are DEAD, which every death raises (a server
 that becomes ALIVE as another dies, ALIVE and total both unchanged: the soak bench saw that
-seen only at the next creation, about 4.5 s late, at every step of its churn). The DEAD count
-of a full listing is asked before its ALIVE listing, so a move between the two can only cause
-one more full listing, never hide one. What stays unseen between full listings: an actor
+seen only at the next creation, about 4.5 s late, at every step of its churn). Only an actor
+created but not ALIVE yet can move that way, so the DEAD count is asked in quick polls only
+while the last full listing left such actors (``total`` above ALIVE plus DEAD): a quiet
+cluster costs two requests per poll, as before. The DEAD count of a full listing is asked
+before its ALIVE listing, so a move between the two can only overstate the actors not yet
+ALIVE (one more request per poll, one more full listing), never hide one. What stays unseen
+between full listings: an actor
 restarted by Ray as another becomes ALIVE (it keeps its id and, for verl, its place) and,
 once the GCS holds its maximum of DEAD actors (100,000 by default) and evicts one per death,
 a replacement; a full listing every ``full_listing_interval`` seconds (30 by default) bounds
@@ -89,7 +93,8 @@ class RayStateSource:
         self._looking_up: concurrent.futures.Future[str] | None = None
         self._last_truncation_log = -_TRUNCATION_LOG_INTERVAL
         self._last: ClusterSnapshot | None = None
-        self._last_actor_counts = (-1, -1, -1)
+        self._last_actor_counts = (-1, -1)
+        self._last_dead: int | None = None  # asked in quick polls only when not None
         self._last_node_ids: frozenset[str] = frozenset()
         self._last_node_counts = (-1, -1)
         self._last_full = -float("inf")
@@ -143,7 +148,10 @@ class RayStateSource:
             truncated=truncated,
             session=session,
         )
-        self._last, self._last_actor_counts = snapshot, (*actor_counts, dead)
+        self._last, self._last_actor_counts = snapshot, actor_counts
+        # Actors created but not ALIVE yet (or restarting): one may become ALIVE as another
+        # dies, moving only the DEAD count.
+        self._last_dead = dead if actor_counts[1] - actor_counts[0] - dead > 0 else None
         self._last_node_ids = frozenset(n.node_id for n in snapshot.nodes)
         self._last_node_counts = node_counts
         self._last_full = time.monotonic()
@@ -159,7 +167,9 @@ class RayStateSource:
         if time.monotonic() - self._last_full >= self.full_listing_interval:
             return None
         actors = client.list_state("actors", filters=_ALIVE, limit=1, timeout=self.timeout)
-        if (*_counts(actors), self._dead_count(client)) != self._last_actor_counts:
+        if _counts(actors) != self._last_actor_counts:
+            return None
+        if self._last_dead is not None and self._dead_count(client) != self._last_dead:
             return None
         nodes = client.list_state("nodes", filters=_ALIVE, limit=1, timeout=self.timeout)
         first = nodes["result"][0].get("node_id") if nodes["result"] else None
