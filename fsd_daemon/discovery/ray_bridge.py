@@ -7,15 +7,16 @@ call into a hung actor blocks, and a driver costs about 100 MiB. So the driver l
 process (the bridge) that the daemon starts only while something is unresolved, stops once it
 has been idle for ``idle_seconds``, times out, kills by PID and starts again.
 
-A Ray driver keeps state for every actor it has looked up or called, for as long as it lives
-(ray-project/ray#9342: handles are never collected in the core worker; measured here at 7 to
-45 KiB per server resolved, BENCHMARKS.md "Soak"). Under steady churn the child is never idle
-long enough to be stopped, so it is stopped once it has answered ``recycle_after`` lookups,
-or has lived ``max_age_seconds``, at a moment when it is not busy (the way gunicorn's
-``max_requests`` and Celery's ``max_tasks_per_child`` bound a worker's growth). As after an
-idle stop, the next request starts a fresh child and the warm-up gate stays open. A cold start
-with thousands of servers is never cut short: the child is busy until it has worked through
-them, and is replaced after.
+A Ray driver that looks up and calls actors grows for as long as it lives, and nothing it
+offers gives the memory back (its core worker keeps what it learnt of every actor it met:
+ray-project/ray#9342). Measured (BENCHMARKS.md, "Soak" and bench/driver_memory.py): about
+40 MiB an hour under steady churn, against 8 MiB an hour for a driver that only sits
+connected. Under steady churn the child is never idle long enough to be stopped, so it is
+stopped once it has answered ``recycle_after`` lookups or has lived ``max_age_seconds``, at a
+moment when it is not busy (the way gunicorn's ``max_requests`` and Celery's
+``max_tasks_per_child`` bound a worker's growth). As after an idle stop, the next request
+starts a fresh child and the warm-up gate stays open. A cold start with thousands of servers
+is never cut short: the child is busy until it has worked through them, and is replaced after.
 
 Protocol over a ``multiprocessing`` pipe, one request and one reply at a time:
 ``("resolve", [(actor_id, name, namespace), ...], timeout)`` -> ``("ok", ({actor_id: (value,
@@ -57,8 +58,8 @@ log = logging.getLogger(__name__)
 _START_TIMEOUT = 60.0  # importing ray and connecting takes seconds on a loaded head node
 _REPLY_MARGIN = 3.0  # pickling a large answer and scheduling, beyond the child's deadline
 # A replacement costs one driver start (a few seconds of CPU and one driver job in the GCS);
-# growth stays under about recycle_after * 45 KiB (6 MiB) plus an hour of whatever Ray's driver
-# gains with time. A child that is never quiet is replaced all the same at twice the age.
+# growth stays within what a busy driver gains in the time it takes to answer recycle_after
+# lookups, and at most an hour. A child that is never quiet is replaced at twice the age.
 RECYCLE_AFTER = 128
 MAX_AGE_SECONDS = 3600.0
 DEFAULT_BACKEND = "fsd_daemon.discovery.ray_bridge:RayBackend"
@@ -193,7 +194,7 @@ class RayBridge:
                 return
             log.info(
                 "Ray bridge (pid %s) answered %d lookups in %.0f s: replacing it "
-                "(a Ray driver keeps every actor it looked up)",
+                "(a Ray driver grows with every actor it meets)",
                 self.pid,
                 self._answered,
                 age,
