@@ -5,8 +5,10 @@ The answers' shape is checked against real Ray in tests/test_ray_http.py."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,8 +86,18 @@ class Dashboard:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        self._handler = Handler
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def start_again(self) -> None:
+        """On the same port, as ``ray start`` with fixed ports brings the dashboard back."""
+        self.server = ThreadingHTTPServer(self.server.server_address, self._handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def full_listings(self) -> int:
@@ -172,6 +184,40 @@ def test_an_actor_that_becomes_alive_as_another_dies_is_seen_at_the_next_poll(
     assert dashboard.full_listings() == 3
     source.snapshot()
     assert dashboard.full_listings() == 3  # and quick again
+
+
+def test_ray_back_on_the_same_ports_is_seen_without_waiting_for_a_lookup(
+    dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GCS address is configured: the dashboard's URL is looked up through the GCS. Ray goes
+    away and comes back on the same ports while the new lookup still waits for the GCS (it
+    retries for up to ``lookup_timeout``): the next poll finds the dashboard where it was.
+    Meanwhile each poll fails fast as unreachable (probed at the poll interval), not as a
+    lookup timeout (backoff). The soak bench saw Ray's return noticed 20 s late."""
+    from fsd_daemon.discovery import ray_state
+
+    lookups: list[concurrent.futures.Future[str]] = []
+
+    def lookup(address: str, auth: Any, timeout: float, result: Any) -> None:
+        lookups.append(result)
+        if len(lookups) == 1:
+            result.set_result(dashboard.url)  # the first one finds it; later ones hang
+
+    monkeypatch.setattr(ray_state, "_lookup", lookup)
+    auth = RayAuth(token_mode=False, source="", why="test")
+    source = RayStateSource("127.0.0.1:6379", timeout=1.0, full_listing_interval=3600, auth=auth)
+    dashboard.actors = [_actor(1)]
+    assert len(source.snapshot().actors) == 1
+    dashboard.stop()
+    for _ in range(2):
+        started = time.monotonic()
+        with pytest.raises(SourceError) as down:
+            source.snapshot()
+        assert down.value.kind == "unreachable", down.value
+        assert time.monotonic() - started < 0.9  # fails fast: the loop probes at its interval
+    assert len(lookups) == 2 and not lookups[1].done()  # the GCS lookup still waits
+    dashboard.start_again()
+    assert len(source.snapshot().actors) == 1
 
 
 def test_a_restarted_ray_is_never_answered_from_the_old_snapshot(dashboard: Dashboard) -> None:

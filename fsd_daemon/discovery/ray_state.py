@@ -91,6 +91,7 @@ class RayStateSource:
         self.auth = auth
         self._client: DashboardClient | None = None
         self._looking_up: concurrent.futures.Future[str] | None = None
+        self._last_url: str | None = None  # where the dashboard answered last
         self._last_truncation_log = -_TRUNCATION_LOG_INTERVAL
         self._last: ClusterSnapshot | None = None
         self._last_actor_counts = (-1, -1)
@@ -192,6 +193,12 @@ class RayStateSource:
         The lookup child may wait a minute for a GCS that is down (a Ray restart): done inline
         that would stall the loop and its watchdog pings. A poll waits at most ``timeout`` for
         it and otherwise fails as ``timeout``; the next poll picks up the same attempt.
+
+        After Ray went away, the dashboard is first looked for where it was: ``ray start`` on
+        the same ports brings it back there, and a lookup begun while the GCS was down waits
+        out its own retries (the soak bench saw Ray's return noticed 20 s late that way). While
+        nothing answers there either, the poll fails as ``unreachable``, so Ray is probed at
+        the poll interval; the lookup goes on for a dashboard that moved.
         """
         if self._client is not None:
             return self._client
@@ -205,20 +212,34 @@ class RayStateSource:
                 name="ray-dashboard-lookup",
             ).start()
         try:
-            url = self._looking_up.result(timeout=self.timeout)
+            wait = 0.0 if self._last_url is not None else self.timeout
+            url = self._looking_up.result(timeout=wait)
         except concurrent.futures.TimeoutError:
-            raise SourceError(
-                "timeout",
-                f"still looking for Ray's dashboard via {self.address!r} "
-                f"(waited {self.timeout:g} s this poll)",
-            ) from None
+            if self._last_url is None:
+                raise SourceError(
+                    "timeout",
+                    f"still looking for Ray's dashboard via {self.address!r} "
+                    f"(waited {self.timeout:g} s this poll)",
+                ) from None
+            url = self._where_it_was(self._last_url)
         except DashboardError as exc:
             self._looking_up = None
             raise SourceError(exc.kind, str(exc)) from None
-        self._looking_up = None
+        self._looking_up = None  # a lookup still running is left to end by itself
         self._client = DashboardClient(url, self.auth)
+        self._last_url = url
         log.info("Ray state API at %s (via %s)", url, self.address)
         return self._client
+
+    def _where_it_was(self, url: str) -> str:
+        """``url`` when the dashboard answers there again; else the poll fails."""
+        try:
+            DashboardClient(url, self.auth).session_name(timeout=self.timeout)
+        except DashboardError as exc:
+            raise SourceError(
+                exc.kind, f"{exc} (and still looking for Ray's dashboard via {self.address!r})"
+            ) from None
+        return url
 
     def _list(
         self, client: DashboardClient, resource: str, limit: int
