@@ -18,11 +18,10 @@ while the last full listing left such actors (``total`` above ALIVE plus DEAD): 
 cluster costs two requests per poll, as before. The DEAD count of a full listing is asked
 before its ALIVE listing, so a move between the two can only overstate the actors not yet
 ALIVE (one more request per poll, one more full listing), never hide one. What stays unseen
-between full listings: an actor
-restarted by Ray as another becomes ALIVE (it keeps its id and, for verl, its place) and,
-once the GCS holds its maximum of DEAD actors (100,000 by default) and evicts one per death,
-a replacement; a full listing every ``full_listing_interval`` seconds (30 by default) bounds
-both.
+between full listings: an actor restarted by Ray as another becomes ALIVE (it keeps its id
+and, for verl, its place) and, once the GCS holds its maximum of DEAD actors (100,000 by
+default) and evicts one per death, a replacement; a full listing every
+``full_listing_interval`` seconds (30 by default) bounds both.
 The dashboard's own work is the same for both (it filters and sorts every ALIVE actor before
 it applies the limit: python/ray/dashboard/state_aggregator.py list_actors); only the
 daemon's parsing is saved.
