@@ -114,11 +114,15 @@ def test_source_failure_keeps_files_and_reports_degraded(env: dict[str, Path]) -
         env["cluster"].write_bytes(orjson.dumps(cluster(server(0))))
         wait_for(lambda: health(port)[0] == 200)
         wait_for(lambda: len(targets_in(rollout)) == 1)  # server 1 leaves after its grace
-        metrics = (
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        )
-        assert 'fsd_daemon_poll_errors_total{kind="bad_response"}' in metrics
-        assert 'fsd_daemon_targets{file="rollout.json"} 1.0' in metrics
+
+        def metrics() -> str:
+            url = f"http://127.0.0.1:{port}/metrics"
+            return str(urllib.request.urlopen(url, timeout=5).read().decode())
+
+        # The gauge is set after the file is written: a scrape in between still says 2 (a CI
+        # run under load caught that moment).
+        wait_for(lambda: 'fsd_daemon_targets{file="rollout.json"} 1.0' in metrics())
+        assert 'fsd_daemon_poll_errors_total{kind="bad_response"}' in metrics()
 
 
 def health(port: int) -> tuple[int, dict[str, object]]:
