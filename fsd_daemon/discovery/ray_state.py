@@ -182,7 +182,7 @@ class RayStateSource:
     def _dead_count(self, client: DashboardClient) -> int:
         dead = client.list_state("actors", filters=_DEAD, limit=1, timeout=self.timeout)
         try:
-            return int(dead.get("num_filtered", len(dead["result"])))
+            return _counts(dead)[0]
         except (TypeError, ValueError) as exc:
             raise DashboardError("bad_response", f"actors: bad DEAD count ({exc})") from None
 
