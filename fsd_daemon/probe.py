@@ -20,11 +20,12 @@ This module tells the cases apart, for ``fsd-daemon doctor`` and for fsd-daemon 
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from threading import Lock
 
 from prometheus_client.core import GaugeMetricFamily
@@ -190,9 +191,16 @@ class MetricsProbeCollector(Collector):
 
 
 class RolloutMetricsProbe:
-    """fsd-daemon's probe: every ``interval`` seconds, on its own thread, GET the metrics path
-    of each rollout target that ``targets()`` returns (the last poll's rollout.json) and export
-    the results. A round costs at most about ceil(n / concurrency) * timeout seconds."""
+    """fsd-daemon's probe: every ``interval`` seconds, on its own thread, export a verdict for
+    each rollout target that ``targets()`` returns (the last poll's rollout.json).
+
+    A round GETs only the targets whose verdict may have changed: new ones, those whose last
+    answer was not OK, and OK ones last asked more than ``recheck_ok_interval`` ago. A server
+    whose route and engine series were there keeps them until it restarts, and a restarted
+    server is a new target (verl binds a fresh port); Prometheus' own ``up`` tells a server that
+    died. So a quiet cluster of N healthy servers costs N page downloads per
+    ``recheck_ok_interval``, not per ``interval`` (a vLLM page is hundreds of kB). A round costs
+    at most about ceil(due / concurrency) * timeout seconds."""
 
     def __init__(
         self,
@@ -200,18 +208,44 @@ class RolloutMetricsProbe:
         targets: Callable[[], Sequence[Target]],
         *,
         interval: float = 60.0,
+        recheck_ok_interval: float = 900.0,
         timeout: float = 3.0,
         concurrency: int = 32,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.collector = MetricsProbeCollector(registry)
         self._targets = targets
         self._timeout = timeout
         self._concurrency = concurrency
+        self._recheck_ok_interval = recheck_ok_interval
+        self._clock = clock
+        # (address, metrics path) -> (last result, clock time of its GET). Only the worker
+        # thread touches it; entries of targets no longer listed are dropped every round.
+        self._last: dict[tuple[str, str], tuple[ProbeResult, float]] = {}
         self._worker = PeriodicWorker("fsd-metrics-probe", self.run_once, interval)
 
     def run_once(self) -> None:
-        results = probe_all(self._targets(), timeout=self._timeout, concurrency=self._concurrency)
-        self.collector.update(results)
+        targets = list(self._targets())
+        now = self._clock()
+        keys = [(t.address, metrics_path_of(t)) for t in targets]
+        due = [
+            target
+            for target, key in zip(targets, keys, strict=True)
+            if not self._still_ok(self._last.get(key), now)
+        ]
+        for result in probe_all(due, timeout=self._timeout, concurrency=self._concurrency):
+            self._last[(result.target.address, result.metrics_path)] = (result, now)
+        self._last = {key: self._last[key] for key in keys if key in self._last}
+        # The labels of a target may change without a new GET (a replica relabelled): export
+        # each verdict under the target as listed now.
+        listed = zip(targets, keys, strict=True)
+        self.collector.update([replace(self._last[key][0], target=t) for t, key in listed])
+
+    def _still_ok(self, last: tuple[ProbeResult, float] | None, now: float) -> bool:
+        if last is None:
+            return False
+        result, asked_at = last
+        return result.verdict == OK and now - asked_at < self._recheck_ok_interval
 
     def start(self) -> RolloutMetricsProbe:
         self._worker.start()

@@ -241,6 +241,65 @@ def test_rollout_metrics_probe_runs_on_its_worker(servers: list[_Server]) -> Non
     assert not probe_loop.running
 
 
+def test_rollout_metrics_probe_asks_a_healthy_server_again_only_after_the_recheck(
+    servers: list[_Server],
+) -> None:
+    """Rounds every 60 s on a quiet cluster: a server whose route and vLLM series were there is
+    not downloaded again until the recheck interval has passed (its page is hundreds of kB);
+    a 404 server is asked every round (it may be fixed), a new server at its first round; each
+    round still exports a verdict for every listed target, under its current labels."""
+    gets: dict[str, int] = {"ok": 0, "missing": 0, "new": 0}
+
+    def counting(kind: str, status: int, body: bytes) -> Any:
+        def respond(path: str) -> tuple[int, bytes]:
+            gets[kind] += 1
+            return status, body
+
+        return respond
+
+    page = b"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 1\n"
+    healthy = _Server(counting("ok", 200, page))
+    missing = _Server(counting("missing", 404, b""))
+    new = _Server(counting("new", 200, page))
+    servers += [healthy, missing, new]
+    listed = [_target(healthy.address), _target(missing.address, engine="sglang")]
+    now = [0.0]
+    registry = CollectorRegistry()
+    probe_loop = probe.RolloutMetricsProbe(
+        registry, lambda: list(listed), recheck_ok_interval=900, clock=lambda: now[0]
+    )
+    for _ in range(5):
+        probe_loop.run_once()
+        now[0] += 60
+    assert gets == {"ok": 1, "missing": 5, "new": 0}
+    listed[0] = _target(healthy.address, replica="7")
+    listed.append(_target(new.address))
+    probe_loop.run_once()
+    assert gets == {"ok": 1, "missing": 6, "new": 1}
+    labels = {
+        "address": healthy.address,
+        "metrics_path": "/metrics",
+        "cluster": "",
+        "engine": "vllm",
+        "role": "",
+        "replica": "7",
+        "ray_job_id": "",
+        "actor_name": "vllm_server_0_0",
+        "metrics_route": "",
+    }
+    assert registry.get_sample_value(names.DAEMON_METRICS_PROBE_STATUS, labels) == 200
+    assert registry.get_sample_value(names.DAEMON_METRICS_PROBE_ENGINE_SERIES, labels) == 1
+    now[0] = 60 * 5 + 899  # the first server was asked at 0, the new one at 300
+    probe_loop.run_once()
+    assert gets == {"ok": 2, "missing": 7, "new": 1}
+    # A target that left and came back at the same address is new again.
+    del listed[0]
+    probe_loop.run_once()
+    listed.append(_target(healthy.address))
+    probe_loop.run_once()
+    assert gets["ok"] == 3
+
+
 # --- doctor on a real cluster -------------------------------------------------------------------
 
 
