@@ -89,6 +89,10 @@ class RaySection:
     resolve_timeout_seconds: float = 2.0
     actor_limit: int = 10_000
     node_limit: int = 2_000
+    # Poll as soon as Ray logs an actor state change, where the cluster was started with
+    # RAY_enable_export_api_write_config=EXPORT_ACTOR (read from
+    # <prometheus.ray_temp_dir>/session_latest/logs/export_events; a doorbell only).
+    watch_export_events: bool = True
 
 
 @dataclass(frozen=True)

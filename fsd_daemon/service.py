@@ -9,7 +9,9 @@ FAST_POLL_WINDOW_SECONDS after a poll that saw the cluster change (servers come 
 next one, or the address of the one just seen, is picked up sooner); the
 capped backoff (``fsd_daemon.backoff``) while Ray fails slowly (timeouts, errors: it may be
 overloaded), but the normal interval while Ray is simply absent (connection refused costs it
-nothing), so a Ray that is back is seen within a poll, not at the backoff ceiling.
+nothing), so a Ray that is back is seen within a poll, not at the backoff ceiling. Where Ray
+logs actor export events (``fsd_daemon.discovery.ray_events``), each one brings the next poll
+forward to at most ACTOR_EVENT_MIN_GAP_SECONDS after the last one began.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from fsd_daemon.backoff import Backoff
 from fsd_daemon.config import Config, ConfigError, parse_listen
 from fsd_daemon.discovery.base import ClusterSource, Resolver
+from fsd_daemon.discovery.ray_events import ActorEventWatch
 from fsd_daemon.grafana_session import keeper_from_config
 from fsd_daemon.poll import Poll, PollResult, default_components
 from fsd_daemon.probe import RolloutMetricsProbe
@@ -42,6 +45,8 @@ MANAGED_FILES = frozenset({ROLLOUT_FILE, GPU_FILE, RAY_FILE})
 FAST_POLL_WINDOW_SECONDS = 10.0
 # A failed poll that took less than this was refused, not slow: Ray is absent, not overloaded.
 _QUICK_FAILURE_SECONDS = 1.0
+# A burst of actor events (a job starting) polls at this pace at most.
+ACTOR_EVENT_MIN_GAP_SECONDS = 0.2
 _REPEAT_TRACEBACK_SECONDS = 300.0
 
 
@@ -100,11 +105,14 @@ class Service:
         self._stop = False
         self._reload = False
         self._poll_now = False
+        self._actor_event = False
+        self._last_poll_started = -ACTOR_EVENT_MIN_GAP_SECONDS
         self._restore: set[str] = set()
         self._restore_lock = threading.Lock()
         self._metrics_server: Any = None
         self._probe: RolloutMetricsProbe | None = None
         self._watcher: Watcher | None = None
+        self._actor_events: ActorEventWatch | None = None
         self.loop_errors = 0
         self._last_traceback = -_REPEAT_TRACEBACK_SECONDS
 
@@ -135,6 +143,12 @@ class Service:
     def wake(self) -> None:
         """Poll now rather than at the next tick (Ray's session link changed)."""
         self._poll_now = True
+        self._wake.set()
+
+    def actor_event(self) -> None:
+        """Ray logged an actor state change: poll now, or as soon as the last poll is
+        ACTOR_EVENT_MIN_GAP_SECONDS old (a job starting logs hundreds of events a second)."""
+        self._actor_event = True
         self._wake.set()
 
     def request_reload(self) -> None:
@@ -192,6 +206,17 @@ class Service:
                 on_ray_session=self.wake,
             )
             self._watcher.start()
+            self._watch_actor_events(config)
+
+    def _watch_actor_events(self, config: Config) -> None:
+        if self._actor_events is not None:
+            self._actor_events.stop()
+            self._actor_events = None
+        if config.ray.watch_export_events:
+            self._actor_events = ActorEventWatch(
+                Path(config.prometheus.ray_temp_dir), self.actor_event
+            )
+            self._actor_events.refresh()
 
     def _watch_plan(self, config: Config) -> WatchPlan:
         return plan_for(
@@ -283,13 +308,18 @@ class Service:
         if self._poll_now:
             self._poll_now = False
             next_poll = self._clock()
+        if self._actor_event:
+            self._actor_event = False
+            next_poll = min(next_poll, self._last_poll_started + ACTOR_EVENT_MIN_GAP_SECONDS)
         now = self._clock()
         if now >= next_poll:
-            started = self._clock()
+            started = self._last_poll_started = self._clock()
             result = self.poll.poll()
             next_poll = self._clock() + self.next_delay(result, self._clock() - started)
             self._after_poll(result)
             self.health.clear("loop")
+            if self._actor_events is not None:
+                self._actor_events.refresh()  # follows a Ray restart: a readlink and a stat
         elif self._keeper_again is not None and now >= self._keeper_again:
             self._keep_prometheus_config()
         return next_poll
@@ -436,6 +466,11 @@ class Service:
                 self._watcher.replan(self._watch_plan(new))
             except OSError as exc:  # the config is applied; only the watching is degraded
                 log.warning("cannot watch files as configured: %s", exc)
+            if (new.ray.watch_export_events, new.prometheus.ray_temp_dir) != (
+                old.ray.watch_export_events,
+                old.prometheus.ray_temp_dir,
+            ):
+                self._watch_actor_events(new)
 
     @staticmethod
     def _new_backoff(config: Config) -> Backoff:
@@ -450,6 +485,9 @@ class Service:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._actor_events is not None:
+            self._actor_events.stop()
+            self._actor_events = None
         if self._probe is not None:
             self._probe.stop()
             self._probe = None

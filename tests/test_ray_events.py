@@ -1,0 +1,139 @@
+"""Ray's actor export events as the daemon's doorbell.
+
+A cluster started with ``RAY_enable_export_api_write_config=EXPORT_ACTOR`` in ``ray start``'s
+environment (ray-project/ray ``python/ray/_private/ray_constants.py``) has its GCS append a line
+to ``<session>/logs/export_events/event_EXPORT_ACTOR.log`` at each actor state change
+(``python/ray/_private/event/export_event_logger.py`` names the directory). The daemon, run from
+a clean environment with a 30 s quiet poll, puts a new server in rollout.json within seconds
+of it serving; without the doorbell it would wait for the next quiet poll.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fsd_daemon.discovery.ray_events import ACTOR_EVENTS_FILE, EVENTS_DIR, ActorEventWatch
+from fsd_daemon.sim.launch import stop_process
+from tests.support.daemonproc import read_groups, wait_for
+from tests.support.raycluster import start_job
+from tests.support.rayhead import RayHead, clean_env
+
+QUIET_POLL_SECONDS = 30.0
+
+
+def _session(temp_dir: Path, name: str, *, events: bool = True) -> Path:
+    session = temp_dir / name
+    (session / EVENTS_DIR).mkdir(parents=True)
+    if events:
+        (session / EVENTS_DIR / ACTOR_EVENTS_FILE).touch()
+    link = temp_dir / "session_latest"
+    link.unlink(missing_ok=True)
+    link.symlink_to(session)
+    return session
+
+
+def test_the_watch_rings_on_actor_events_and_follows_a_new_session(tmp_path: Path) -> None:
+    """A Ray temp dir as Ray lays it out: a line appended to the actor events file rings;
+    other export files (tasks, nodes) do not; a new session without export events is not
+    watched; one with them is watched again after refresh()."""
+    rings = threading.Semaphore(0)
+    watch = ActorEventWatch(tmp_path, rings.release)
+    first = _session(tmp_path, "session_a")
+    watch.refresh()
+    try:
+        assert watch.watched == first / EVENTS_DIR
+        with open(first / EVENTS_DIR / "event_EXPORT_TASK_1.log", "a") as other:
+            other.write('{"x": 1}\n')
+        assert not rings.acquire(timeout=0.5)
+        with open(first / EVENTS_DIR / ACTOR_EVENTS_FILE, "a") as events:
+            events.write('{"event_data": {"state": "ALIVE"}}\n')
+        assert rings.acquire(timeout=5)
+        _session(tmp_path, "session_b", events=False)
+        watch.refresh()
+        assert watch.watched is None
+        third = _session(tmp_path, "session_c")
+        watch.refresh()
+        assert watch.watched == third / EVENTS_DIR
+        while rings.acquire(timeout=0.2):
+            pass
+        with open(third / EVENTS_DIR / ACTOR_EVENTS_FILE, "a") as events:
+            events.write("not even JSON\n")  # a doorbell: the line is never read
+        assert rings.acquire(timeout=5)
+    finally:
+        watch.stop()
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    root = tmp_path_factory.mktemp("rayhead-events")
+    env = clean_env(root / "home", RAY_enable_export_api_write_config="EXPORT_ACTOR")
+    with RayHead(root, env=env) as started:
+        yield started
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_new_server_is_in_the_file_long_before_the_next_quiet_poll(
+    head: RayHead, tmp_path: Path
+) -> None:
+    out = tmp_path / "targets"
+    log_path = tmp_path / "daemon.log"
+    env = {
+        **clean_env(head.home),
+        "FSD_DAEMON_POLL_INTERVAL_SECONDS": str(QUIET_POLL_SECONDS),
+        "FSD_PROMETHEUS_RAY_TEMP_DIR": str(head.temp_dir),
+    }
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fsd_daemon.cli",
+                "run",
+                "--ray-address",
+                head.address,
+                "--output-dir",
+                str(out),
+                "--log-level",
+                "debug",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    job = None
+    try:
+        wait_for(lambda: (out / "rollout.json").exists(), timeout=60)
+        assert "watching Ray's actor export events" in log_path.read_text()
+        # Past the fast-poll window of the first poll: from here the daemon polls every 30 s.
+        time.sleep(11)
+        job = start_job(head.address, "--vllm", "1")
+        serving = time.monotonic()
+        wait_for(lambda: read_groups(out / "rollout.json"), timeout=QUIET_POLL_SECONDS)
+        seen = time.monotonic() - serving
+        assert seen < QUIET_POLL_SECONDS / 3, f"picked up {seen:.1f} s after it served"
+    finally:
+        if job is not None:
+            job.stop()
+        stop_process(daemon)
+    assert daemon.returncode == 0, log_path.read_text()[-3000:]
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_no_export_events_changes_nothing(tmp_path: Path) -> None:
+    """A temp dir without Ray (or without export events): nothing watched, no thread left."""
+    before = threading.active_count()
+    watch = ActorEventWatch(tmp_path / "absent", lambda: None)
+    watch.refresh()
+    assert watch.watched is None
+    watch.stop()
+    assert threading.active_count() == before
+    assert os.listdir(tmp_path) == []
