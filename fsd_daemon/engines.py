@@ -46,6 +46,7 @@ class Reads(enum.Enum):
     TTFT = "time to first token histogram"
     ITL = "inter-token latency histogram"
     QUEUE_TIME = "queue time histogram"
+    E2E_LATENCY = "end-to-end request latency histogram"
     RESPONSE_LENGTH = "generated tokens per request histogram"
     MAX_TOKENS = "max_tokens per request histogram"
     # Prefix cache: a pair of token counters (hits, queries) or a 0-1 gauge.
@@ -168,6 +169,7 @@ VLLM = Engine(
         Reads.TTFT: n.VLLM_TTFT,
         Reads.ITL: n.VLLM_ITL,
         Reads.QUEUE_TIME: n.VLLM_QUEUE_TIME,
+        Reads.E2E_LATENCY: n.VLLM_E2E_LATENCY,
         Reads.RESPONSE_LENGTH: n.VLLM_GENERATION_TOKENS_HISTOGRAM,
         Reads.MAX_TOKENS: n.VLLM_MAX_TOKENS_HISTOGRAM,
         Reads.PREFIX_CACHE_HITS: n.VLLM_PREFIX_CACHE_HITS,
@@ -243,6 +245,7 @@ SGLANG = Engine(
         Reads.TTFT: n.SGLANG_TTFT,
         Reads.ITL: n.SGLANG_ITL,
         Reads.QUEUE_TIME: n.SGLANG_QUEUE_TIME,
+        Reads.E2E_LATENCY: n.SGLANG_E2E_LATENCY,
         Reads.PREFIX_CACHE_HIT_RATE: n.SGLANG_CACHE_HIT_RATE,
         Reads.SPEC_ACCEPT_RATE: n.SGLANG_SPEC_ACCEPT_RATE,
         Reads.SPEC_ACCEPT_LENGTH: n.SGLANG_SPEC_ACCEPT_LENGTH,
