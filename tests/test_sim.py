@@ -136,7 +136,11 @@ def test_sglang_series_carry_the_labels_of_the_collector_that_owns_them(version:
     non-streaming requests finished; scheduler-side series carry the scheduler labels; 0.5.23
     alone exports scheduler_idle_seconds_total."""
     engine = SimulatedEngine(
-        "sglang", MODEL, LoadModel(step_seconds=5), seed=1, options=ServerOptions(version=version)
+        "sglang",
+        MODEL,
+        LoadModel(step_seconds=5),
+        seed=1,
+        options=ServerOptions(versions={"sglang": version}),
     )
     run(engine, 1000.0, 30)
     server = serve_metrics(engine)
@@ -173,7 +177,7 @@ def test_vllm_series_of_each_release(version: str, speculative_tokens: int) -> N
         MODEL,
         LoadModel(step_seconds=5),
         seed=1,
-        options=ServerOptions(version=version, speculative_tokens=speculative_tokens),
+        options=ServerOptions(versions={"vllm": version}, speculative_tokens=speculative_tokens),
     )
     run(engine, 1000.0, 30)
     got = families(generate_latest(engine.registry).decode())
@@ -206,7 +210,11 @@ def test_vllm_series_of_each_release(version: str, speculative_tokens: int) -> N
 def test_unknown_engine_version_is_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown sglang version '0\.4\.0'"):
         SimulatedEngine(
-            "sglang", MODEL, LoadModel(), seed=1, options=ServerOptions(version="0.4.0")
+            "sglang",
+            MODEL,
+            LoadModel(),
+            seed=1,
+            options=ServerOptions(versions={"sglang": "0.4.0"}),
         )
 
 
@@ -294,19 +302,32 @@ def _exposition(engine: SimulatedEngine) -> str:
 
 def test_job_flags_name_replicas() -> None:
     """Contract 5: --metrics-off and --idle-replicas take R[,R...]; --sleep-between-steps takes
-    an optional level (2, verl's default, when bare)."""
+    an optional level (2, verl's default, when bare); --vllm-version / --sglang-version take a
+    release the engine table knows."""
     args = parse_args(
         ["--address", "x", "--metrics-off", "0,2", "--sleep-between-steps", "--idle-replicas", "1"]
     )
-    assert server_options(args, 0) == {"metrics_off": True, "sleep_level": 2, "idle": False}
-    assert server_options(args, 1) == {"metrics_off": False, "sleep_level": 2, "idle": True}
+    newest = {"vllm": "", "sglang": ""}
+    assert server_options(args, 0) == {
+        "metrics_off": True,
+        "sleep_level": 2,
+        "idle": False,
+        "versions": newest,
+        "speculative_tokens": 0,
+    }
+    assert server_options(args, 1)["idle"] and not server_options(args, 1)["metrics_off"]
     args = parse_args(["--address", "x", "--sleep-between-steps", "1"])
-    assert server_options(args, 0) == {"metrics_off": False, "sleep_level": 1, "idle": False}
+    assert server_options(args, 0)["sleep_level"] == 1
     assert server_options(parse_args(["--address", "x"]), 0)["sleep_level"] == 0
+    args = parse_args(["--address", "x", "--sglang-version", "0.5.10", "--speculative-tokens", "2"])
+    assert server_options(args, 0)["versions"] == {"vllm": "", "sglang": "0.5.10"}
+    assert server_options(args, 0)["speculative_tokens"] == 2
     for bad in (
         ["--metrics-off", "a"],
         ["--idle-replicas", "\u0661"],
         ["--sleep-between-steps", "3"],
+        ["--sglang-version", "0.4.0"],
+        ["--vllm-version", "0.5.23"],
     ):
         with pytest.raises(SystemExit) as info:
             parse_args(["--address", "x", *bad])

@@ -38,7 +38,8 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import (
@@ -100,9 +101,9 @@ class ServerOptions:
     metrics_off: bool = False
     sleep_level: int = 0  # 0: never sleeps; 1 or 2: sleeps between steps at that level
     idle: bool = False
-    # The engine release whose series shape /metrics serves (fsd_daemon/engines.py), e.g.
-    # "0.5.10" or "0.5.23" for SGLang, "0.33.0" or "0.34.0" for vLLM; "" = the newest checked.
-    version: str = ""
+    # Per engine label, the release whose series shape /metrics serves (fsd_daemon/engines.py),
+    # e.g. {"sglang": "0.5.10"}; an engine not named (or "") serves the newest checked release.
+    versions: Mapping[str, str] = field(default_factory=dict)
     # Draft tokens per step with speculative decoding (verl: MTP); 0 = off.
     speculative_tokens: int = 0
 
@@ -240,7 +241,11 @@ class SimulatedEngine:
         self.registry = CollectorRegistry(auto_describe=True)
         settings = frozenset({n.SPECULATIVE_CONFIG} if self.options.speculative_tokens else ())
         self.metrics = EngineFamilies(
-            engines.BY_LABEL[engine], self.options.version, model, self.registry, settings
+            engines.BY_LABEL[engine],
+            self.options.versions.get(engine, ""),
+            model,
+            self.registry,
+            settings,
         )
         self.metrics.record_sleep_level(0)
         self._rng = random.Random(seed)
