@@ -230,7 +230,8 @@ def check_engine(tree: Tree, engine: engines.Engine, version: str) -> list[Findi
         )
         findings.append(Finding(component, f"{side} base labels", ok, detail))
     for series in shape.series:
-        definition = defined.get(series.name)
+        # A counter turned gauge loses its _total: look the bare name up as well.
+        definition = defined.get(series.name) or defined.get(series.name.removesuffix("_total"))
         if definition is None:
             if _mentioned(tree, series.name, folders):
                 findings.append(
@@ -243,10 +244,10 @@ def check_engine(tree: Tree, engine: engines.Engine, version: str) -> list[Findi
         if definition.kind != series.kind:
             problems.append(f"type {definition.kind}, table {series.kind}")
         base = bases.get(series.side, set()) if definition.uses_base else set()
-        labels = base | set(definition.literal_labels)
+        exported = base | set(definition.literal_labels)
         expected = set(shape.labels_of(series))
-        if labels != expected:
-            problems.append(f"labels {sorted(labels)}, table {sorted(expected)}")
+        if exported != expected:
+            problems.append(f"labels {sorted(exported)}, table {sorted(expected)}")
         findings.append(
             Finding(component, series.name, not problems, "; ".join(problems) or "as in the table")
         )
@@ -284,6 +285,26 @@ def _render(joined: ast.JoinedStr, prefix: str) -> str | None:
     return "".join(parts)
 
 
+def _actor_name_templates(module: ast.Module) -> Iterator[ast.JoinedStr]:
+    """The f-strings that name a server actor: assigned to ``name`` / ``actor_name`` (as a
+    variable or a keyword), or spelling ``server_`` anywhere (``ray.get_actor(f"...")``)."""
+    for node in ast.walk(module):
+        value: ast.AST | None = None
+        if (
+            isinstance(node, ast.Assign)
+            and any(
+                isinstance(t, ast.Name) and t.id in ("name", "actor_name") for t in node.targets
+            )
+        ) or (isinstance(node, ast.keyword) and node.arg == "actor_name"):
+            value = node.value
+        elif isinstance(node, ast.JoinedStr):
+            text = "".join(str(v.value) for v in node.values if isinstance(v, ast.Constant))
+            if "server_" in text and "/" not in text and " " not in text:
+                value = node
+        if isinstance(value, ast.JoinedStr):
+            yield value
+
+
 def _server_prefix(module: ast.Module) -> str:
     """What the file's ``_get_server_name_prefix`` returns (verl's vLLM default: "vllm_")."""
     for func in ast.walk(module):
@@ -313,12 +334,7 @@ def check_verl(tree: Tree, version: str) -> list[Finding]:
     seen: set[str] = set()
     for path, module in tree.parsed(*_VERL_ROLLOUT):
         prefix = _server_prefix(module)
-        for node in ast.walk(module):
-            if not isinstance(node, ast.JoinedStr):
-                continue
-            text = "".join(str(v.value) for v in node.values if isinstance(v, ast.Constant))
-            if "server_" not in text or "/" in text or " " in text:
-                continue
+        for node in _actor_name_templates(module):
             name = _render(node, prefix)
             template = ast.unparse(node)
             if name is None or template in seen:
