@@ -570,11 +570,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument(f"--{package}", default="", metavar="VERSION", help="default: newest")
     parser.add_argument("--wheels", type=Path, help="download into / reuse wheels from DIR")
     parser.add_argument("--only", choices=PACKAGES, action="append", help="check only these")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="read NAME from a source tree instead of a wheel (e.g. verl=checkout of verl main)",
+    )
     args = parser.parse_args(argv)
+    trees: dict[str, Path] = {}
+    for item in args.tree:
+        name, _, folder = item.partition("=")
+        if name not in PACKAGES or not Path(folder).is_dir():
+            print(f"drift_check: --tree wants NAME=DIR with NAME one of {PACKAGES}: {item!r}")
+            return 2
+        trees[name] = Path(folder)
     differences = 0
     with tempfile.TemporaryDirectory(prefix="fsd-drift-") as scratch:
         cache = args.wheels or Path(scratch)
         for package in args.only or PACKAGES:
+            if package in trees:
+                version = vars(args)[package] or "tree"
+                print(f"# {package} {version} ({trees[package]})")
+                for finding in check(package, Tree.from_dir(trees[package]), version):
+                    print(finding.line())
+                    differences += not finding.ok
+                continue
             try:
                 wheel = fetch(package, vars(args)[package], cache)
             except (OSError, subprocess.SubprocessError) as exc:

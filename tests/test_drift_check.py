@@ -256,6 +256,9 @@ def build():
     assert by_item["rollout.disable_log_stats"].detail == "default True"
     assert by_item["rollout.prometheus.enable"].detail == "default False"
     assert by_item["VERL_RL_INSIGHT_ENABLE"].ok
+    # The same tree through the command (--tree: a checkout of verl main, no wheel): 2 differences.
+    assert drift.main(["--only", "verl", "--tree", f"verl={tmp_path}"]) == 1
+    assert drift.main(["--only", "verl", "--tree", "verl=/nonexistent"]) == 2
 
 
 def test_ray_fields_and_service_discovery(tmp_path: Path) -> None:
