@@ -84,6 +84,9 @@ class LoadModel:
     sigma: float = 1.0
     max_tokens: int = 1024
     prompt_tokens: int = 256
+    # Prefill speed: a request's first token comes prompt_tokens / this seconds after it is
+    # scheduled (vLLM's request_prefill_time_seconds; the rest is decode time).
+    prefill_tokens_per_second: float = 2000.0
     # KV cache size in tokens: when the running requests outgrow it, the newest is preempted
     # (vLLM) or retracted (SGLang) and recomputed later.
     kv_capacity_tokens: int = 8 * (256 + 600)
@@ -349,7 +352,10 @@ class SimulatedEngine:
                 break  # no room in the KV cache: the scheduler admits nothing more
             self._admit(self._waiting.pop(0), now)
         produced = 0.0
+        prefill_seconds = load.prompt_tokens / load.prefill_tokens_per_second
         for req in list(self._running):
+            if req.started is not None and now < req.started + prefill_seconds:
+                continue  # still in prefill: no token yet
             step_tokens = min(load.tokens_per_second_per_request * dt, req.length - req.generated)
             req.generated += step_tokens
             produced += step_tokens
