@@ -305,3 +305,11 @@ def answering(question: Reads) -> list[tuple[Engine, str]]:
 def newest_series(engine: Engine, name: str) -> Series:
     """The newest release's definition of series ``name`` (KeyError when it has none)."""
     return engine.newest.by_name()[name]
+
+
+def ranks_reduced(engine: Engine, expr: str) -> str:
+    """``expr`` (a series of ``engine``) with its rank labels reduced by max: the ranks of one
+    scheduler report the same batch. Every other label stays, to be summed by the caller."""
+    if not engine.rank_labels:
+        return expr
+    return f"max without ({', '.join(engine.rank_labels)}) (\n{expr}\n)"

@@ -96,9 +96,7 @@ def _engine_labels_applied(expr: str, engine: engines.Engine) -> str:
             f"label_replace(\n{_indent(expr)},\n"
             f'  "{n.DISAGGREGATION}", "{half}", "{engine.disaggregation_label}", "{half}"\n)'
         )
-    if engine.rank_labels:
-        expr = f"max without ({n.by(engine.rank_labels)}) (\n{_indent(expr)}\n)"
-    return expr
+    return engines.ranks_reduced(engine, _indent(expr)) if engine.rank_labels else expr
 
 
 def per_replica(question: engines.Reads, template: str = "{}", agg: str = "sum") -> str:
@@ -853,7 +851,7 @@ def _probe_404() -> str:
 # Engines whose series names are checked upstream (names.ENGINE_PREFIXES): only their targets
 # can be told to "export no engine series". TRT-LLM and Dynamo (engine="dynamo", the Dynamo
 # frontend) are left out until their metric names are checked in their sources.
-_CHECKED_ENGINES = "|".join(n.ENGINE_PREFIXES)
+_CHECKED_ENGINES = "|".join(engines.BY_LABEL)
 
 
 def rollout_alerts() -> tuple[Alert, ...]:
