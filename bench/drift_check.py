@@ -43,8 +43,9 @@ from fsd_daemon import engines
 from fsd_daemon.discovery.base import ActorRecord
 from fsd_daemon.discovery.patterns import DEFAULT_GPU_ROLES, DEFAULT_PATTERNS
 from fsd_daemon.discovery.recognise import Recogniser, ServerIdentity
+from fsd_daemon.mixin import names
 
-PACKAGES = ("verl", "vllm", "sglang", "ray")
+PACKAGES = ("verl", names.ENGINE_VLLM, names.ENGINE_SGLANG, "ray")
 
 
 # --- Reading a release -------------------------------------------------------------------------
@@ -189,17 +190,17 @@ def base_labels(tree: Tree, engine: engines.Engine, folders: Sequence[str]) -> d
                 continue
             for node in ast.walk(func):
                 if (
-                    engine.label == "vllm"
+                    engine is engines.VLLM
                     and isinstance(node, ast.Assign)
                     and any(ast.unparse(t) == "labelnames" for t in node.targets)
                     and isinstance(node.value, ast.List)
                 ):
                     out.setdefault(engines.ENGINE_SIDE, set(_strings(node.value)))
-                if engine.label == "sglang" and isinstance(node, ast.Dict):
+                if engine is engines.SGLANG and isinstance(node, ast.Dict):
                     keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
-                    if "model_name" not in keys:
+                    if names.MODEL_NAME not in keys:
                         continue
-                    if "tp_rank" in keys:
+                    if names.SGLANG_TP_RANK in keys:
                         out.setdefault(engines.SCHEDULER_SIDE, {str(k) for k in keys})
                     elif func.name in ("tokenizer_metric_labels", "init_metric_collector_watchdog"):
                         out.setdefault(engines.TOKENIZER_SIDE, {str(k) for k in keys})
