@@ -180,9 +180,9 @@ class PrometheusStatLogger:
                                  labelnames=labelnames)
         self.b = self._gauge_cls(name="vllm:prompt_tokens", documentation="d",
                                  labelnames=labelnames)
-        pos = labelnames + ["position"]
-        self.c = self._counter_cls(name="vllm:spec_decode_num_accepted_tokens_per_pos",
-                                   documentation="d", labelnames=pos)
+        reasons = labelnames + ["finished_reason"]
+        self.c = self._counter_cls(name="vllm:request_success",
+                                   documentation="d", labelnames=reasons)
         for name, doc in [("vllm:spec_decode_num_drafts", "d")]:
             self._counter_cls(name=name, documentation=doc, labelnames=labelnames)
 """
@@ -193,7 +193,7 @@ class PrometheusStatLogger:
     by_item = {f.item: f for f in findings}
     assert by_item["engine base labels"].ok
     assert by_item["vllm:num_requests_running"].ok
-    assert by_item["vllm:spec_decode_num_accepted_tokens_per_pos_total"].ok
+    assert by_item["vllm:request_success_total"].ok  # labelnames=reasons followed
     assert not by_item["vllm:prompt_tokens_total"].ok
     assert by_item["vllm:prompt_tokens_total"].detail == "type gauge, table counter"
     assert by_item["vllm:spec_decode_num_drafts_total"].detail == (

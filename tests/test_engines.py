@@ -95,3 +95,38 @@ def test_vllm_releases_share_one_shape() -> None:
 def test_unknown_version_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"known: 0\.5\.10, 0\.5\.23"):
         engines.SGLANG.shape("0.6.0")
+
+
+@pytest.mark.parametrize(
+    ("engine", "version"),
+    [(e, v) for e in engines.ENGINES for shape in e.shapes for v in shape.versions],
+    ids=lambda x: x.label if isinstance(x, engines.Engine) else x,
+)
+def test_simulated_server_serves_the_release_shape(engine: engines.Engine, version: str) -> None:
+    """The simulated server of each release exports every series of the table's shape, each
+    with exactly the shape's label names (speculative decoding on, so vLLM's spec_decode_*
+    counters exist)."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fsd_daemon.sim.rollout_server import LoadModel, ServerOptions, SimulatedEngine
+
+    sim = SimulatedEngine(
+        engine.label,
+        "m",
+        LoadModel(step_seconds=1.0),
+        seed=1,
+        options=ServerOptions(versions={engine.label: version}, speculative_tokens=2),
+    )
+    for tick in range(200):
+        sim.step(1000.0 + tick * 0.1, 0.1)
+    exported: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(generate_latest(sim.registry).decode()):
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                exported.setdefault(family.name, set()).update(set(sample.labels) - {"le"})
+    shape = engine.shape(version)
+    for series in shape.series:
+        family = series.name.removesuffix("_total")
+        assert family in exported, (version, series.name)
+        assert exported[family] == set(shape.labels_of(series)), (version, series.name)

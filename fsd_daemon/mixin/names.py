@@ -124,8 +124,6 @@ VLLM_DECODE_TIME = "vllm:request_decode_time_seconds"
 VLLM_SPEC_DRAFTS = "vllm:spec_decode_num_drafts_total"
 VLLM_SPEC_DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens_total"
 VLLM_SPEC_ACCEPTED_TOKENS = "vllm:spec_decode_num_accepted_tokens_total"
-VLLM_SPEC_ACCEPTED_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos_total"
-VLLM_SPEC_POSITION = "position"
 SPECULATIVE_CONFIG = "speculative_config"  # the vLLM setting that turns the series on
 # 1 on the series of the current state; "awake" is 0 while the engine sleeps.
 VLLM_SLEEP_STATE = "vllm:engine_sleep_state"
