@@ -286,6 +286,56 @@ def _render(joined: ast.JoinedStr, prefix: str) -> str | None:
     return "".join(parts)
 
 
+# Actor classes verl wraps in ray.remote whose names end in Worker but that hold no GPU: they
+# are not GPU holders, so the role table need not know them.
+CPU_ACTORS = {
+    "AgentLoopWorker": "CPU actor: runs agent loops, calls the servers over HTTP",
+    "ExecutionWorker": "CPU actor: a tool's sandbox execution pool",
+    "SearchExecutionWorker": "CPU actor: the search tool's execution pool",
+    "VisualExecutionWorker": "CPU actor: the image tool's execution pool",
+}
+
+
+def gpu_worker_classes(tree: Tree, defined: set[str]) -> set[str]:
+    """Ray actor classes verl creates for GPU work: every class a worker group is built from
+    (``RayClassWithInitArgs(cls=...)``, following ``X = ray.remote(Cls)`` one level; verl
+    0.6-0.7.0's ``vLLMAsyncRollout`` / ``ServerAdapter``, >= 0.7.1's ``CheckpointEngineWorker``),
+    and every class ending in ``Worker`` that verl wraps in ``ray.remote`` (the trainer's, set
+    through its role-to-worker mapping)."""
+    found: set[str] = set()
+
+    def remote_class(node: ast.AST, assigned: Mapping[str, ast.AST]) -> str | None:
+        if isinstance(node, ast.Name) and node.id in assigned:
+            node = assigned[node.id]
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("ray.remote"):
+            node = node.args[0] if node.args else node
+        word = ast.unparse(node).split(".")[-1]
+        return word if word in defined else None
+
+    for _, module in tree.parsed("verl/"):
+        assigned = {
+            t.id: node.value
+            for node in ast.walk(module)
+            if isinstance(node, ast.Assign)
+            for t in node.targets
+            if isinstance(t, ast.Name)
+        }
+        for node in ast.walk(module):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = ast.unparse(node.func)
+            if callee.endswith("RayClassWithInitArgs"):
+                for arg in [*node.args[:1], *(k.value for k in node.keywords if k.arg == "cls")]:
+                    cls = remote_class(arg, assigned)
+                    if cls:
+                        found.add(cls)
+            elif callee.endswith("ray.remote") and node.args:
+                word = ast.unparse(node.args[0]).split(".")[-1]
+                if word.endswith("Worker") and word in defined:
+                    found.add(word)
+    return found
+
+
 def _actor_name_templates(module: ast.Module) -> Iterator[ast.JoinedStr]:
     """The f-strings that name a server actor: assigned to ``name`` / ``actor_name`` (as a
     variable or a keyword), or spelling ``server_`` anywhere (``ray.get_actor(f"...")``)."""
@@ -352,20 +402,11 @@ def check_verl(tree: Tree, version: str) -> list[Finding]:
                 else f"{name} not recognised"
             )
             findings.append(Finding(component, f"actor name {template} ({path})", ok, detail))
-    # Ray actor classes verl creates for GPU work: anything ending in Worker that it wraps in
-    # ray.remote or RayClassWithInitArgs.
-    workers: set[str] = set()
-    for _, module in tree.parsed("verl/"):
-        for node in ast.walk(module):
-            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith(
-                ("ray.remote", "RayClassWithInitArgs")
-            ):
-                for arg in [*node.args, *(k.value for k in node.keywords if k.arg == "cls")]:
-                    word = ast.unparse(arg).split(".")[-1]
-                    if word.endswith("Worker") and word in classes:
-                        workers.add(word)
-    for worker in sorted(workers):
+    for worker in sorted(gpu_worker_classes(tree, set(classes))):
         role = DEFAULT_GPU_ROLES.get(worker)
+        if role is None and worker in CPU_ACTORS:
+            findings.append(Finding(component, f"worker class {worker}", True, CPU_ACTORS[worker]))
+            continue
         findings.append(
             Finding(
                 component,
@@ -387,23 +428,33 @@ def _verl_metrics_switches(tree: Tree, component: str) -> list[Finding]:
         return [Finding(component, path, False, "missing")]
     config = yaml.safe_load(text) or {}
     prometheus = config.get("prometheus") or {}
+
+    def default(mapping: Mapping[str, object], key: str) -> str:
+        return f"default {mapping[key]!r}" if key in mapping else "absent"
+
     findings = [
         Finding(
             component,
             "rollout.disable_log_stats",
             "disable_log_stats" in config,
-            f"default {config.get('disable_log_stats')!r}",
+            default(config, "disable_log_stats"),
         ),
         Finding(
             component,
             "rollout.prometheus.enable",
             "enable" in prometheus,
-            f"default {prometheus.get('enable')!r}",
+            default(prometheus, "enable"),
         ),
     ]
+    # RL-Insight (verl >= 0.9) also turns SGLang's metrics on; doctor names its switch.
     insight = any('"VERL_RL_INSIGHT_ENABLE"' in t for _, t in tree.under("verl/"))
     findings.append(
-        Finding(component, "VERL_RL_INSIGHT_ENABLE", insight, "read" if insight else "gone")
+        Finding(
+            component,
+            "VERL_RL_INSIGHT_ENABLE",
+            insight,
+            "read" if insight else "absent: doctor's RL-Insight hint does not apply",
+        )
     )
     return findings
 

@@ -229,9 +229,22 @@ class TrainingWorker:
     pass
 
 
+class vLLMAsyncRollout:
+    pass
+
+
+class AgentLoopWorker:
+    pass
+
+
+_rollout_worker_actor_cls = ray.remote(vLLMAsyncRollout)
+
+
 def build():
     a = RayClassWithInitArgs(cls=ray.remote(CheckpointEngineWorker))
     b = ray.remote(TrainingWorker)
+    c = RayClassWithInitArgs(cls=_rollout_worker_actor_cls, config=None)
+    d = ray.remote(AgentLoopWorker)
     os.environ.get("VERL_RL_INSIGHT_ENABLE")
 """
     files = {
@@ -253,10 +266,13 @@ def build():
     assert not bad.ok
     assert by_item["GPU worker class TrainingWorker"].ok
     assert not by_item["GPU worker class CheckpointEngineWorker"].ok
+    # verl 0.6-0.7.0's rollout worker group, through a module-level ray.remote (not a Worker).
+    assert not by_item["GPU worker class vLLMAsyncRollout"].ok
+    assert by_item["worker class AgentLoopWorker"].ok  # a CPU actor
     assert by_item["rollout.disable_log_stats"].detail == "default True"
     assert by_item["rollout.prometheus.enable"].detail == "default False"
     assert by_item["VERL_RL_INSIGHT_ENABLE"].ok
-    # The same tree through the command (--tree: a checkout of verl main, no wheel): 2 differences.
+    # The same tree through the command (--tree: a checkout of verl main, no wheel).
     assert drift.main(["--only", "verl", "--tree", f"verl={tmp_path}"]) == 1
     assert drift.main(["--only", "verl", "--tree", "verl=/nonexistent"]) == 2
 
