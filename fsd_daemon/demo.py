@@ -189,7 +189,17 @@ class DemoStack:
         vllm_gpus = list(range(self.replicas + 1))
         sglang_gpus = list(range(self.replicas + 1, self.replicas + 1 + sglang))
         plans = [
-            ["--vllm", str(self.replicas), "--reward", "1", "--seed", "1"],
+            # Speculative decoding (MTP) on the vLLM job: its acceptance panels have data.
+            [
+                "--vllm",
+                str(self.replicas),
+                "--reward",
+                "1",
+                "--seed",
+                "1",
+                "--speculative-tokens",
+                "2",
+            ],
             ["--vllm", "0", "--sglang", str(sglang), "--reserved-only", "1", "--seed", "2"],
         ]
         devices = [vllm_gpus, sglang_gpus]

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from fsd_daemon import endpoints
 from fsd_daemon import probe as probing
 from fsd_daemon.config import Config
 from fsd_daemon.mixin import names
@@ -39,9 +40,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ROLLOUT_FILE, GPU_FILE = "rollout.json", "gpu.json"
 
 RAY, SERVERS, METRICS, EXPORTER, PROMETHEUS = "ray", "servers", "metrics", "exporter", "prometheus"
-CHECKS = (RAY, SERVERS, METRICS, EXPORTER, PROMETHEUS)
+# The run's other metric endpoints: TransferQueue, verl-recipe AsyncFlow (fsd_daemon/endpoints.py).
+ENDPOINTS = "endpoints"
+CHECKS = (RAY, SERVERS, ENDPOINTS, METRICS, EXPORTER, PROMETHEUS)
 
 _RESTART = " in the verl job's config (or on its command line) and restart the job"
+# verl >= 0.9 (verl/utils/tracking.py RLInsightLogger.ENABLE_ENV; sglang_rollout/
+# async_sglang_server.py sets enable_metrics with prometheus.enable or this).
+VERL_RL_INSIGHT = "VERL_RL_INSIGHT_ENABLE=1"
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ def format_text(findings: Sequence[Finding]) -> str:
 
 def diagnose(config: Config, options: Options) -> list[Finding]:
     findings: list[Finding] = []
-    desired = _discover(config, findings)
+    desired = _discover(config, findings, options.timeout)
     if desired is not None:
         rollout = desired.get(ROLLOUT_FILE, ())
         findings += _check_servers(rollout, options)
@@ -142,8 +148,11 @@ def diagnose(config: Config, options: Options) -> list[Finding]:
     return findings
 
 
-def _discover(config: Config, findings: list[Finding]) -> dict[str, tuple[Target, ...]] | None:
-    """Ray, then the servers it lists, as ``fsd-daemon targets`` sees them."""
+def _discover(
+    config: Config, findings: list[Finding], timeout: float = 5.0
+) -> dict[str, tuple[Target, ...]] | None:
+    """Ray, then the servers it lists, as ``fsd-daemon targets`` sees them, and the run's other
+    metric endpoints (:mod:`fsd_daemon.endpoints`)."""
     from fsd_daemon.discovery.base import SourceError
     from fsd_daemon.poll import default_components
     from fsd_daemon.reconcile import Reconciler
@@ -168,6 +177,7 @@ def _discover(config: Config, findings: list[Finding]) -> dict[str, tuple[Target
                 f"{len(snapshot.nodes)} nodes, {len(snapshot.actors)} alive actors listed",
             )
         )
+        findings += endpoint_findings(endpoints.locate(snapshot), timeout)
         wait_ready = getattr(resolver, "wait_ready", None)
         if wait_ready is not None:
             wait_ready(config.ray.resolve_timeout_seconds + 10)
@@ -236,6 +246,41 @@ def _servers_per_job(rollout: Sequence[Target], unresolved: bool) -> list[Findin
     return findings
 
 
+def endpoint_findings(located: Sequence[endpoints.Located], timeout: float) -> list[Finding]:
+    """Per TransferQueue controller or AsyncFlow metrics server found: where its port is known,
+    whether its /metrics answers at the node's address (from here, as Prometheus would reach
+    it); else what to set. fsd-daemon writes no target for them (docs/doctor.md)."""
+    findings = []
+    for found in located:
+        kind = found.kind
+        subject = f"{kind.component} {found.actor_name} on {found.node_ip or 'an unlisted node'}"
+        fix = kind.fix.replace("NODE_IP", found.node_ip or "NODE_IP")
+        address = found.address
+        if address is None:
+            detail = "serves /metrics at a port chosen at run time (or not at all): not scraped"
+            findings.append(Finding(ENDPOINTS, False, subject, detail, fix))
+            continue
+        result = probing.probe(Target(address, ()), timeout=timeout)
+        if result.verdict == probing.OK:
+            findings.append(
+                Finding(
+                    ENDPOINTS,
+                    True,
+                    f"{subject} {result.url}",
+                    f"HTTP 200; add {address} to a static scrape job (fsd-daemon does not "
+                    "write it)",
+                )
+            )
+        else:
+            seen = (
+                f"HTTP {result.http_status}"
+                if result.http_status
+                else f"no answer ({result.error})"
+            )
+            findings.append(Finding(ENDPOINTS, False, f"{subject} {result.url}", seen, fix))
+    return findings
+
+
 def _check_servers(rollout: Sequence[Target], options: Options) -> list[Finding]:
     ordered = sorted(rollout, key=lambda t: (t.label(names.RAY_JOB_ID), t.label(names.ACTOR_NAME)))
     results = probing.probe_all(ordered, timeout=options.timeout, concurrency=options.concurrency)
@@ -295,7 +340,11 @@ def _route_fix(target: Target) -> str:
             "a verl <= 0.5 server has no metrics route at all: upgrade verl to >= 0.6 for metrics"
         )
     if engine == names.ENGINE_SGLANG:
-        return f"set {names.VERL_FIX_BY_ENGINE[engine]}{_RESTART} (SGLang gets --enable-metrics)"
+        return (
+            f"set {names.VERL_FIX_BY_ENGINE[engine]}{_RESTART} (SGLang gets --enable-metrics); "
+            f"verl's RL-Insight switch {VERL_RL_INSIGHT} (with trainer.logger including "
+            "rl_insight) turns SGLang's metrics on as well, also with disable_log_stats=False"
+        )
     if engine == names.ENGINE_TRTLLM:
         return (
             "TRT-LLM serves Prometheus text at /prometheus/metrics only with its perf metrics "

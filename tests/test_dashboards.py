@@ -65,17 +65,39 @@ def test_asleep_busy_idle_panels() -> None:
 
 
 def test_long_tail_cause_panels() -> None:
-    """Issue 10.6: response-length tail against max_tokens, truncations and aborts,
-    preemptions and retractions, queue time, SGLang's paused requests."""
+    """Response-length tail against max_tokens, truncations and aborts, preemptions and
+    retractions and SGLang's paused requests (through the recording rules, which reduce
+    SGLang's ranks), queue time."""
     text = json.dumps(_exprs(dashboards.rollout_overview()))
     for metric in (
         names.VLLM_GENERATION_TOKENS_HISTOGRAM + "_bucket",
         names.VLLM_MAX_TOKENS_HISTOGRAM + "_bucket",
-        names.VLLM_PREEMPTIONS,
-        names.SGLANG_RETRACTED_REQUESTS,
+        names.REPLICA_PREEMPTIONS_RATE,
         names.VLLM_QUEUE_TIME + "_bucket",
         names.SGLANG_QUEUE_TIME + "_bucket",
-        names.SGLANG_PAUSED_REQUESTS,
+        names.REPLICA_REQUESTS_PAUSED,
     ):
         assert metric in text, metric
     assert 'finished_reason=~\\"length|abort\\"' in text
+
+
+def test_engine_report_panels() -> None:
+    """What the engines report about themselves has panels: prefix-cache hit rate,
+    speculative-decoding acceptance and tokens per step, prefill versus decode time, and the
+    engine's own idle time beside its GPUs' idle time (joined on cluster, ray_job_id,
+    replica). No panel reads SGLang's rank-labelled or streaming-split series directly: the
+    rules reduce them (fsd_daemon/engines.py)."""
+    text = json.dumps(_exprs(dashboards.rollout_overview()))
+    for metric in (
+        names.REPLICA_PREFIX_CACHE_HIT_RATIO,
+        names.JOB_ROLE_SPEC_ACCEPTANCE_RATIO,
+        names.JOB_ROLE_SPEC_ACCEPT_LENGTH,
+        names.JOB_ROLE_PREFILL_TIME_MEAN,
+        names.JOB_ROLE_DECODE_TIME_MEAN,
+        names.ROLLOUT_REPLICA_ENGINE_IDLE_RATIO,
+        names.GPU_ROLE_IDLE_RATIO,
+        names.REPLICA_REQUESTS_FINISHED_RATE,
+    ):
+        assert metric in text, metric
+    for sglang_counter in (names.SGLANG_REQUESTS, names.SGLANG_GENERATION_TOKENS):
+        assert sglang_counter not in text, sglang_counter

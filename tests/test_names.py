@@ -3,8 +3,9 @@
 The rules, dashboards, report and doctor read their metric names from ``names``; these tests
 tie those names to the expositions they come from: the GPU exporter's reference exposition
 (tests/gpu/reference_exposition.txt, itself checked against the collector), the daemon's own
-registry, the probe's gauges and the simulated vLLM / SGLang servers (which follow vLLM 0.33's
-``vllm/v1/metrics/loggers.py`` and SGLang 0.5.10's ``observability/metrics_collector.py``).
+registry, the probe's gauges and the simulated vLLM / SGLang servers (which follow the newest
+checked releases in fsd_daemon/engines.py: vLLM 0.34's ``vllm/v1/metrics/loggers.py`` and SGLang
+0.5.23's ``observability/metrics_collector.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fsd_daemon.mixin import names
 from fsd_daemon.probe import MetricsProbeCollector, ProbeResult
 from fsd_daemon.render import Target
 from fsd_daemon.selfmetrics import SelfMetrics
-from fsd_daemon.sim.rollout_server import LoadModel, SimulatedEngine
+from fsd_daemon.sim.rollout_server import LoadModel, ServerOptions, SimulatedEngine
 from tests import promql
 
 GPU_REFERENCE = Path(__file__).parent / "gpu" / "reference_exposition.txt"
@@ -169,7 +170,14 @@ def test_simulated_servers_export_every_engine_series_a_rule_reads(engine: str) 
         for name in re.findall(rf"{re.escape(prefix)}[a-z_]+", e.expr)
     }
     assert read, f"no rule reads {prefix} series"
-    sim = SimulatedEngine(engine, "m", LoadModel(step_seconds=1.0), seed=1)
+    # Speculative decoding on: vLLM exports its spec_decode_* counters only then.
+    sim = SimulatedEngine(
+        engine,
+        "m",
+        LoadModel(step_seconds=1.0),
+        seed=1,
+        options=ServerOptions(speculative_tokens=2),
+    )
     for tick in range(200):
         sim.step(1000.0 + tick * 0.1, 0.1)
     exported = _sample_names(generate_latest(sim.registry).decode())

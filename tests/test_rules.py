@@ -62,6 +62,7 @@ def test_files_are_there() -> None:
     assert [p.name for p in RULE_FILES] == ["fsd-gpu.rules.yml", "fsd-rollout.rules.yml"]
     assert [p.name for p in RULE_TEST_FILES] == [
         "fsd-gpu.rules.test.yml",
+        "fsd-rollout-engines.rules.test.yml",
         "fsd-rollout.rules.test.yml",
     ]
     assert [p.name for p in DASHBOARDS] == ["gpu-idleness.json", "rollout-overview.json"]
@@ -85,14 +86,20 @@ def test_promtool_test_rules(promtool: str, path: Path) -> None:
 
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
 def test_every_rule_is_unit_tested(path: Path) -> None:
-    """Each rule file is loaded by its unit-test file, which evaluates every recording rule
-    (``expr_test``) and every alert (``alert_rule_test``) at least once."""
+    """Each rule file is loaded by its unit-test file; together with the other test files that
+    load it (the engine shapes: fsd-rollout-engines.rules.test.yml) they evaluate every
+    recording rule (``expr_test``) and every alert (``alert_rule_test``) at least once."""
     test_path = path.parent / "tests" / path.name.replace(".rules.yml", ".rules.test.yml")
     assert test_path.is_file(), f"{path.name} has no unit test file {test_path.name}"
-    tests = load_yaml(test_path)
-    assert any(Path(f).name == path.name for f in tests["rule_files"])
-    exprs = " ".join(t["expr"] for case in tests["tests"] for t in case.get("promql_expr_test", []))
-    alerts = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", [])}
+    assert any(Path(f).name == path.name for f in load_yaml(test_path)["rule_files"])
+    cases = [
+        case
+        for test_file in RULE_TEST_FILES
+        if any(Path(f).name == path.name for f in load_yaml(test_file)["rule_files"])
+        for case in load_yaml(test_file)["tests"]
+    ]
+    exprs = " ".join(t["expr"] for case in cases for t in case.get("promql_expr_test", []))
+    alerts = {t["alertname"] for case in cases for t in case.get("alert_rule_test", [])}
     for rule in rules_of(path):
         if "record" in rule:
             assert re.search(rf"(?<![\w:]){re.escape(rule['record'])}(?![\w:])", exprs), (

@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fsd_daemon.sim.job import parse_args, server_options
@@ -34,11 +35,28 @@ from fsd_daemon.sim.rollout_server import (
 from tests.support.raycluster import LocalRayCluster, start_job
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+# Label names as the released wheels define them (read in each, not taken from the table the
+# simulation itself reads): SGLang's scheduler labels (0.5.10 observability/
+# scheduler_metrics_mixin.py, 0.5.23 SchedulerMetricsCollector.init_new), the tokenizer's
+# (0.5.10 managers/tokenizer_manager.py: model_name; 0.5.23 tokenizer_metric_labels(): model_name
+# and engine_type, and is_streaming added on the families below).
 SCHEDULER_LABELS = {"model_name", "engine_type", "tp_rank", "pp_rank", "moe_ep_rank"}
+TOKENIZER_LABELS = {"0.5.10": {"model_name"}, "0.5.23": {"model_name", "engine_type"}}
+STREAMING_SPLIT = {
+    "0.5.10": set(),
+    "0.5.23": {
+        "sglang:prompt_tokens",
+        "sglang:generation_tokens",
+        "sglang:num_requests",
+        "sglang:time_to_first_token_seconds",
+        "sglang:e2e_request_latency_seconds",
+    },
+}
 TOKENIZER_SERIES = {
     "sglang:prompt_tokens",
     "sglang:generation_tokens",
     "sglang:num_requests",
+    "sglang:num_aborted_requests",
     "sglang:time_to_first_token_seconds",
     "sglang:inter_token_latency_seconds",
     "sglang:e2e_request_latency_seconds",
@@ -47,11 +65,15 @@ SCHEDULER_SERIES = {
     "sglang:num_running_reqs",
     "sglang:num_queue_reqs",
     "sglang:token_usage",
-    "sglang:gen_throughput",
+    "sglang:cache_hit_rate",
     "sglang:num_paused_reqs",
     "sglang:num_retracted_requests",
     "sglang:queue_time_seconds",
+    "sglang:spec_accept_rate",
+    "sglang:spec_accept_length",
 }
+# New in 0.5.23 (SchedulerMetricsCollector): the engine's own idle time.
+SCHEDULER_ONLY_IN = {"0.5.10": set(), "0.5.23": {"sglang:scheduler_idle_seconds"}}
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -106,11 +128,21 @@ def run(engine: SimulatedEngine, start: float, seconds: float, tick: float = 0.1
     return now
 
 
-def test_sglang_series_carry_the_labels_of_the_collector_that_owns_them() -> None:
-    """Tokenizer-side series carry model_name only; scheduler-side series carry the scheduler
-    labels (engine_type, tp_rank, pp_rank, moe_ep_rank) as well."""
-    engine = SimulatedEngine("sglang", MODEL, LoadModel(step_seconds=5), seed=1)
-    run(engine, 1000.0, 12)
+@pytest.mark.parametrize("version", ["0.5.10", "0.5.23"])
+def test_sglang_series_carry_the_labels_of_the_collector_that_owns_them(version: str) -> None:
+    """Each SGLang release's shape over real HTTP: tokenizer-side series carry model_name
+    (0.5.10) or model_name and engine_type (0.5.23), and 0.5.23 splits the token and request
+    counters, TTFT and e2e latency by is_streaming, with both values present once streaming and
+    non-streaming requests finished; scheduler-side series carry the scheduler labels; 0.5.23
+    alone exports scheduler_idle_seconds_total."""
+    engine = SimulatedEngine(
+        "sglang",
+        MODEL,
+        LoadModel(step_seconds=5),
+        seed=1,
+        options=ServerOptions(versions={"sglang": version}),
+    )
+    run(engine, 1000.0, 30)
     server = serve_metrics(engine)
     try:
         status, text = fetch(f"http://127.0.0.1:{server.server_address[1]}/metrics")
@@ -119,14 +151,71 @@ def test_sglang_series_carry_the_labels_of_the_collector_that_owns_them() -> Non
         server.server_close()
     assert status == 200
     got = families(text)
-    assert set(got) >= TOKENIZER_SERIES | SCHEDULER_SERIES
+    scheduler = SCHEDULER_SERIES | SCHEDULER_ONLY_IN[version]
+    # prometheus_client's *_created gauges are its own, not SGLang's series.
+    assert {name for name in got if not name.endswith("_created")} == TOKENIZER_SERIES | scheduler
     for name in TOKENIZER_SERIES:
+        split = {"is_streaming"} if name in STREAMING_SPLIT[version] else set()
         for labels, _ in got[name]:
-            assert set(labels) - {"le"} == {"model_name"}, (name, labels)
-    for name in SCHEDULER_SERIES:
+            assert set(labels) - {"le"} == TOKENIZER_LABELS[version] | split, (name, labels)
+        if split and name != "sglang:time_to_first_token_seconds":
+            assert {labels["is_streaming"] for labels, _ in got[name]} == {"true", "false"}, name
+    for name in scheduler:
         for labels, _ in got[name]:
             assert set(labels) - {"le"} == SCHEDULER_LABELS, (name, labels)
     assert sum(v for labels, v in got["sglang:generation_tokens"]) > 0
+
+
+@pytest.mark.parametrize("version", ["0.33.0", "0.34.0"])
+@pytest.mark.parametrize("speculative_tokens", [0, 2])
+def test_vllm_series_of_each_release(version: str, speculative_tokens: int) -> None:
+    """vLLM 0.33.0 and 0.34.0 define the same series (vllm/v1/metrics/loggers.py): prefix-cache
+    counters and prefill/decode time histograms always; the spec_decode_* counters only with a
+    speculative config (vllm/v1/spec_decode/metrics.py), where accepted <= draft tokens."""
+    engine = SimulatedEngine(
+        "vllm",
+        MODEL,
+        LoadModel(step_seconds=5),
+        seed=1,
+        options=ServerOptions(versions={"vllm": version}, speculative_tokens=speculative_tokens),
+    )
+    run(engine, 1000.0, 30)
+    got = families(generate_latest(engine.registry).decode())
+    for name in (
+        "vllm:prefix_cache_queries",
+        "vllm:prefix_cache_hits",
+        "vllm:request_prefill_time_seconds",
+        "vllm:request_decode_time_seconds",
+    ):
+        assert name in got and all(
+            set(lb) - {"le"} == {"model_name", "engine"} for lb, _ in got[name]
+        )
+    spec = {
+        "vllm:spec_decode_num_drafts",
+        "vllm:spec_decode_num_draft_tokens",
+        "vllm:spec_decode_num_accepted_tokens",
+    }
+    if not speculative_tokens:
+        assert not spec & set(got)
+        return
+    assert spec <= set(got)
+    total = {name: sum(v for lb, v in got[name]) for name in spec}
+    assert (
+        0
+        < total["vllm:spec_decode_num_accepted_tokens"]
+        < total["vllm:spec_decode_num_draft_tokens"]
+    )
+
+
+def test_unknown_engine_version_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown sglang version '0\.4\.0'"):
+        SimulatedEngine(
+            "sglang",
+            MODEL,
+            LoadModel(),
+            seed=1,
+            options=ServerOptions(versions={"sglang": "0.4.0"}),
+        )
 
 
 def sleep_states(url: str) -> dict[str, float]:
@@ -213,19 +302,32 @@ def _exposition(engine: SimulatedEngine) -> str:
 
 def test_job_flags_name_replicas() -> None:
     """Contract 5: --metrics-off and --idle-replicas take R[,R...]; --sleep-between-steps takes
-    an optional level (2, verl's default, when bare)."""
+    an optional level (2, verl's default, when bare); --vllm-version / --sglang-version take a
+    release the engine table knows."""
     args = parse_args(
         ["--address", "x", "--metrics-off", "0,2", "--sleep-between-steps", "--idle-replicas", "1"]
     )
-    assert server_options(args, 0) == {"metrics_off": True, "sleep_level": 2, "idle": False}
-    assert server_options(args, 1) == {"metrics_off": False, "sleep_level": 2, "idle": True}
+    newest = {"vllm": "", "sglang": ""}
+    assert server_options(args, 0) == {
+        "metrics_off": True,
+        "sleep_level": 2,
+        "idle": False,
+        "versions": newest,
+        "speculative_tokens": 0,
+    }
+    assert server_options(args, 1)["idle"] and not server_options(args, 1)["metrics_off"]
     args = parse_args(["--address", "x", "--sleep-between-steps", "1"])
-    assert server_options(args, 0) == {"metrics_off": False, "sleep_level": 1, "idle": False}
+    assert server_options(args, 0)["sleep_level"] == 1
     assert server_options(parse_args(["--address", "x"]), 0)["sleep_level"] == 0
+    args = parse_args(["--address", "x", "--sglang-version", "0.5.10", "--speculative-tokens", "2"])
+    assert server_options(args, 0)["versions"] == {"vllm": "", "sglang": "0.5.10"}
+    assert server_options(args, 0)["speculative_tokens"] == 2
     for bad in (
         ["--metrics-off", "a"],
         ["--idle-replicas", "\u0661"],
         ["--sleep-between-steps", "3"],
+        ["--sglang-version", "0.4.0"],
+        ["--vllm-version", "0.5.23"],
     ):
         with pytest.raises(SystemExit) as info:
             parse_args(["--address", "x", *bad])

@@ -464,12 +464,12 @@ def long_tail_cause_panels(y: int) -> list[Any]:
             "step of the replica it ran on.",
             [
                 q(
-                    by("sum", BY_REPLICA, rate(sel(names.VLLM_PREEMPTIONS, *ROLLOUT))),
-                    f"{REPLICA_LEGEND} preempted",
-                ),
-                q(
-                    by("sum", BY_REPLICA, rate(sel(names.SGLANG_RETRACTED_REQUESTS, *ROLLOUT))),
-                    f"{REPLICA_LEGEND} retracted",
+                    by(
+                        "sum",
+                        (*BY_REPLICA, names.ENGINE),
+                        sel(names.REPLICA_PREEMPTIONS_RATE, *ROLLOUT),
+                    ),
+                    ENGINE_REPLICA_LEGEND,
                 ),
             ],
             grid=(8, 12, 0, y + 9),
@@ -500,7 +500,7 @@ def long_tail_cause_panels(y: int) -> list[Any]:
             "in fully asynchronous training.",
             [
                 q(
-                    by("sum", BY_REPLICA, sel(names.SGLANG_PAUSED_REQUESTS, *ROLLOUT)),
+                    by("sum", BY_REPLICA, sel(names.REPLICA_REQUESTS_PAUSED, *ROLLOUT)),
                     REPLICA_LEGEND,
                 )
             ],
@@ -508,6 +508,88 @@ def long_tail_cause_panels(y: int) -> list[Any]:
             unit="short",
             min=0,
             decimals=0,
+        ),
+    ]
+
+
+def engine_report_panels(y: int) -> list[Any]:
+    """What the engines report about themselves (fsd_daemon/engines.py): prefix-cache hits,
+    speculative decoding, prefill versus decode time, and the engine's own idle time beside
+    its GPUs' idle time."""
+    job_role_engine = f"{JOB_ROLE_LEGEND} ({legend(names.ENGINE)})"
+    gpu_idle = by(
+        "avg",
+        names.GPU_OWNER_JOIN,
+        sel(names.GPU_ROLE_IDLE_RATIO, IN_CLUSTER, IN_JOB, IN_ROLE),
+    )
+    engine_idle = sel(names.ROLLOUT_REPLICA_ENGINE_IDLE_RATIO, *ROLLOUT)
+    replica = legend(names.RAY_JOB_ID, names.REPLICA)
+    return [
+        row("What the engines report: caches, speculation, phases, idle time", y=y),
+        timeseries_panel(
+            "Prefix-cache hit rate per replica",
+            "Share of prompt tokens served from the prefix cache (vLLM prefix_cache_hits / "
+            "prefix_cache_queries over 1m; SGLang its own cache_hit_rate). GRPO sends every "
+            "prompt n times: the later samples should hit. A low rate means prompts are "
+            "recomputed (cache too small, or requests of one prompt spread over replicas).",
+            [q(sel(names.REPLICA_PREFIX_CACHE_HIT_RATIO, *ROLLOUT), SERVER_LEGEND)],
+            grid=(8, 12, 0, y + 1),
+            unit="percentunit",
+            min=0,
+            max=1,
+        ),
+        timeseries_panel(
+            "Speculative decoding: acceptance rate",
+            "Share of draft tokens (e.g. MTP) the target model accepted, per job, role and "
+            "engine (vLLM spec_decode_num_accepted_tokens / num_draft_tokens; SGLang "
+            "spec_accept_rate). Only engines running speculative decoding appear.",
+            [q(sel(names.JOB_ROLE_SPEC_ACCEPTANCE_RATIO, *ROLLOUT), job_role_engine)],
+            grid=(8, 12, 12, y + 1),
+            unit="percentunit",
+            min=0,
+            max=1,
+        ),
+        timeseries_panel(
+            "Speculative decoding: tokens per step",
+            "Tokens each decoding step yields with speculation (1 + accepted draft tokens per "
+            "draft; SGLang spec_accept_length). 1 means the drafts bring nothing.",
+            [q(sel(names.JOB_ROLE_SPEC_ACCEPT_LENGTH, *ROLLOUT), job_role_engine)],
+            grid=(8, 12, 0, y + 9),
+            unit="short",
+            min=1,
+            decimals=2,
+        ),
+        timeseries_panel(
+            "Prefill versus decode time per request",
+            "Mean seconds a finished request spent in prefill and in decode (vLLM "
+            "request_prefill_time_seconds, request_decode_time_seconds). RL rollouts are "
+            "decode-bound: long decode with short prefill is the long responses of the tail.",
+            [
+                q(sel(names.JOB_ROLE_PREFILL_TIME_MEAN, *ROLLOUT), f"prefill {job_role_engine}"),
+                q(sel(names.JOB_ROLE_DECODE_TIME_MEAN, *ROLLOUT), f"decode {job_role_engine}"),
+            ],
+            grid=(8, 12, 12, y + 9),
+            unit="s",
+            min=0,
+        ),
+        timeseries_panel(
+            "Engine idle versus GPU idle per replica",
+            "Per rollout replica: the fraction of time the engine itself had no request to run "
+            "(SGLang >= 0.5.23 scheduler_idle_seconds_total) beside the fraction of time its "
+            "GPUs ran no kernel (fsd-gpu-exporter). GPU idle well above engine idle: the "
+            "engine has work but the GPU waits (CPU scheduling, weight sync, network); both "
+            "high: the replica has nothing to do (the long tail on other replicas).",
+            [
+                q(by("avg", (names.RAY_JOB_ID, names.REPLICA), engine_idle), f"engine {replica}"),
+                q(
+                    f"{gpu_idle}\nand on ({names.by(names.GPU_OWNER_JOIN)})\n{engine_idle}",
+                    f"GPU {replica}",
+                ),
+            ],
+            grid=(8, 24, 0, y + 17),
+            unit="percentunit",
+            min=0,
+            max=1,
         ),
     ]
 
@@ -572,13 +654,6 @@ def rollout_overview() -> dict[str, Any]:
             f"{by(aggregation, [names.JOB], sel(names.UP, daemon_job))}"
         )
 
-    # One series per rollout server (a disaggregated replica has several).
-    server = (names.CLUSTER, *BY_REPLICA, names.ENGINE, names.INSTANCE, names.ACTOR_NAME)
-    vllm_finished = by("sum", server, rate(sel(names.VLLM_REQUEST_SUCCESS, *ROLLOUT)))
-    # SGLang: every tensor-parallel rank of a dp_rank counts the same requests; take one.
-    sglang_finished = by(
-        "max", (*server, names.SGLANG_DP_RANK), rate(sel(names.SGLANG_REQUESTS, *ROLLOUT))
-    )
     variables = [
         variable(VAR_CLUSTER, "Cluster", label_values(sel(names.UP, rollout_job), names.CLUSTER)),
         variable(
@@ -741,15 +816,10 @@ def rollout_overview() -> dict[str, Any]:
             (
                 "Requests completed per second by each rollout server: vLLM "
                 "vllm:request_success_total (all finished_reason values), SGLang "
-                "sglang:num_requests_total (one scheduler rank per dp_rank). Servers that stop "
-                "finishing requests while others still do are the long tail."
+                "sglang:num_requests_total (streaming and non-streaming together). Servers that "
+                "stop finishing requests while others still do are the long tail."
             ),
-            [
-                q(
-                    f"{vllm_finished}\nor\nsum by ({names.by(server)}) (\n  {sglang_finished}\n)",
-                    SERVER_LEGEND,
-                )
-            ],
+            [q(sel(names.REPLICA_REQUESTS_FINISHED_RATE, *ROLLOUT), SERVER_LEGEND)],
             grid=(8, 12, 12, 35),
             unit="reqps",
             min=0,
@@ -790,6 +860,7 @@ def rollout_overview() -> dict[str, Any]:
         ),
         *sleep_state_panels(53),
         *long_tail_cause_panels(63),
+        *engine_report_panels(88),
     ]
     return _dashboard(
         "FSD / Rollout overview",

@@ -4,10 +4,11 @@ Rules (:mod:`fsd_daemon.mixin.rules`), dashboards, the report, ``fsd-daemon doct
 tests import these constants instead of spelling names themselves, so a rename upstream (vLLM
 renamed ``gpu_cache_usage_perc`` to ``kv_cache_usage_perc``) is one edit here.
 
-Upstream names were checked against the sources (see docs/doctor.md for the list):
-vLLM 0.33 ``vllm/v1/metrics/loggers.py``; SGLang 0.5.10
+Upstream names were checked against the sources (see docs/upstream.md for the list):
+vLLM 0.33 and 0.34 ``vllm/v1/metrics/loggers.py``; SGLang 0.5.10 and 0.5.23
 ``python/sglang/srt/observability/metrics_collector.py``; verl main (1dda039b)
-``verl/trainer/config/rollout/rollout.yaml``.
+``verl/trainer/config/rollout/rollout.yaml``. Which engine release exports which of these
+series, with which labels, is :mod:`fsd_daemon.engines`.
 
 Recording rules follow Prometheus' ``level:metric:operations`` convention.
 """
@@ -94,8 +95,11 @@ GPU_UUID = "uuid"
 # A GPU's identity: busy time and ownership come from the same exporter target.
 GPU_IDENTITY = (CLUSTER, JOB, INSTANCE, GPU)
 
-# --- vLLM V1 (0.33, vllm/v1/metrics/loggers.py) -----------------------------------------------
+# --- vLLM V1 (0.33, 0.34: vllm/v1/metrics/loggers.py) -----------------------------------------
 VLLM_PREFIX = "vllm:"
+# vLLM's own label on every series: the data-parallel engine index. Prometheus renames it
+# exported_engine on rollout targets, whose target label "engine" wins.
+VLLM_ENGINE_INDEX = "engine"
 VLLM_REQUESTS_RUNNING = "vllm:num_requests_running"
 VLLM_REQUESTS_WAITING = "vllm:num_requests_waiting"
 VLLM_KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"  # 0-1 despite the name
@@ -109,6 +113,18 @@ VLLM_E2E_LATENCY = "vllm:e2e_request_latency_seconds"
 VLLM_QUEUE_TIME = "vllm:request_queue_time_seconds"
 VLLM_GENERATION_TOKENS_HISTOGRAM = "vllm:request_generation_tokens"
 VLLM_MAX_TOKENS_HISTOGRAM = "vllm:request_params_max_tokens"
+# Prefix cache, in tokens: hits / queries is the hit rate.
+VLLM_PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries_total"
+VLLM_PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
+# Per request: time in the PREFILL and in the DECODE phase (histograms).
+VLLM_PREFILL_TIME = "vllm:request_prefill_time_seconds"
+VLLM_DECODE_TIME = "vllm:request_decode_time_seconds"
+# Speculative decoding (vllm/v1/spec_decode/metrics.py), exported only with a speculative
+# config (verl: MTP): accepted / draft tokens is the acceptance rate.
+VLLM_SPEC_DRAFTS = "vllm:spec_decode_num_drafts_total"
+VLLM_SPEC_DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens_total"
+VLLM_SPEC_ACCEPTED_TOKENS = "vllm:spec_decode_num_accepted_tokens_total"
+SPECULATIVE_CONFIG = "speculative_config"  # the vLLM setting that turns the series on
 # 1 on the series of the current state; "awake" is 0 while the engine sleeps.
 VLLM_SLEEP_STATE = "vllm:engine_sleep_state"
 SLEEP_STATE = "sleep_state"
@@ -120,7 +136,7 @@ FINISHED_LENGTH = "length"  # hit max_tokens: the response was truncated
 FINISHED_ABORT = "abort"
 FINISHED_STOP = "stop"
 
-# --- SGLang (0.5.10, python/sglang/srt/observability/metrics_collector.py) ---------------------
+# --- SGLang (0.5.10, 0.5.23: python/sglang/srt/observability/metrics_collector.py) ------------
 SGLANG_PREFIX = "sglang:"
 SGLANG_REQUESTS_RUNNING = "sglang:num_running_reqs"
 SGLANG_REQUESTS_WAITING = "sglang:num_queue_reqs"
@@ -135,8 +151,22 @@ SGLANG_TTFT = "sglang:time_to_first_token_seconds"
 SGLANG_ITL = "sglang:inter_token_latency_seconds"
 SGLANG_E2E_LATENCY = "sglang:e2e_request_latency_seconds"
 SGLANG_QUEUE_TIME = "sglang:queue_time_seconds"
-# Scheduler series carry these: every tensor/pipeline rank reports the same batch.
+SGLANG_CACHE_HIT_RATE = "sglang:cache_hit_rate"  # 0-1, the last prefill batches'
+SGLANG_SPEC_ACCEPT_RATE = "sglang:spec_accept_rate"  # 0-1, accepted / draft tokens
+SGLANG_SPEC_ACCEPT_LENGTH = "sglang:spec_accept_length"  # mean accepted tokens per step
+# 0.5.23+: wall time the scheduler had no runnable or queued work (the engine's own idle time).
+SGLANG_SCHEDULER_IDLE = "sglang:scheduler_idle_seconds_total"
+# Scheduler series carry these: every tensor/pipeline/expert rank reports the same batch.
+SGLANG_TP_RANK = "tp_rank"
+SGLANG_PP_RANK = "pp_rank"
+SGLANG_MOE_EP_RANK = "moe_ep_rank"
 SGLANG_DP_RANK = "dp_rank"
+# prefill / decode / unified (DisaggregationMode.to_engine_type): scheduler series, and since
+# 0.5.23 the tokenizer's too.
+SGLANG_ENGINE_TYPE = "engine_type"
+SGLANG_ENGINE_UNIFIED = "unified"
+# 0.5.23+: "true" / "false" on the tokenizer's token and request counters, TTFT and e2e latency.
+SGLANG_IS_STREAMING = "is_streaming"
 
 # Engine prefix by engine label value, for "does this server export engine series?". TRT-LLM's
 # and Dynamo's prefixes are not checked against their sources: those engines are not listed,
@@ -235,6 +265,22 @@ REPLICA_PROMPT_TOKENS_RATE = "replica:fsd_rollout_prompt_tokens:rate1m"
 ROLLOUT_REPLICA_GENERATION_TOKENS_RATE = "cluster_job_replica:fsd_rollout_generation_tokens:rate1m"
 ROLLOUT_REPLICA_PROMPT_TOKENS_RATE = "cluster_job_replica:fsd_rollout_prompt_tokens:rate1m"
 REPLICA_KV_CACHE_USAGE = "replica:fsd_rollout_kv_cache_usage:ratio"
+REPLICA_REQUESTS_FINISHED_RATE = "replica:fsd_rollout_requests_finished:rate1m"
+# Prefix-cache hit rate (0-1): vLLM's hit / queried tokens, SGLang's own cache_hit_rate.
+REPLICA_PREFIX_CACHE_HIT_RATIO = "replica:fsd_rollout_prefix_cache_hit:ratio_rate1m"
+JOB_ROLE_PREFIX_CACHE_HIT_RATIO = "cluster_job_role:fsd_rollout_prefix_cache_hit:ratio_rate1m"
+# Speculative decoding: accepted / draft tokens (0-1), and accepted tokens per draft step.
+REPLICA_SPEC_ACCEPTANCE_RATIO = "replica:fsd_rollout_spec_decode_acceptance:ratio_rate1m"
+JOB_ROLE_SPEC_ACCEPTANCE_RATIO = "cluster_job_role:fsd_rollout_spec_decode_acceptance:ratio_rate1m"
+JOB_ROLE_SPEC_ACCEPT_LENGTH = "cluster_job_role:fsd_rollout_spec_decode_accept_length:avg_rate1m"
+# Per request, mean seconds in the prefill and in the decode phase, and prefill's share.
+JOB_ROLE_PREFILL_TIME_MEAN = "cluster_job_role:fsd_rollout_request_prefill_time_seconds:avg_rate1m"
+JOB_ROLE_DECODE_TIME_MEAN = "cluster_job_role:fsd_rollout_request_decode_time_seconds:avg_rate1m"
+JOB_ROLE_PREFILL_TIME_SHARE = "cluster_job_role:fsd_rollout_request_prefill_time:ratio_rate1m"
+# The engine's own idle fraction (SGLang's scheduler_idle_seconds_total), per server and per
+# replica, to put beside the GPU's idle fraction from fsd-gpu-exporter.
+REPLICA_ENGINE_IDLE_RATIO = "replica:fsd_rollout_engine_idle:ratio_rate1m"
+ROLLOUT_REPLICA_ENGINE_IDLE_RATIO = "cluster_job_replica:fsd_rollout_engine_idle:ratio_rate1m"
 JOB_ROLE_REPLICAS = "cluster_job_role:fsd_rollout_replicas:count"
 JOB_ROLE_REQUESTS_RUNNING = "cluster_job_role:fsd_rollout_requests_running:sum"
 JOB_ROLE_GENERATION_TOKENS_RATE = "cluster_job_role:fsd_rollout_generation_tokens:rate1m"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from fsd_daemon import engines
 from fsd_daemon.mixin import names as n
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "assets" / "prometheus" / "rules"
@@ -76,27 +77,46 @@ _PREFILLING = f'{n.DISAGGREGATION}!="{n.DISAGGREGATION_DECODE}"'
 # verl <= 0.5 targets: listed (they hold GPUs) but without any metrics route, so down forever.
 _NO_ROUTE = f'{n.METRICS_ROUTE}="{n.METRICS_ROUTE_ABSENT}"'
 _HAS_ROUTE = f'{n.METRICS_ROUTE}!="{n.METRICS_ROUTE_ABSENT}"'
+_RATE = "rate({}[1m])"
 
 
 def _indent(text: str, by: int = 2) -> str:
     return textwrap.indent(text, " " * by)
 
 
-def per_replica(vllm_expr: str, sglang_expr: str, agg: str = "sum") -> str:
-    """vLLM engines are summed; SGLang's tensor/pipeline ranks report the same batch, so they
-    are reduced with max first and summed over dp_rank only."""
-    return (
-        f"{agg} by ({R}) (\n{_indent(vllm_expr)}\n)\nor\n"
-        f"{agg} by ({R}) (\n  max by ({R}, {n.SGLANG_DP_RANK}) (\n{_indent(sglang_expr, 4)}\n  )\n)"
+def _engine_labels_applied(expr: str, engine: engines.Engine) -> str:
+    """``expr`` of one engine, its halves and ranks settled: where the engine names the
+    prefill/decode half itself (SGLang's engine_type), that value becomes the disaggregation
+    label (any other value leaves the target's label as it is); rank labels, whose series
+    report the same batch, are reduced with max. Every other label stays, to be summed."""
+    # One label_replace per half, with the value spelled out: no "$1" for Grafana to expand.
+    halves = (n.DISAGGREGATION_PREFILL, n.DISAGGREGATION_DECODE)
+    for half in halves if engine.disaggregation_label else ():
+        expr = (
+            f"label_replace(\n{_indent(expr)},\n"
+            f'  "{n.DISAGGREGATION}", "{half}", "{engine.disaggregation_label}", "{half}"\n)'
+        )
+    return engines.ranks_reduced(engine, _indent(expr)) if engine.rank_labels else expr
+
+
+def per_replica(question: engines.Reads, template: str = "{}", agg: str = "sum") -> str:
+    """One series per rollout server: for each engine that answers ``question``, its series
+    (put into ``template``) with ranks reduced by max and everything else (vLLM's data-parallel
+    engines, SGLang's dp ranks, 0.5.23's is_streaming) aggregated with ``agg``."""
+    parts = [
+        f"{agg} by ({R}) (\n{_indent(_engine_labels_applied(template.format(name), engine))}\n)"
+        for engine, name in engines.answering(question)
+    ]
+    return "\nor\n".join(parts)
+
+
+def per_job_role_buckets(question: engines.Reads) -> str:
+    """Bucket rates per job, role and engine (engines' bucket boundaries differ). Every label
+    but le is summed: duplicate ranks scale all buckets alike and leave quantiles unchanged."""
+    return "\nor\n".join(
+        f"sum by ({JRE}, le) (\n  rate({n.bucket(name)}[1m])\n)"
+        for _, name in engines.answering(question)
     )
-
-
-def per_job_role_buckets(vllm_hist: str, sglang_hist: str | None) -> str:
-    """Bucket rates per job, role and engine (engines' bucket boundaries differ)."""
-    vllm = f"sum by ({JRE}, le) (\n  rate({n.bucket(vllm_hist)}[1m])\n)"
-    if sglang_hist is None:
-        return vllm
-    return f"{vllm}\nor\nsum by ({JRE}, le) (\n  rate({n.bucket(sglang_hist)}[1m])\n)"
 
 
 def _verl_fix_template() -> str:
@@ -415,25 +435,23 @@ def _load_records() -> tuple[Record, ...]:
     return (
         Record(
             running,
-            per_replica(n.VLLM_REQUESTS_RUNNING, n.SGLANG_REQUESTS_RUNNING),
+            per_replica(engines.Reads.REQUESTS_RUNNING),
             "Per rollout server: how many requests is it generating right now?",
         ),
         Record(
             n.REPLICA_REQUESTS_WAITING,
-            per_replica(n.VLLM_REQUESTS_WAITING, n.SGLANG_REQUESTS_WAITING),
+            per_replica(engines.Reads.REQUESTS_WAITING),
             "Per rollout server: how many requests wait in its queue?",
         ),
         Record(
             n.REPLICA_GENERATION_TOKENS_RATE,
-            per_replica(
-                f"rate({n.VLLM_GENERATION_TOKENS}[1m])", f"rate({n.SGLANG_GENERATION_TOKENS}[1m])"
-            ),
+            per_replica(engines.Reads.GENERATION_TOKENS, _RATE),
             "Per rollout server: how many tokens per second does it generate? (A prefill "
             "server's own count: its requests' first tokens.)",
         ),
         Record(
             n.REPLICA_PROMPT_TOKENS_RATE,
-            per_replica(f"rate({n.VLLM_PROMPT_TOKENS}[1m])", f"rate({n.SGLANG_PROMPT_TOKENS}[1m])"),
+            per_replica(engines.Reads.PROMPT_TOKENS, _RATE),
             "Per rollout server: how many prompt tokens per second does it process?",
         ),
         Record(
@@ -452,9 +470,14 @@ def _load_records() -> tuple[Record, ...]:
         ),
         Record(
             n.REPLICA_KV_CACHE_USAGE,
-            f"max by ({R}) (\n  {n.VLLM_KV_CACHE_USAGE}\n)\nor\n"
-            f"max by ({R}) (\n  {n.SGLANG_TOKEN_USAGE}\n)",
+            per_replica(engines.Reads.KV_CACHE_USAGE, agg="max"),
             "Per rollout server: how full is its KV cache? (0-1, the fullest engine or rank)",
+        ),
+        Record(
+            n.REPLICA_REQUESTS_FINISHED_RATE,
+            per_replica(engines.Reads.REQUESTS_FINISHED, _RATE),
+            "Per rollout server: how many requests does it finish per second? (vLLM: every "
+            "finished_reason; SGLang: streaming and non-streaming requests together.)",
         ),
         Record(
             n.JOB_ROLE_REPLICAS,
@@ -495,13 +518,13 @@ def _load_records() -> tuple[Record, ...]:
         ),
         Record(
             n.JOB_ROLE_TTFT_BUCKETS,
-            per_job_role_buckets(n.VLLM_TTFT, n.SGLANG_TTFT),
+            per_job_role_buckets(engines.Reads.TTFT),
             "Per Ray job, role and engine: time-to-first-token histogram (bucket rates), for "
             "histogram_quantile(). Engines stay apart because their bucket boundaries differ.",
         ),
         Record(
             n.JOB_ROLE_ITL_BUCKETS,
-            per_job_role_buckets(n.VLLM_ITL, n.SGLANG_ITL),
+            per_job_role_buckets(engines.Reads.ITL),
             "Per Ray job, role and engine: inter-token latency histogram (bucket rates).",
         ),
     )
@@ -560,14 +583,14 @@ def _long_tail_records() -> tuple[Record, ...]:
     return (
         Record(
             n.JOB_ROLE_GENERATION_TOKENS_BUCKETS,
-            per_job_role_buckets(n.VLLM_GENERATION_TOKENS_HISTOGRAM, None),
+            per_job_role_buckets(engines.Reads.RESPONSE_LENGTH),
             "Long tail, response length: per Ray job, role and engine, the histogram of "
             "generated tokens per finished request (bucket rates; vLLM only: SGLang's "
             "equivalent is off by default).",
         ),
         Record(
             n.JOB_ROLE_MAX_TOKENS_BUCKETS,
-            per_job_role_buckets(n.VLLM_MAX_TOKENS_HISTOGRAM, None),
+            per_job_role_buckets(engines.Reads.MAX_TOKENS),
             "Long tail: per Ray job, role and engine, the histogram of the max_tokens the "
             "requests asked for (bucket rates), the cap to compare response lengths with.",
         ),
@@ -613,9 +636,7 @@ def _long_tail_records() -> tuple[Record, ...]:
         ),
         Record(
             n.REPLICA_PREEMPTIONS_RATE,
-            per_replica(
-                f"rate({n.VLLM_PREEMPTIONS}[1m])", f"rate({n.SGLANG_RETRACTED_REQUESTS}[1m])"
-            ),
+            per_replica(engines.Reads.PREEMPTIONS, _RATE),
             "Per rollout server: preemptions per second (vLLM; SGLang calls them retractions): "
             "requests evicted from the KV cache and recomputed later, a cause of long tails.",
         ),
@@ -626,15 +647,199 @@ def _long_tail_records() -> tuple[Record, ...]:
         ),
         Record(
             n.REPLICA_REQUESTS_PAUSED,
-            f"sum by ({R}) (\n  max by ({R}, {n.SGLANG_DP_RANK}) (\n"
-            f"    {n.SGLANG_PAUSED_REQUESTS}\n  )\n)",
+            per_replica(engines.Reads.REQUESTS_PAUSED),
             "Per SGLang server: how many requests are paused by an async weight sync?",
         ),
         Record(
             n.JOB_ROLE_QUEUE_TIME_BUCKETS,
-            per_job_role_buckets(n.VLLM_QUEUE_TIME, n.SGLANG_QUEUE_TIME),
+            per_job_role_buckets(engines.Reads.QUEUE_TIME),
             "Per Ray job, role and engine: queue time histogram (bucket rates). Long queue "
             "times on a few servers mean the load balancer keeps feeding the slow ones.",
+        ),
+    )
+
+
+# --- What the engines report about themselves: caches, speculation, phases, idle time -------
+
+Q = engines.Reads
+
+
+def _counter_ratio(
+    numerator: engines.Reads, denominator: engines.Reads, labels: str, engine: engines.Engine
+) -> str:
+    """sum(rate(numerator)) / sum(rate(denominator)) by ``labels`` for one engine; no result
+    while the denominator does not grow (no 0/0)."""
+    num, den = (
+        _engine_labels_applied(_RATE.format(engine.reads[q]), engine)
+        for q in (numerator, denominator)
+    )
+    return (
+        f"sum by ({labels}) (\n{_indent(num)}\n)\n/\n"
+        f"(\n  sum by ({labels}) (\n{_indent(den, 4)}\n  )\n  > 0\n)"
+    )
+
+
+def _gauge_average(
+    gauge: engines.Reads, guard: engines.Reads | None, engine: engines.Engine
+) -> str:
+    """Per server, the engine's own 0-1 gauge averaged over the last minute (ranks reduced,
+    dp ranks averaged); with ``guard``, only where that gauge is above 0 (SGLang reports its
+    speculative-decoding gauges as 0 when speculation is off)."""
+    value = f"avg_over_time({engine.reads[gauge]}[1m])"
+    if guard is not None:
+        value = f"{value}\nand\n(avg_over_time({engine.reads[guard]}[1m]) > 0)"
+    return f"avg by ({R}) (\n{_indent(_engine_labels_applied(value, engine))}\n)"
+
+
+def _per_replica_ratio(
+    numerator: engines.Reads,
+    denominator: engines.Reads,
+    gauge: engines.Reads,
+    guard: engines.Reads | None = None,
+) -> str:
+    """Per server: a 0-1 ratio, from a pair of counters where the engine has them, else from
+    the engine's own gauge."""
+    parts = []
+    for engine in engines.ENGINES:
+        if numerator in engine.reads and denominator in engine.reads:
+            parts.append(_counter_ratio(numerator, denominator, R, engine))
+        elif gauge in engine.reads:
+            parts.append(_gauge_average(gauge, guard, engine))
+    return "\nor\n".join(parts)
+
+
+def _per_job_role_ratio(
+    numerator: engines.Reads, denominator: engines.Reads, gauge: engines.Reads, replica: str
+) -> str:
+    """Per job, role and engine: counters summed before dividing (weighted by tokens); for an
+    engine with only a gauge, the mean of its servers' ``replica`` series."""
+    parts = []
+    for engine in engines.ENGINES:
+        if numerator in engine.reads and denominator in engine.reads:
+            parts.append(_counter_ratio(numerator, denominator, JRE, engine))
+        elif gauge in engine.reads:
+            parts.append(f'avg by ({JRE}) ({replica}{{{n.ENGINE}="{engine.label}"}})')
+    return "\nor\n".join(parts)
+
+
+def _histogram_mean(question: engines.Reads) -> str:
+    """Per job, role and engine: mean observed value of a histogram over the last minute."""
+    return "\nor\n".join(
+        f"sum by ({JRE}) (rate({name}_sum[1m]))\n/\n(sum by ({JRE}) (rate({name}_count[1m])) > 0)"
+        for _, name in engines.answering(question)
+    )
+
+
+def _prefill_share() -> str:
+    parts = []
+    for engine in engines.ENGINES:
+        if Q.PREFILL_TIME in engine.reads and Q.DECODE_TIME in engine.reads:
+            prefill = f"sum by ({JRE}) (rate({engine.reads[Q.PREFILL_TIME]}_sum[1m]))"
+            decode = f"sum by ({JRE}) (rate({engine.reads[Q.DECODE_TIME]}_sum[1m]))"
+            parts.append(f"{prefill}\n/\n(\n  {prefill}\n  +\n  {decode}\n  > 0\n)")
+    return "\nor\n".join(parts)
+
+
+def _spec_accept_length() -> str:
+    """vLLM's mean acceptance length is 1 + accepted / drafts (each draft step also yields the
+    target model's own token; vllm/v1/spec_decode/metrics.py); SGLang reports it as a gauge."""
+    parts = []
+    for engine in engines.ENGINES:
+        if Q.SPEC_ACCEPTED_TOKENS in engine.reads and Q.SPEC_DRAFTS in engine.reads:
+            parts.append(
+                "1 + (\n"
+                + _indent(_counter_ratio(Q.SPEC_ACCEPTED_TOKENS, Q.SPEC_DRAFTS, JRE, engine))
+                + "\n)"
+            )
+        elif Q.SPEC_ACCEPT_LENGTH in engine.reads:
+            length = f"avg_over_time({engine.reads[Q.SPEC_ACCEPT_LENGTH]}[1m]) > 0"
+            parts.append(f"avg by ({JRE}) (\n  {length}\n)")
+    return "\nor\n".join(parts)
+
+
+def _engine_feature_records() -> tuple[Record, ...]:
+    return (
+        Record(
+            n.REPLICA_PREFIX_CACHE_HIT_RATIO,
+            _per_replica_ratio(
+                Q.PREFIX_CACHE_HITS, Q.PREFIX_CACHE_QUERIES, Q.PREFIX_CACHE_HIT_RATE
+            ),
+            "Per rollout server: what share of prompt tokens came from the prefix cache in the "
+            "last minute? (0-1; vLLM: prefix_cache_hits / prefix_cache_queries, in tokens; "
+            "SGLang: its own cache_hit_rate gauge, averaged.) GRPO's n responses per prompt "
+            "should hit; a low rate means the prompts are recomputed.",
+        ),
+        Record(
+            n.JOB_ROLE_PREFIX_CACHE_HIT_RATIO,
+            _per_job_role_ratio(
+                Q.PREFIX_CACHE_HITS,
+                Q.PREFIX_CACHE_QUERIES,
+                Q.PREFIX_CACHE_HIT_RATE,
+                n.REPLICA_PREFIX_CACHE_HIT_RATIO,
+            ),
+            "Per Ray job, role and engine: the prefix-cache hit rate (0-1; vLLM weighted by "
+            "queried tokens, SGLang the mean of its servers).",
+        ),
+        Record(
+            n.REPLICA_SPEC_ACCEPTANCE_RATIO,
+            _per_replica_ratio(
+                Q.SPEC_ACCEPTED_TOKENS,
+                Q.SPEC_DRAFT_TOKENS,
+                Q.SPEC_ACCEPT_RATE,
+                Q.SPEC_ACCEPT_LENGTH,
+            ),
+            "Per rollout server: what share of the speculative (draft, e.g. MTP) tokens did the "
+            "target model accept in the last minute? (0-1; only servers running speculative "
+            "decoding.)",
+        ),
+        Record(
+            n.JOB_ROLE_SPEC_ACCEPTANCE_RATIO,
+            _per_job_role_ratio(
+                Q.SPEC_ACCEPTED_TOKENS,
+                Q.SPEC_DRAFT_TOKENS,
+                Q.SPEC_ACCEPT_RATE,
+                n.REPLICA_SPEC_ACCEPTANCE_RATIO,
+            ),
+            "Per Ray job, role and engine: speculative-decoding acceptance rate (0-1).",
+        ),
+        Record(
+            n.JOB_ROLE_SPEC_ACCEPT_LENGTH,
+            _spec_accept_length(),
+            "Per Ray job, role and engine: tokens produced per speculative step (accepted "
+            "draft tokens plus the target model's own; 1 = no draft token accepted).",
+        ),
+        Record(
+            n.JOB_ROLE_PREFILL_TIME_MEAN,
+            _histogram_mean(Q.PREFILL_TIME),
+            "Per Ray job, role and engine: mean seconds a finished request spent in prefill "
+            "(vLLM request_prefill_time_seconds).",
+        ),
+        Record(
+            n.JOB_ROLE_DECODE_TIME_MEAN,
+            _histogram_mean(Q.DECODE_TIME),
+            "Per Ray job, role and engine: mean seconds a finished request spent decoding "
+            "(vLLM request_decode_time_seconds).",
+        ),
+        Record(
+            n.JOB_ROLE_PREFILL_TIME_SHARE,
+            _prefill_share(),
+            "Per Ray job, role and engine: what share of the finished requests' prefill plus "
+            "decode time was prefill? (0-1) High with long prompts and short responses; RL "
+            "rollouts are usually decode-bound.",
+        ),
+        Record(
+            n.REPLICA_ENGINE_IDLE_RATIO,
+            per_replica(Q.IDLE_SECONDS, "clamp_max(rate({}[1m]), 1)", agg="avg"),
+            "Per rollout server: what fraction of the last minute did the engine itself have "
+            "no runnable or queued request? (0-1; SGLang >= 0.5.23 scheduler_idle_seconds_total, "
+            "dp ranks averaged.) Compare with the GPU's idle fraction from fsd-gpu-exporter: an "
+            "engine busy on an idle GPU waits on something else (CPU, weight sync, network).",
+        ),
+        Record(
+            n.ROLLOUT_REPLICA_ENGINE_IDLE_RATIO,
+            f"avg by ({RR}) (\n  {n.REPLICA_ENGINE_IDLE_RATIO}\n)",
+            "Per replica: the engine idle fraction averaged over its servers, to set beside "
+            "its GPUs' idle fraction (joined on cluster, ray_job_id, replica).",
         ),
     )
 
@@ -646,7 +851,7 @@ def _probe_404() -> str:
 # Engines whose series names are checked upstream (names.ENGINE_PREFIXES): only their targets
 # can be told to "export no engine series". TRT-LLM and Dynamo (engine="dynamo", the Dynamo
 # frontend) are left out until their metric names are checked in their sources.
-_CHECKED_ENGINES = "|".join(n.ENGINE_PREFIXES)
+_CHECKED_ENGINES = "|".join(engines.BY_LABEL)
 
 
 def rollout_alerts() -> tuple[Alert, ...]:
@@ -784,7 +989,7 @@ def daemon_alerts() -> tuple[Alert, ...]:
 
 
 def rollout_file() -> RuleFile:
-    records = _load_records() + _sleep_records() + _long_tail_records()
+    records = _load_records() + _sleep_records() + _long_tail_records() + _engine_feature_records()
     return RuleFile(
         "fsd-rollout.rules.yml",
         ROLLOUT_HEADER,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fsd_daemon import engines
 from fsd_daemon.mixin import names
 from fsd_daemon.report.prom import Prometheus, PrometheusError, Series
 
@@ -81,9 +82,12 @@ def fetch(
     def rng(expr: str) -> list[Series]:
         return prometheus.query_range(expr, start, end, step)
 
+    # Per engine (fsd_daemon/engines.py): ranks that report the same batch count once.
     running = rng(
-        f"sum by ({by}) ({names.VLLM_REQUESTS_RUNNING}{sel})"
-        f" or sum by ({by}) ({names.SGLANG_REQUESTS_RUNNING}{sel})"
+        " or ".join(
+            f"sum by ({by}) ({engines.ranks_reduced(engine, name + sel)})"
+            for engine, name in engines.answering(engines.Reads.REQUESTS_RUNNING)
+        )
     )
     for s in running:
         key = (s.labels.get(names.RAY_JOB_ID, ""), s.labels.get(names.REPLICA, ""))
@@ -108,8 +112,11 @@ def fetch(
         key = (s.labels.get(names.RAY_JOB_ID, ""), s.labels.get(names.REPLICA, ""))
         data.asleep[key] = _on_grid(grid, start, step, s)
     tokens = rng(
-        f"sum by ({names.RAY_JOB_ID}) (rate({names.VLLM_GENERATION_TOKENS}{sel}[1m]))"
-        f" or sum by ({names.RAY_JOB_ID}) (rate({names.SGLANG_GENERATION_TOKENS}{sel}[1m]))"
+        " or ".join(
+            f"sum by ({names.RAY_JOB_ID}) "
+            f"({engines.ranks_reduced(engine, f'rate({name}{sel}[1m])')})"
+            for engine, name in engines.answering(engines.Reads.GENERATION_TOKENS)
+        )
     )
     for s in tokens:
         data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(grid, start, step, s)

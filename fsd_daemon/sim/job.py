@@ -28,10 +28,12 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from fsd_daemon import engines
 from fsd_daemon.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
 from fsd_daemon.sim.scenario import SCENARIOS
@@ -50,12 +52,32 @@ def replica_list(text: str) -> frozenset[int]:
     return frozenset(replicas)
 
 
+def _releases(engine: engines.Engine) -> list[str]:
+    return [v for shape in engine.shapes for v in shape.versions]
+
+
+def _release_of(engine: engines.Engine) -> Callable[[str], str]:
+    """An argparse type: a release of ``engine`` that fsd_daemon/engines.py knows ("": newest)."""
+
+    def release(text: str) -> str:
+        if text and text not in _releases(engine):
+            known = ", ".join(_releases(engine))
+            raise argparse.ArgumentTypeError(
+                f"unknown {engine.label} version {text!r}; known: {known}"
+            )
+        return text
+
+    return release
+
+
 def server_options(args: argparse.Namespace, replica: int) -> dict[str, Any]:
     """The :class:`~fsd_daemon.sim.rollout_server.ServerOptions` of one replica's servers."""
     return {
         "metrics_off": replica in args.metrics_off,
         "sleep_level": args.sleep_between_steps,
         "idle": replica in args.idle_replicas,
+        "versions": {e.label: vars(args)[f"{e.label}_version"] for e in engines.ENGINES},
+        "speculative_tokens": args.speculative_tokens,
     }
 
 
@@ -106,6 +128,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=frozenset(),
         metavar="R[,R...]",
         help="replicas that get no requests at all",
+    )
+    for engine in engines.ENGINES:
+        p.add_argument(
+            f"--{engine.label}-version",
+            type=_release_of(engine),
+            default="",
+            metavar="VERSION",
+            help=f"the {engine.label} release whose series shape the servers serve (one of "
+            f"{', '.join(_releases(engine))}; default: the newest)",
+        )
+    p.add_argument(
+        "--speculative-tokens",
+        type=int,
+        default=0,
+        metavar="K",
+        help="speculative decoding (verl: MTP) with K draft tokens per step; 0: off",
     )
     p.add_argument(
         "--scenario",

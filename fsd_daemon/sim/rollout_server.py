@@ -3,16 +3,19 @@
 The classes carry verl's class names (``vLLMHttpServer``, ``SGLangHttpServer``), are created
 under verl's actor names by :mod:`fsd_daemon.sim.job`, answer ``get_server_address()`` like
 verl (an assertion error until the HTTP server is up, then ``(ip, port)``), and serve a real
-``/metrics`` on a port picked at run time, with the series and labels of the upstream versions
-listed in ``docs/upstream.md``:
+``/metrics`` on a port picked at run time, with the series of one engine release exactly as
+:mod:`fsd_daemon.engines` lists them (names, types, label names per side; the entries cite
+the upstream files), selected by ``ServerOptions.version``:
 
-- vLLM (vllm/v1/metrics/loggers.py, PrometheusStatLogger): every series carries
-  ``model_name`` and ``engine``; ``vllm:engine_sleep_state`` has one series per ``sleep_state``
-  (awake, weights_offloaded, discard_all).
-- SGLang (python/sglang/srt/metrics/collector.py): the tokenizer manager's series (tokens,
-  requests, latency histograms) carry ``model_name`` only; the scheduler's carry
-  ``model_name``, ``engine_type``, ``tp_rank``, ``pp_rank`` and ``moe_ep_rank``
-  (managers/scheduler_metrics_mixin.py).
+- vLLM 0.33.0 / 0.34.0 (``vllm/v1/metrics/loggers.py``, PrometheusStatLogger): every series
+  carries ``model_name`` and ``engine``; ``vllm:engine_sleep_state`` one series per
+  ``sleep_state``; the ``spec_decode_*`` counters only with speculative decoding on
+  (``speculative_tokens``, ``vllm/v1/spec_decode/metrics.py``).
+- SGLang 0.5.10 / 0.5.23 (``sglang/srt/observability/metrics_collector.py``): scheduler series
+  carry ``model_name``, ``engine_type``, ``tp_rank``, ``pp_rank``, ``moe_ep_rank``; tokenizer
+  series carry ``model_name`` (0.5.10) or ``model_name`` and ``engine_type``, plus
+  ``is_streaming`` on the token and request counters, TTFT and e2e latency (0.5.23, where a
+  quarter of the simulated requests stream).
 
 The load model is an RL rollout step: every ``step_seconds`` each replica gets a batch of
 requests whose generation lengths follow a heavy-tailed distribution, so some replicas finish
@@ -35,7 +38,8 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import (
@@ -50,13 +54,22 @@ from prometheus_client import (
     generate_latest,
 )
 
+from fsd_daemon import engines
+from fsd_daemon.mixin import names as n
+
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 _ITL_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
 # vLLM's build_1_2_5_buckets(max_model_len) for the per-request token histograms.
 _TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 # vLLM's three sleep states (awake = 1 when not sleeping; the level's state = 1 when asleep).
-SLEEP_STATES = ("awake", "weights_offloaded", "discard_all")
-_STATE_OF_LEVEL = {1: "weights_offloaded", 2: "discard_all"}
+SLEEP_STATES = (n.SLEEP_AWAKE, n.SLEEP_WEIGHTS_OFFLOADED, n.SLEEP_DISCARD_ALL)
+_STATE_OF_LEVEL = {1: n.SLEEP_WEIGHTS_OFFLOADED, 2: n.SLEEP_DISCARD_ALL}
+# Share of requests sent with stream=True (SGLang >= 0.5.23 counts them under is_streaming).
+_STREAMING_SHARE = 0.25
+# Share of a prompt found in the prefix cache: GRPO sends each prompt n times.
+_CACHED_PROMPT_SHARE = (0.5, 0.9)
+# Speculative decoding: the chance that each draft token is accepted.
+_DRAFT_ACCEPTANCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,9 @@ class LoadModel:
     sigma: float = 1.0
     max_tokens: int = 1024
     prompt_tokens: int = 256
+    # Prefill speed: a request's first token comes prompt_tokens / this seconds after it is
+    # scheduled (vLLM's request_prefill_time_seconds; the rest is decode time).
+    prefill_tokens_per_second: float = 2000.0
     # KV cache size in tokens: when the running requests outgrow it, the newest is preempted
     # (vLLM) or retracted (SGLang) and recomputed later.
     kv_capacity_tokens: int = 8 * (256 + 600)
@@ -88,137 +104,125 @@ class ServerOptions:
     metrics_off: bool = False
     sleep_level: int = 0  # 0: never sleeps; 1 or 2: sleeps between steps at that level
     idle: bool = False
+    # Per engine label, the release whose series shape /metrics serves (fsd_daemon/engines.py),
+    # e.g. {"sglang": "0.5.10"}; an engine not named (or "") serves the newest checked release.
+    versions: Mapping[str, str] = field(default_factory=dict)
+    # Draft tokens per step with speculative decoding (verl: MTP); 0 = off.
+    speculative_tokens: int = 0
 
 
 class _Request:
-    __slots__ = ("arrived", "first_token", "generated", "length", "started")
+    __slots__ = ("arrived", "first_token", "generated", "length", "started", "streaming")
 
-    def __init__(self, length: int, now: float) -> None:
+    def __init__(self, length: int, now: float, streaming: bool) -> None:
         self.length = length
         self.arrived = now
         self.started: float | None = None
         self.first_token: float | None = None
         self.generated = 0.0
+        self.streaming = streaming
+
+    @property
+    def stream_label(self) -> dict[str, str]:
+        return {n.SGLANG_IS_STREAMING: "true" if self.streaming else "false"}
 
 
-class _VllmMetrics:
-    """vLLM V1's families (vllm/v1/metrics/loggers.py), labels model_name and engine."""
+# Histogram buckets by series; every other histogram gets the latency buckets.
+_BUCKETS = {
+    n.VLLM_ITL: _ITL_BUCKETS,
+    n.SGLANG_ITL: _ITL_BUCKETS,
+    n.VLLM_GENERATION_TOKENS_HISTOGRAM: _TOKEN_BUCKETS,
+    n.VLLM_MAX_TOKENS_HISTOGRAM: _TOKEN_BUCKETS,
+}
 
-    def __init__(self, model: str, registry: CollectorRegistry) -> None:
-        r, keys = registry, ["model_name", "engine"]
-        labels = {"model_name": model, "engine": "0"}
-        self.labels = labels
 
-        def gauge(name: str, doc: str) -> Any:
-            return Gauge(name, doc, keys, registry=r).labels(**labels)
+class EngineFamilies:
+    """One engine release's series, created exactly as :mod:`fsd_daemon.engines` lists them
+    (names, types, label names), with the values of the labels every series of a side carries:
+    vLLM ``model_name`` and ``engine``; SGLang's scheduler ``model_name``, ``engine_type``,
+    ``tp_rank``, ``pp_rank``, ``moe_ep_rank``, and its tokenizer ``model_name`` (0.5.10) or
+    ``model_name`` and ``engine_type`` (0.5.23). Series exported only under a setting
+    (``Series.only_when``) exist only when ``settings`` has it."""
 
-        def counter(name: str, doc: str) -> Any:
-            return Counter(name, doc, keys, registry=r).labels(**labels)
-
-        def hist(name: str, doc: str, buckets: tuple[float, ...]) -> Any:
-            return Histogram(name, doc, keys, buckets=buckets, registry=r).labels(**labels)
-
-        self.running = gauge("vllm:num_requests_running", "Requests in execution batches.")
-        self.waiting = gauge("vllm:num_requests_waiting", "Requests waiting to be processed.")
-        self.kv = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
-        self.prompt = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
-        self.generation = counter("vllm:generation_tokens", "Number of generation tokens.")
-        self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemptions.")
-        success = Counter(
-            "vllm:request_success",
-            "Count of successfully processed requests.",
-            [*keys, "finished_reason"],
-            registry=r,
-        )
-        self.finished = {
-            reason: success.labels(**labels, finished_reason=reason)
-            for reason in ("stop", "length", "abort")
+    def __init__(
+        self,
+        engine: engines.Engine,
+        version: str,
+        model: str,
+        registry: CollectorRegistry,
+        settings: frozenset[str] = frozenset(),
+    ) -> None:
+        self.engine = engine
+        self.shape = engine.shape(version) if version else engine.newest
+        self._values = {
+            n.MODEL_NAME: model,
+            n.VLLM_ENGINE_INDEX: "0",
+            n.SGLANG_ENGINE_TYPE: n.SGLANG_ENGINE_UNIFIED,
+            n.SGLANG_TP_RANK: "0",
+            n.SGLANG_PP_RANK: "0",
+            n.SGLANG_MOE_EP_RANK: "0",
         }
-        self.generation_per_request = hist(
-            "vllm:request_generation_tokens", "Generation tokens per request.", _TOKEN_BUCKETS
-        )
-        self.max_tokens_param = hist(
-            "vllm:request_params_max_tokens", "The max_tokens request parameter.", _TOKEN_BUCKETS
-        )
-        self.ttft = hist(
-            "vllm:time_to_first_token_seconds", "Time to first token.", _LATENCY_BUCKETS
-        )
-        self.itl = hist("vllm:inter_token_latency_seconds", "Inter-token latency.", _ITL_BUCKETS)
-        self.e2e = hist(
-            "vllm:e2e_request_latency_seconds", "E2E request latency.", _LATENCY_BUCKETS
-        )
-        self.queue = hist("vllm:request_queue_time_seconds", "Time in WAITING.", _LATENCY_BUCKETS)
-        sleep = Gauge(
-            "vllm:engine_sleep_state",
-            "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is "
-            "awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep "
-            "level 2.",
-            [*keys, "sleep_state"],
-            registry=r,
-        )
-        self._sleep = {s: sleep.labels(**labels, sleep_state=s) for s in SLEEP_STATES}
-        self.record_sleep_level(0)
+        self._metrics: dict[str, Any] = {}
+        for series in self.shape.series:
+            if series.only_when and series.only_when not in settings:
+                continue
+            labels = self.shape.labels_of(series)
+            doc = f"{series.name} as {engine.label} {self.shape.versions[-1]} exports it."
+            if series.kind == engines.COUNTER:
+                # prometheus_client appends _total itself.
+                name = series.name.removesuffix("_total")
+                metric: Any = Counter(name, doc, labels, registry=registry)
+            elif series.kind == engines.GAUGE:
+                metric = Gauge(series.name, doc, labels, registry=registry)
+            else:
+                buckets = _BUCKETS.get(series.name, _LATENCY_BUCKETS)
+                metric = Histogram(series.name, doc, labels, buckets=buckets, registry=registry)
+            self._metrics[series.name] = metric
+            if not series.extra_labels:
+                # As vLLM's create_metric_per_engine does at start-up: the series exists at 0.
+                metric.labels(**{k: self._values[k] for k in self.shape.base_labels[series.side]})
+        # Series a version has no extra label for simply drop it (is_streaming before 0.5.23).
+        self._extra = {s.name: set(s.extra_labels) for s in self.shape.series}
+        self._sides = {s.name: s.side for s in self.shape.series}
+
+    def answers(self, question: engines.Reads) -> bool:
+        return self.engine.reads.get(question) in self._metrics
+
+    def child(self, question: engines.Reads, **extra: str) -> Any:
+        """The labelled child of the series answering ``question``; ``extra`` labels this
+        release does not have are left out."""
+        name = self.engine.reads[question]
+        base = {k: self._values[k] for k in self.shape.base_labels[self._sides[name]]}
+        kept = {k: v for k, v in extra.items() if k in self._extra[name]}
+        return self._metrics[name].labels(**base, **kept)
+
+    def set(self, question: engines.Reads, value: float, **extra: str) -> None:
+        if self.answers(question):
+            self.child(question, **extra).set(value)
+
+    def inc(self, question: engines.Reads, value: float = 1.0, **extra: str) -> None:
+        if self.answers(question) and value > 0:
+            self.child(question, **extra).inc(value)
+
+    def observe(self, question: engines.Reads, value: float, **extra: str) -> None:
+        if self.answers(question):
+            self.child(question, **extra).observe(value)
 
     def record_sleep_level(self, level: int) -> None:
+        """vLLM's engine_sleep_state: awake = 1 when not sleeping, the level's state = 1."""
+        if n.VLLM_SLEEP_STATE not in self._metrics:
+            return
         asleep_state = _STATE_OF_LEVEL.get(level)
-        self._sleep["awake"].set(0 if asleep_state else 1)
+        sleep = self._metrics[n.VLLM_SLEEP_STATE]
+        base = {k: self._values[k] for k in self.shape.base_labels[engines.ENGINE_SIDE]}
+        sleep.labels(**base, **{n.SLEEP_STATE: n.SLEEP_AWAKE}).set(0 if asleep_state else 1)
         for level_state in _STATE_OF_LEVEL.values():
-            self._sleep[level_state].set(1 if level_state == asleep_state else 0)
+            sleep.labels(**base, **{n.SLEEP_STATE: level_state}).set(
+                1 if level_state == asleep_state else 0
+            )
 
 
-class _SglangMetrics:
-    """SGLang's families (0.5.10: sglang/srt/observability/metrics_collector.py; older trees:
-    python/sglang/srt/metrics/collector.py): the tokenizer manager's carry model_name only,
-    the scheduler's carry the scheduler labels too."""
-
-    def __init__(self, model: str, registry: CollectorRegistry) -> None:
-        r = registry
-        tokenizer = {"model_name": model}
-        scheduler = {
-            "model_name": model,
-            "engine_type": "unified",
-            "tp_rank": "0",
-            "pp_rank": "0",
-            "moe_ep_rank": "0",
-        }
-        self.labels = scheduler
-
-        def gauge(name: str, doc: str) -> Any:
-            return Gauge(name, doc, list(scheduler), registry=r).labels(**scheduler)
-
-        def counter(name: str, doc: str, labels: dict[str, str]) -> Any:
-            return Counter(name, doc, list(labels), registry=r).labels(**labels)
-
-        def hist(name: str, doc: str, labels: dict[str, str], buckets: tuple[float, ...]) -> Any:
-            return Histogram(name, doc, list(labels), buckets=buckets, registry=r).labels(**labels)
-
-        # Scheduler side.
-        self.running = gauge("sglang:num_running_reqs", "The number of running requests.")
-        self.waiting = gauge("sglang:num_queue_reqs", "Requests in the waiting queue.")
-        self.kv = gauge("sglang:token_usage", "The token usage.")
-        self.throughput = gauge("sglang:gen_throughput", "The generation throughput (token/s).")
-        self.paused = gauge("sglang:num_paused_reqs", "Requests paused by async weight sync.")
-        self.preemptions = counter(
-            "sglang:num_retracted_requests", "Total number of retracted requests.", scheduler
-        )
-        self.queue = hist(
-            "sglang:queue_time_seconds", "Queueing time in seconds.", scheduler, _LATENCY_BUCKETS
-        )
-        # Tokenizer side.
-        self.prompt = counter("sglang:prompt_tokens", "Number of prefill tokens.", tokenizer)
-        self.generation = counter("sglang:generation_tokens", "Generation tokens.", tokenizer)
-        requests = counter("sglang:num_requests", "Number of requests processed.", tokenizer)
-        self.finished = {reason: requests for reason in ("stop", "length", "abort")}
-        # TokenizerMetricsCollector.num_aborted_requests_total, counted by abort_request()
-        # (SGLang 0.5.10 sglang/srt/observability/metrics_collector.py, tokenizer_manager.py).
-        self.aborted = counter(
-            "sglang:num_aborted_requests", "Number of requests aborted.", tokenizer
-        )
-        self.ttft = hist("sglang:time_to_first_token_seconds", "TTFT.", tokenizer, _LATENCY_BUCKETS)
-        self.itl = hist("sglang:inter_token_latency_seconds", "ITL.", tokenizer, _ITL_BUCKETS)
-        self.e2e = hist(
-            "sglang:e2e_request_latency_seconds", "E2E latency.", tokenizer, _LATENCY_BUCKETS
-        )
+Q = engines.Reads
 
 
 class SimulatedEngine:
@@ -238,11 +242,15 @@ class SimulatedEngine:
         # The engine's series live here whether or not they are served (verl's defaults
         # still run the engine; they only leave its stats out of /metrics).
         self.registry = CollectorRegistry(auto_describe=True)
-        self.metrics: _VllmMetrics | _SglangMetrics = (
-            _VllmMetrics(model, self.registry)
-            if engine == "vllm"
-            else _SglangMetrics(model, self.registry)
+        settings = frozenset({n.SPECULATIVE_CONFIG} if self.options.speculative_tokens else ())
+        self.metrics = EngineFamilies(
+            engines.BY_LABEL[engine],
+            self.options.versions.get(engine, ""),
+            model,
+            self.registry,
+            settings,
         )
+        self.metrics.record_sleep_level(0)
         self._rng = random.Random(seed)
         self._waiting: list[_Request] = []
         self._running: list[_Request] = []
@@ -282,14 +290,15 @@ class SimulatedEngine:
             )
             if not self.options.idle:
                 self._new_batch(now)
-        produced = 0.0 if self.asleep else self._generate(now, dt)
-        m.generation.inc(produced)
-        if isinstance(m, _SglangMetrics):
-            m.throughput.set(produced / dt if dt > 0 else 0.0)
-            m.paused.set(len(self._waiting) if self.asleep else 0)
-        m.running.set(len(self._running))
-        m.waiting.set(len(self._waiting))
-        m.kv.set(min(1.0, self._kv_tokens() / load.kv_capacity_tokens))
+        if not self.asleep:
+            self._generate(now, dt)
+        m.set(Q.REQUESTS_PAUSED, len(self._waiting) if self.asleep else 0)
+        m.set(Q.REQUESTS_RUNNING, len(self._running))
+        m.set(Q.REQUESTS_WAITING, len(self._waiting))
+        m.set(Q.KV_CACHE_USAGE, min(1.0, self._kv_tokens() / load.kv_capacity_tokens))
+        if not self._running and not self._waiting:
+            # SGLang's scheduler idle time: nothing runnable or queued (asleep included).
+            m.inc(Q.IDLE_SECONDS, dt)
 
     def _follow_training_schedule(self, now: float) -> None:
         """Steps aligned to the wall clock, so every replica of every job sleeps together, as
@@ -305,66 +314,97 @@ class SimulatedEngine:
                 self._next_batch = now
         elif not self.asleep:
             for req in self._running + self._waiting:
-                self._finish(req, now, "abort")
+                self._finish(req, now, n.FINISHED_ABORT)
             self._running.clear()
             self._waiting.clear()
             self._set_sleep(True)
 
     def _set_sleep(self, asleep: bool) -> None:
         self.asleep = asleep
-        if isinstance(self.metrics, _VllmMetrics):
-            self.metrics.record_sleep_level(self.options.sleep_level if asleep else 0)
+        self.metrics.record_sleep_level(self.options.sleep_level if asleep else 0)
 
     def _new_batch(self, now: float) -> None:
         load = self.load
         for _ in range(load.batch_per_replica):
             sampled = self._rng.lognormvariate(0, load.sigma) * load.median_tokens
-            self._waiting.append(_Request(max(1, int(min(load.max_tokens, sampled))), now))
-            if isinstance(self.metrics, _VllmMetrics):
-                self.metrics.max_tokens_param.observe(load.max_tokens)
+            streaming = self._rng.random() < _STREAMING_SHARE
+            self._waiting.append(
+                _Request(max(1, int(min(load.max_tokens, sampled))), now, streaming)
+            )
+            self.metrics.observe(Q.MAX_TOKENS, load.max_tokens)
 
-    def _generate(self, now: float, dt: float) -> float:
+    def _admit(self, req: _Request, now: float) -> None:
+        load, m = self.load, self.metrics
+        if req.started is None:
+            m.observe(Q.QUEUE_TIME, now - req.arrived)
+        req.started = now
+        cached = round(load.prompt_tokens * self._rng.uniform(*_CACHED_PROMPT_SHARE))
+        m.inc(Q.PROMPT_TOKENS, load.prompt_tokens, **req.stream_label)
+        m.inc(Q.PREFIX_CACHE_QUERIES, load.prompt_tokens)
+        m.inc(Q.PREFIX_CACHE_HITS, cached)
+        m.set(Q.PREFIX_CACHE_HIT_RATE, cached / load.prompt_tokens)
+        self._running.append(req)
+
+    def _generate(self, now: float, dt: float) -> None:
         load, m = self.load, self.metrics
         while self._waiting and len(self._running) < load.max_running:
             if self._running and self._kv_tokens() + load.prompt_tokens > load.kv_capacity_tokens:
                 break  # no room in the KV cache: the scheduler admits nothing more
-            req = self._waiting.pop(0)
-            if req.started is None:
-                m.queue.observe(now - req.arrived)
-            req.started = now
-            m.prompt.inc(load.prompt_tokens)
-            self._running.append(req)
+            self._admit(self._waiting.pop(0), now)
         produced = 0.0
+        prefill_seconds = load.prompt_tokens / load.prefill_tokens_per_second
         for req in list(self._running):
+            if req.started is not None and now < req.started + prefill_seconds:
+                continue  # still in prefill: no token yet
             step_tokens = min(load.tokens_per_second_per_request * dt, req.length - req.generated)
             req.generated += step_tokens
             produced += step_tokens
+            m.inc(Q.GENERATION_TOKENS, step_tokens, **req.stream_label)
             if req.first_token is None and req.generated >= 1:
                 req.first_token = now
-                m.ttft.observe(now - req.arrived)
+                m.observe(Q.TTFT, now - req.arrived, **req.stream_label)
             if step_tokens > 0:
-                m.itl.observe(
-                    1.0 / load.tokens_per_second_per_request * self._rng.uniform(0.8, 1.3)
+                m.observe(
+                    Q.ITL, 1.0 / load.tokens_per_second_per_request * self._rng.uniform(0.8, 1.3)
                 )
             if req.generated >= req.length:
                 self._running.remove(req)
-                self._finish(req, now, "length" if req.length >= load.max_tokens else "stop")
+                reason = n.FINISHED_LENGTH if req.length >= load.max_tokens else n.FINISHED_STOP
+                self._finish(req, now, reason)
+        self._speculate(produced)
         # A full KV cache preempts the newest request; it is recomputed when rescheduled.
         while len(self._running) > 1 and self._kv_tokens() > load.kv_capacity_tokens:
             victim = self._running.pop()
             victim.generated = 0.0
             self._waiting.insert(0, victim)
-            m.preemptions.inc()
-        return produced
+            m.inc(Q.PREEMPTIONS)
+
+    def _speculate(self, produced: float) -> None:
+        """With k draft tokens per step, each accepted with probability p, a step yields
+        1 + k p tokens on average: the counters (vLLM) or gauges (SGLang) of that."""
+        k, m = self.options.speculative_tokens, self.metrics
+        if not k or produced <= 0:
+            m.set(Q.SPEC_ACCEPT_RATE, 0)
+            m.set(Q.SPEC_ACCEPT_LENGTH, 0)
+            return
+        accept_length = 1 + k * _DRAFT_ACCEPTANCE
+        drafts = produced / accept_length
+        m.inc(Q.SPEC_DRAFTS, drafts)
+        m.inc(Q.SPEC_DRAFT_TOKENS, drafts * k)
+        m.inc(Q.SPEC_ACCEPTED_TOKENS, drafts * k * _DRAFT_ACCEPTANCE)
+        m.set(Q.SPEC_ACCEPT_RATE, _DRAFT_ACCEPTANCE)
+        m.set(Q.SPEC_ACCEPT_LENGTH, accept_length)
 
     def _finish(self, req: _Request, now: float, reason: str) -> None:
         m = self.metrics
-        m.finished[reason].inc()
-        if reason == "abort" and isinstance(m, _SglangMetrics):
-            m.aborted.inc()
-        m.e2e.observe(now - req.arrived)
-        if isinstance(m, _VllmMetrics):
-            m.generation_per_request.observe(req.generated)
+        m.inc(Q.REQUESTS_FINISHED, 1.0, **{n.FINISHED_REASON: reason, **req.stream_label})
+        if reason == n.FINISHED_ABORT:
+            m.inc(Q.REQUESTS_ABORTED)
+        m.observe(Q.E2E_LATENCY, now - req.arrived, **req.stream_label)
+        m.observe(Q.RESPONSE_LENGTH, req.generated)
+        if req.started is not None and req.first_token is not None:
+            m.observe(Q.PREFILL_TIME, req.first_token - req.started)
+            m.observe(Q.DECODE_TIME, now - req.first_token)
 
     def _kv_tokens(self) -> float:
         return sum(self.load.prompt_tokens + r.generated for r in self._running)
