@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="POST URL/-/reload after a real change (prometheus.reload_url)",
     )
+    from fsd_daemon.promcentral import add_arguments as add_central_arguments
+
+    add_central_arguments(prom)
 
     demo = sub.add_parser(
         "demo",
@@ -177,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "targets":
         return _targets(config, as_json=args.json)
     if command == "prometheus-config":
+        from fsd_daemon.promcentral import central_prometheus_config
+
+        central = central_prometheus_config(config, args)
+        if central is not None:
+            return central
         from fsd_daemon.promconfig import prometheus_config_command
 
         return prometheus_config_command(config, patch=args.patch)

@@ -78,6 +78,9 @@ class DaemonSection:
     log_level: str = "info"
     # "" disables the self-metrics listener; "127.0.0.1:9848" enables it.
     metrics_listen: str = ""
+    # TLS and basic auth for that listener (/metrics, /healthz and the /sd/ lists), in the
+    # exporter-toolkit web-config format fsd-gpu-exporter reads ("" = plain HTTP, open).
+    web_config_file: str = ""
     # Restore target files deleted or edited by someone else as soon as it happens.
     watch_output_dir: bool = True
 
