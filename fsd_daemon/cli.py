@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="Prometheus' scrape and rule interval (default 5)",
     )
+    demo.add_argument(
+        "--remote-write",
+        metavar="URL",
+        help="Prometheus also streams everything to this long-term store (remote_write)",
+    )
 
     # report's commands: they need no daemon config (see main).
     from fsd_daemon.assets import command as assets_command

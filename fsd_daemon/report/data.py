@@ -113,21 +113,42 @@ def fetch(
     )
     for s in tokens:
         data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(grid, start, step, s)
-    data.gpu_rate_window = _rate_window(prometheus)
+    data.gpu_rate_window = _rate_window(prometheus, start, end)
     _fetch_gpus(rng, data, job, data.gpu_rate_window)
     return data
 
 
-def _rate_window(prometheus: Prometheus) -> str:
+def _rate_window(prometheus: Prometheus, start: float, end: float) -> str:
     """``RATE_WINDOW_SCRAPES`` scrape intervals of the GPU exporters (their longest, as
-    Prometheus' targets API says now), as a PromQL duration."""
+    Prometheus' targets API says now), as a PromQL duration. A store that scrapes nothing
+    itself (remote write into VictoriaMetrics, Thanos, Mimir) lists no targets: there the
+    interval is read from the samples."""
     intervals = [
         seconds
         for labels, interval in prometheus.scrape_intervals()
         if labels.get("job") == names.JOB_GPU and (seconds := duration_seconds(interval))
     ]
-    interval = max(intervals) if intervals else DEFAULT_SCRAPE_INTERVAL
+    interval = max(intervals) if intervals else _interval_from_samples(prometheus, start, end)
     return f"{max(2.0, RATE_WINDOW_SCRAPES * interval):.0f}s"
+
+
+# The span whose samples are counted to estimate the scrape interval.
+_MAX_COUNTED_SPAN_SECONDS = 600.0
+
+
+def _interval_from_samples(prometheus: Prometheus, start: float, end: float) -> float:
+    """Seconds between a GPU exporter's samples over the end of the range: the span divided
+    by the most samples any busy-time series has in it (a series that started within the
+    span has fewer; the fullest one has been there all along)."""
+    span = max(1.0, min(end - start, _MAX_COUNTED_SPAN_SECONDS))
+    try:
+        counts = prometheus.query(
+            f"max(count_over_time({names.GPU_BUSY_SECONDS}[{span:.0f}s]))", end
+        )
+    except PrometheusError:
+        return DEFAULT_SCRAPE_INTERVAL
+    most = max((value for _, value in counts), default=0.0)
+    return span / most if most >= 2 else DEFAULT_SCRAPE_INTERVAL
 
 
 _PROM_DURATION_RE = re.compile(r"(\d{1,9})(ms|s|m|h|d|w)")

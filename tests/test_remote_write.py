@@ -1,0 +1,202 @@
+"""The run's metrics outlive the cluster: the head-node Prometheus streams to a long-term store.
+
+The store is VictoriaMetrics (Debian's ``victoria-metrics`` package, Apache-2.0) receiving
+Prometheus remote write. ``fsd-daemon demo --remote-write URL`` runs the whole path (a local
+Ray cluster, a verl-like job with the scripted long-tail load, the simulated-GPU exporter, the
+daemon, and Prometheus with the config that ``prometheus-config --remote-write`` prints and the
+shipped rules). While it runs, ``fsd-daemon report`` is made against the head-node Prometheus;
+then the demo stops (Ray, Prometheus, daemon, exporter: all gone), and the same report against
+the store gives the same figures, and every query of the shipped dashboards and rules returns
+data from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsd_daemon.sim.launch import free_port
+from tests.promql import all_expressions
+from tests.support.daemonproc import wait_for
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.ray, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+SCRAPE_SECONDS = 2
+# Two steps of the long-tail scenario (20 s each) and the rules' one-minute windows.
+RUN_SECONDS = 75
+
+
+@pytest.fixture
+def victoria_metrics(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("victoria-metrics")
+    if binary is None:
+        pytest.fail("victoria-metrics is missing: scripts/setup --test installs Debian's package")
+    port = free_port()
+    log = open(tmp_path / "victoria-metrics.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"-storageDataPath={tmp_path / 'vm-data'}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-retentionPeriod=1d",
+            # Serve the newest samples too (the default hides the last 30 s).
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ok(f"{url}/health") or proc.poll() is not None, 60, 0.2)
+        assert proc.poll() is None, (tmp_path / "victoria-metrics.log").read_text()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def query(base: str, expr: str, at: float) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+    with urllib.request.urlopen(url, timeout=30) as r:
+        body = json.loads(r.read())
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def report(prometheus: str, start: float, end: float, out: Path, env: dict[str, str]) -> Any:
+    done = subprocess.run(
+        [str(BIN / "fsd-daemon"), "report", "--prometheus", prometheus, "--from", f"{start:.0f}",
+         "--to", f"{end:.0f}", "--resolution", "1", "--output", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_report_and_dashboards_from_the_store_after_the_cluster_is_gone(
+    victoria_metrics: str, tmp_path: Path, prometheus_bin: str
+) -> None:
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    workdir = tmp_path / "demo"
+    demo_log = tmp_path / "demo.log"
+    with open(demo_log, "wb") as log:
+        demo = subprocess.Popen(
+            [str(BIN / "fsd-daemon"), "demo", "--scenario", "long-tail", "--gpus", "6",
+             "--scrape-interval", str(SCRAPE_SECONDS), "--prometheus-port", str(free_port()),
+             "--workdir", str(workdir), "--remote-write", f"{victoria_metrics}/api/v1/write"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (workdir / "demo.json").exists() or demo.poll() is not None, 300, 0.5)
+        assert demo.poll() is None, demo_log.read_text()[-4000:]
+        state = json.loads((workdir / "demo.json").read_text())
+        head_prometheus = f"http://127.0.0.1:{state['ports']['prometheus']}"
+        printed = (workdir / "prometheus.yml").read_text()
+        assert f"{victoria_metrics}/api/v1/write" in printed and "external_labels" in printed
+        start = time.time() + 5
+        time.sleep(RUN_SECONDS)
+        end = time.time() - 3
+        before = report(head_prometheus, start, end, tmp_path / "report-head", env)
+        # The shipped dashboards' and rules' queries that have data on the head (the scripted
+        # job is vLLM only: SGLang's panels are empty there too).
+        expressions = [e for e in all_expressions() if e.kind != "alert"]
+        answered = {e.expr: len(query(head_prometheus, e.expr, end)) for e in expressions}
+        answered = {expr: n for expr, n in answered.items() if n}
+        assert len(answered) > 20, answered
+
+        # Everything of the cluster stops: Ray, its job, the exporter, the daemon, Prometheus.
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(timeout=180) == 0, demo_log.read_text()[-4000:]
+        assert not _ok(f"{head_prometheus}/-/ready")
+        for pid in [*state["pids"].values(), *(j["pid"] for j in state["jobs"])]:
+            assert not _alive(pid), pid
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+
+    after = report(victoria_metrics, start, end, tmp_path / "report-store", env)
+    print("head:", json.dumps(_figures(before)), "\nstore:", json.dumps(_figures(after)))
+    assert after["jobs"] == before["jobs"] and before["jobs"]
+    assert after["gpu_rate_window"] == before["gpu_rate_window"]
+    assert len(after["steps"]) == len(before["steps"]) >= 1
+    for a, b in zip(after["steps"], before["steps"], strict=True):
+        assert (a["job"], a["replicas"], a["slowest_replica"]) == (
+            b["job"],
+            b["replicas"],
+            b["slowest_replica"],
+        )
+        assert abs(a["tail_seconds"] - b["tail_seconds"]) <= 2 * SCRAPE_SECONDS
+    assert after["never_busy_replicas"] == before["never_busy_replicas"]
+    # GPU time: VictoriaMetrics' rate() does not extrapolate to the window's edges as
+    # Prometheus' does, so the shares agree closely, not exactly.
+    for state in ("busy", "idle", "asleep"):
+        assert abs(after["states"][state] - before["states"][state]) <= 0.05, state
+
+    # The same queries against the store, at the same time: as many series each.
+    differ = {
+        expr: (n, len(query(victoria_metrics, expr, end)))
+        for expr, n in answered.items()
+        if len(query(victoria_metrics, expr, end)) != n
+    }
+    assert not differ, "head vs store series counts:\n" + "\n".join(
+        f"{counts}: {expr}" for expr, counts in differ.items()
+    )
+    print(f"{len(answered)} dashboard and rule queries answer the same from the store")
+    # The external label keeps this cluster apart from others in the store.
+    assert query(victoria_metrics, 'count(up{cluster="demo"})', end)
+
+
+def _figures(summary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "jobs": summary["jobs"],
+        "window": summary["gpu_rate_window"],
+        "steps": [(s["replicas"], round(s["tail_seconds"], 1)) for s in summary["steps"]],
+        "states": summary.get("states"),
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
