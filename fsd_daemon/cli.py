@@ -206,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_config(config: Config, path: str | None) -> int:
     """The effective config as TOML that loads back as the same config."""
-    sys.stdout.write(f"# effective config (file: {path or 'none, built-in defaults'})\n\n")
+    sys.stdout.write(f"# effective config (file: {path or 'none, built-in defaults'})\n")
+    sys.stdout.write(f"# daemon.cluster: {config.cluster_origin}\n\n")
     sys.stdout.write(tomli_w.dumps(to_toml_dict(config)))
     return EXIT_OK
 
