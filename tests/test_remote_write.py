@@ -167,6 +167,32 @@ def test_report_and_dashboards_from_the_store_after_the_cluster_is_gone(
     for state in ("busy", "idle", "asleep"):
         assert abs(after["states"][state] - before["states"][state]) <= 0.05, state
 
+    # Two runs side by side from the store: the run's first half (A) against its second (B),
+    # this cluster's series only. The scripted load is the same in both: so are the figures.
+    middle = (start + end) / 2
+    compared = tmp_path / "compare"
+    done = subprocess.run(
+        [str(BIN / "fsd-daemon"), "report", "--prometheus", victoria_metrics, "--cluster", "demo",
+         "--from", f"{start:.0f}", "--to", f"{middle:.0f}", "--compare-from", f"{middle:.0f}",
+         "--compare-to", f"{end:.0f}", "--resolution", "1", "--output", str(compared)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "run B against run A: median tail" in done.stdout, done.stdout
+    runs = json.loads((compared / "compare.json").read_text())["runs"]
+    assert [r["cluster"] for r in runs] == ["demo", "demo"]
+    assert all(r["steps"] for r in runs), runs
+    tails = [s["tail_seconds"] for r in runs for s in r["steps"]]
+    assert max(tails) - min(tails) <= 2 * SCRAPE_SECONDS, tails
+    # Another cluster's name selects nothing of this run.
+    other = subprocess.run(
+        [str(BIN / "fsd-daemon"), "report", "--prometheus", victoria_metrics, "--cluster",
+         "another", "--from", f"{start:.0f}", "--to", f"{end:.0f}", "--output",
+         str(tmp_path / "other")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert other.returncode == 1 and "no data in the range" in other.stderr, other.stderr
+
     # The same queries against the store, at the same time: as many series each.
     differ = {
         expr: (n, len(query(victoria_metrics, expr, end)))

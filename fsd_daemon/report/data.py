@@ -50,8 +50,10 @@ class ReportData:
         return sorted({job for job, _ in self.running})
 
 
-def _selector(job: str | None, extra: str = "") -> str:
+def _selector(job: str | None, extra: str = "", cluster: str | None = None) -> str:
     matchers = [f'{names.ROLE}="{names.ROLE_ROLLOUT}"']
+    if cluster:
+        matchers.append(f'{names.CLUSTER}="{cluster}"')
     if job:
         matchers.append(f'{names.RAY_JOB_ID}="{job}"')
     if extra:
@@ -69,14 +71,20 @@ def _on_grid(grid: np.ndarray, start: float, step: float, series: Series) -> np.
 
 
 def fetch(
-    prometheus: Prometheus, start: float, end: float, step: float, job: str | None = None
+    prometheus: Prometheus,
+    start: float,
+    end: float,
+    step: float,
+    job: str | None = None,
+    cluster: str | None = None,
 ) -> ReportData:
-    """Ask Prometheus for everything the report draws. Raises PrometheusUnreachable when there
-    is no Prometheus; a part without data is listed in ``missing`` instead."""
+    """Ask Prometheus for everything the report draws (of one cluster's series, with
+    ``cluster``: a store holds many). Raises PrometheusUnreachable when there is no
+    Prometheus; a part without data is listed in ``missing`` instead."""
     grid = np.arange(start, end + step / 2, step)
     data = ReportData(start=start, end=end, step=step, grid=grid)
     by = f"{names.RAY_JOB_ID}, {names.REPLICA}, {names.ENGINE}"
-    sel = _selector(job)
+    sel = _selector(job, cluster=cluster)
 
     def rng(expr: str) -> list[Series]:
         return prometheus.query_range(expr, start, end, step)
@@ -95,8 +103,8 @@ def fetch(
             'sglang:num_running_reqs) with role="rollout" in the range; are the rollout '
             "targets scraped and do the engines export stats (fsd-daemon doctor says why not)?"
         )
-    asleep_sel = _selector(job, f'{names.SLEEP_STATE}!="{names.SLEEP_AWAKE}"')
-    awake_sel = _selector(job, f'{names.SLEEP_STATE}="{names.SLEEP_AWAKE}"')
+    asleep_sel = _selector(job, f'{names.SLEEP_STATE}!="{names.SLEEP_AWAKE}"', cluster)
+    awake_sel = _selector(job, f'{names.SLEEP_STATE}="{names.SLEEP_AWAKE}"', cluster)
     # A replica is asleep while any non-awake state is set; engines report 1 for the current
     # state. "or 0 * awake" gives the replicas that report only awake a series of zeros.
     asleep = rng(
@@ -114,7 +122,7 @@ def fetch(
     for s in tokens:
         data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(grid, start, step, s)
     data.gpu_rate_window = _rate_window(prometheus, start, end)
-    _fetch_gpus(rng, data, job, data.gpu_rate_window)
+    _fetch_gpus(rng, data, job, data.gpu_rate_window, cluster)
     return data
 
 
@@ -163,9 +171,17 @@ def duration_seconds(text: str) -> float:
 
 
 def _fetch_gpus(
-    query: Callable[[str], list[Series]], data: ReportData, job: str | None, window: str
+    query: Callable[[str], list[Series]],
+    data: ReportData,
+    job: str | None,
+    window: str,
+    cluster: str | None = None,
 ) -> None:
-    busy = query(f"max by (instance, gpu) (clamp_max(rate({names.GPU_BUSY_SECONDS}[{window}]), 1))")
+    of_cluster = f'{{{names.CLUSTER}="{cluster}"}}' if cluster else ""
+    busy = query(
+        f"max by (instance, gpu) "
+        f"(clamp_max(rate({names.GPU_BUSY_SECONDS}{of_cluster}[{window}]), 1))"
+    )
     if not busy:
         data.missing.append(
             "GPU busy time, idle GPU-hours and unused GPUs: no fsd-gpu-exporter series "
@@ -176,7 +192,11 @@ def _fetch_gpus(
     for s in busy:
         key = (s.labels.get("instance", ""), s.labels.get("gpu", ""))
         data.gpu_busy[key] = _on_grid(data.grid, data.start, data.step, s)
-    owner_sel = f'{{{names.RAY_JOB_ID}="{job}"}}' if job else ""
+    owner_matchers = [
+        *([f'{names.CLUSTER}="{cluster}"'] if cluster else []),
+        *([f'{names.RAY_JOB_ID}="{job}"'] if job else []),
+    ]
+    owner_sel = "{" + ", ".join(owner_matchers) + "}" if owner_matchers else ""
     try:
         owners = query(
             f"max by (instance, gpu, role, {names.RAY_JOB_ID}, replica, state) "
