@@ -19,9 +19,8 @@ import numpy as np
 
 from fsd_daemon.report.analysis import Analysis
 from fsd_daemon.report.data import ReportData
+from fsd_daemon.report.figures import COMPARE_PNG, DPI, FIGURE_SIZES, plt
 
-COMPARE_PNG = "compare.png"
-COMPARE_SIZE = (1200, 750)
 RUN_COLOURS = ("#2b8cbe", "#e6550d")
 
 
@@ -144,9 +143,7 @@ def draw(
 ) -> None:
     """Two panels, steps on the x axis, run A's and run B's bars side by side: the tail of each
     step (seconds), and the idle rollout GPUs during it (mean)."""
-    from fsd_daemon.report.figures import DPI, plt
-
-    width, height = COMPARE_SIZE
+    width, height = FIGURE_SIZES[COMPARE_PNG]
     fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
     count = max((len(steps) for steps in figures), default=0)

@@ -11,6 +11,7 @@ from PIL import Image
 from fsd_daemon.report import compare
 from fsd_daemon.report.analysis import analyse
 from fsd_daemon.report.data import ReportData
+from fsd_daemon.report.figures import FIGURE_SIZES
 
 
 def run_with(finish: dict[str, int], steps: int, start: float) -> ReportData:
@@ -58,7 +59,7 @@ def test_per_step_tail_and_idle_run_a_against_run_b(tmp_path: Path) -> None:
     png = tmp_path / compare.COMPARE_PNG
     compare.draw(runs, (steps_a, steps_b), unit_a, png)
     with Image.open(png) as image:
-        assert image.size == compare.COMPARE_SIZE
+        assert image.size == FIGURE_SIZES[compare.COMPARE_PNG]
         # Both runs' colours are drawn (bars of A in blue, of B in orange).
         colours = {c for _, c in image.convert("RGB").getcolors(maxcolors=1 << 20) or []}
     for hex_colour in compare.RUN_COLOURS:
