@@ -29,7 +29,7 @@ import pytest
 
 from tests.support.daemonproc import wait_for
 from tests.support.netns import Namespace, NetnsPair, can_create_namespaces
-from tests.support.raynodes import get_in
+from tests.support.raynodes import get_in, short_tmp
 
 pytestmark = [pytest.mark.ray, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -42,7 +42,14 @@ HOSTS = ("rl-head-a", "rl-head-b")
 
 
 @pytest.fixture
-def netns() -> Iterator[NetnsPair]:
+def ray_tmp() -> Iterator[Path]:
+    with short_tmp() as path:
+        yield path
+
+
+@pytest.fixture
+def netns(ray_tmp: Path) -> Iterator[NetnsPair]:
+    """Torn down before ``ray_tmp``: Ray's processes stop before their temp dir goes."""
     why = can_create_namespaces()
     if why is not None:
         pytest.skip(why)
@@ -58,21 +65,25 @@ def on_host(host: str, argv: list[str]) -> list[str]:
 
 
 def start_machine(
-    ns: Namespace, host: str, tmp: Path, env: dict[str, str], store: str, seed: int
+    ns: Namespace, host: str, tmp: Path, ray_tmp: Path, env: dict[str, str], store: str, seed: int
 ) -> dict[str, Any]:
     work = tmp / host
-    (work / "ray").mkdir(parents=True)
-    ns.start(
+    work.mkdir()
+    ray_dir = ray_tmp / host[-1]  # Ray's socket paths must stay under 108 bytes
+    ray_dir.mkdir()
+    ray = ns.start(
         on_host(host, [str(BIN / "ray"), "start", "--head", f"--node-ip-address={ns.address}",
                        f"--port={GCS_PORT}", f"--dashboard-host={ns.address}",
-                       f"--dashboard-port={DASHBOARD_PORT}", f"--temp-dir={work / 'ray'}",
+                       f"--dashboard-port={DASHBOARD_PORT}", f"--temp-dir={ray_dir}",
                        "--num-cpus=2", "--num-gpus=0", "--block"]),
         work / "ray.log",
-        {**env, "RAY_TMPDIR": str(work / "ray")},
+        {**env, "RAY_TMPDIR": str(ray_dir)},
     )  # fmt: skip
     dashboard = f"http://{ns.address}:{DASHBOARD_PORT}/api/v0/nodes?limit=10"
 
     def ray_up() -> bool:
+        if ray.poll() is not None:
+            pytest.fail(f"ray start exited on {host}: {(work / 'ray.log').read_text()[-2000:]}")
         try:
             return bool(json.loads(get_in(ns, dashboard))["data"]["result"]["result"])
         except (OSError, KeyError, ValueError):
@@ -104,6 +115,8 @@ def start_machine(
         work / "daemon.log",
         {**env, **settings},
     )  # fmt: skip
+    # Prometheus watches the targets directory only if it exists when it starts.
+    wait_for(lambda: (out / "rollout.json").exists(), 60, 0.2)
     # The Prometheus config, printed on this machine: its default cluster is this host's.
     printed = subprocess.run(
         ns.argv(on_host(host, ["env", "-i", *(f"{k}={v}" for k, v in {**env, **settings}.items()),
@@ -124,7 +137,7 @@ def start_machine(
 
 
 def test_two_clusters_one_store_kept_apart_by_default(
-    netns: NetnsPair, tmp_path: Path, prometheus_bin: str
+    netns: NetnsPair, ray_tmp: Path, tmp_path: Path, prometheus_bin: str
 ) -> None:
     head_a, head_b = netns.head, netns.worker
     home = tmp_path / "home"
@@ -146,7 +159,7 @@ def test_two_clusters_one_store_kept_apart_by_default(
         env,
     )  # fmt: skip
     machines = [
-        start_machine(ns, host, tmp_path, env, store, seed)
+        start_machine(ns, host, tmp_path, ray_tmp, env, store, seed)
         for ns, host, seed in ((head_a, HOSTS[0], 1), (head_b, HOSTS[1], 2))
     ]
     # Each cluster numbers its jobs itself: the same job id on both.

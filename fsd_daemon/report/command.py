@@ -256,7 +256,12 @@ def _compare(
     """Draw compare.png, write compare.json; the summary lines of the comparison."""
     from fsd_daemon.report import analysis, compare
 
-    runs = (compare.Run("A", *run_a), compare.Run("B", *run_b))
+    a_start, a_end, a_job, a_cluster = run_a
+    b_start, b_end, b_job, b_cluster = run_b
+    runs = (
+        compare.Run("A", a_start, a_end, cluster=a_cluster, job=a_job),
+        compare.Run("B", b_start, b_end, cluster=b_cluster, job=b_job),
+    )
     unit_a, steps_a = compare.per_step(data_a, analysis_a)
     unit_b, steps_b = compare.per_step(data_b, analysis.analyse(data_b))
     # Idle GPUs against idle replicas would compare different things: say which was counted.
