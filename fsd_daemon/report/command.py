@@ -25,6 +25,8 @@ _DURATION_PART_RE = re.compile(r"(\d{1,9})(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Ray job ids are hex ("02000000"); the value goes into a PromQL matcher, so nothing else.
 _JOB_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
+# What the report's extra installs (pyproject.toml, [project.optional-dependencies] report).
+_DRAWING_MODULES = ("matplotlib", "numpy")
 # A cluster label value that goes into a PromQL matcher: host names, Slurm and pod names.
 _CLUSTER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}\Z")
 # Grid points per series: at most what one Prometheus range query returns (11,000).
@@ -193,8 +195,18 @@ def draw(
     cluster: str | None = None,
     run_b: tuple[float, float, str | None, str | None] | None = None,
 ) -> int:
-    from fsd_daemon.report import analysis, data, figures, page, summary
-    from fsd_daemon.report.compare import COMPARE_PNG
+    try:
+        from fsd_daemon.report import analysis, data, figures, page, summary
+        from fsd_daemon.report.compare import COMPARE_PNG
+    except ImportError as exc:
+        if exc.name not in _DRAWING_MODULES:
+            raise
+        print(
+            f"fsd-daemon report: {exc.name} is not installed: the report is an extra, "
+            "pip install 'fsd-daemon[report]'",
+            file=sys.stderr,
+        )
+        return EXIT_NO_REPORT
     from fsd_daemon.report.prom import Prometheus, PrometheusError, PrometheusUnreachable
 
     try:
