@@ -25,6 +25,7 @@ import pytest
 
 from fsd_daemon.config import Config, load_config
 from fsd_daemon.service import Service
+from fsd_daemon.sim.launch import free_port
 from tests.support.clusterfile import cluster, node, server
 from tests.support.harness import wait_for as _wait_for
 from tests.support.tls import make_certs, write_web_config
@@ -251,3 +252,31 @@ def test_a_web_config_that_does_not_parse_is_one_line_and_exit_2(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("fsd-daemon: daemon.web_config_file: ")
     assert says in lines[0]
+
+
+def test_reload_switches_the_web_config_or_keeps_the_running_one(tmp_path: Path) -> None:
+    """A reload that names a web config which does not parse is refused: the listener keeps
+    serving as before (plain HTTP here). One that parses puts TLS and auth on the same
+    address."""
+    write_cluster(tmp_path / "cluster.json", 1)
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    service = start(tmp_path, make_config(tmp_path, metrics_listen=listen))
+    try:
+        wait_for(lambda: get(f"{base(service)}/sd/rollout")[0] == 200)
+        broken = tmp_path / "broken.yml"
+        broken.write_text("basic_auth_users:\n  prometheus: plaintext\n")
+        make_config(tmp_path, metrics_listen=listen, web_config_file=str(broken))
+        assert service.reload_config() is False
+        assert get(f"http://{listen}/sd/rollout")[0] == 200  # still plain HTTP, still there
+        certs = make_certs(tmp_path, "127.0.0.1")
+        web = write_web_config(tmp_path / "web.yml", certs, "prometheus", PASSWORD)
+        make_config(tmp_path, metrics_listen=listen, web_config_file=str(web))
+        assert service.reload_config() is True
+        assert service.metrics_port == port
+        url = f"https://{listen}/sd/rollout"
+        ca = certs / "ca.crt"
+        assert get(url, ca=ca, user="prometheus", password=PASSWORD)[0] == 200
+        assert get(url, ca=ca)[0] == 401
+    finally:
+        stop(service)
