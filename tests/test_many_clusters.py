@@ -94,7 +94,7 @@ def start_machine(
     gcs = f"{ns.address}:{GCS_PORT}"
     job = ns.start(
         on_host(host, [str(BIN / "python"), "-m", "fsd_daemon.sim.job", "--address", gcs,
-                       "--scenario", "long-tail", "--seed", str(seed)]),
+                       "--vllm", "5", "--scenario", "long-tail", "--seed", str(seed)]),
         work / "job.log",
         env,
         stdin=subprocess.PIPE,
