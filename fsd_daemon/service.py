@@ -255,10 +255,12 @@ class Service:
         with handled_signals(signals):
             self.notifier.notify(READY=1, STATUS="started, first poll")
             log.info(
-                "fsd-daemon started: Ray %s, writing %s every %.1fs",
+                "fsd-daemon started: Ray %s, writing %s every %.1fs, cluster label %r (%s)",
                 self.config.ray.address,
                 self.config.daemon.output_dir,
                 self.config.daemon.poll_interval_seconds,
+                self.config.daemon.cluster,
+                self.config.cluster_origin or "set",
             )
             try:
                 self._loop()
