@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from fsd_daemon.sim.launch import free_port
@@ -226,3 +227,83 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_agent_mode_streams_everything_and_keeps_nothing(
+    victoria_metrics: str, tmp_path: Path, prometheus_bin: str
+) -> None:
+    """``prometheus-config --remote-write URL --agent`` run by a real Prometheus in agent mode:
+    the rollout servers it finds through the daemon's files reach the store with the cluster
+    label and the external labels, the agent itself answers no queries (nothing kept to
+    query), and the store still has the series after the agent is stopped.
+    The cluster is described by a file (the discovery seam): what is under test is the path
+    from the files to the store."""
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    from tests.support.clusterfile import cluster, node, server
+
+    servers = []
+    ports = [free_port(), free_port()]
+    for replica, port in enumerate(ports):
+        registry = CollectorRegistry()
+        gauge = Gauge("vllm:num_requests_running", "running", ["model_name"], registry=registry)
+        gauge.labels("m").set(replica + 1)
+        servers.append(start_http_server(port, "127.0.0.1", registry)[0])
+    described = tmp_path / "cluster.json"
+    described.write_bytes(
+        orjson.dumps(cluster(*(server(r, port=p) for r, p in enumerate(ports)), nodes=[node()]))
+    )
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "FSD_DAEMON_CLUSTER": "agent-run",
+        "FSD_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": "1",
+    }
+    out = tmp_path / "targets"
+    common = ["--ray-address", f"file:{described}", "--output-dir", str(out)]
+    printed = subprocess.run(
+        [str(BIN / "fsd-daemon"), "prometheus-config", *common,
+         "--remote-write", f"{victoria_metrics}/api/v1/write", "--agent",
+         "--external-label", "site=lab"],
+        capture_output=True, text=True, timeout=60, env=env, check=True,
+    ).stdout  # fmt: skip
+    assert "rule_files" not in printed and "cluster: agent-run" in printed
+    (tmp_path / "agent.yml").write_text(printed)
+    daemon = subprocess.Popen(
+        [str(BIN / "fsd-daemon"), "run", *common, "--no-watch"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    agent_port = free_port()
+    agent = None
+    try:
+        wait_for(lambda: (out / "rollout.json").exists(), 60, 0.2)
+        agent = subprocess.Popen(
+            [prometheus_bin, "--enable-feature=agent", f"--config.file={tmp_path / 'agent.yml'}",
+             f"--storage.agent.path={tmp_path / 'wal'}",
+             f"--web.listen-address=127.0.0.1:{agent_port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        expr = 'vllm:num_requests_running{cluster="agent-run", job="rollout"}'
+
+        def in_store() -> set[str]:
+            return {r["metric"]["replica"] for r in query(victoria_metrics, expr, time.time())}
+
+        wait_for(lambda: in_store() == {"0", "1"}, 90, 1)
+        # An agent keeps no queryable storage: its query API is not there.
+        url = f"http://127.0.0.1:{agent_port}/api/v1/query?query=up"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url, timeout=5).read()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=60) == 0
+        # The external labels are on what was streamed.
+        assert query(victoria_metrics, 'count(up{cluster="agent-run", site="lab"})', time.time())
+        assert in_store() == {"0", "1"}
+    finally:
+        for proc in (agent, daemon):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        for httpd in servers:
+            httpd.shutdown()
+            httpd.server_close()
