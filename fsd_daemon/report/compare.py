@@ -155,8 +155,10 @@ def draw(
         label = run.describe()
         tails = [s.tail_seconds for s in steps]
         idle = [s.idle for s in steps]
-        top.bar(x[: len(steps)] + offset, tails, bar, color=colour, label=label)
-        bottom.bar(x[: len(steps)] + offset, idle, bar, color=colour, label=label)
+        bars = top.bar(x[: len(steps)] + offset, tails, bar, color=colour, label=label)
+        top.bar_label(bars, fmt="%.1f s", fontsize="small")
+        bars = bottom.bar(x[: len(steps)] + offset, idle, bar, color=colour, label=label)
+        bottom.bar_label(bars, fmt="%.2f", fontsize="small")
     top.set_title("Long tail of each rollout step: the slowest replica after the median one")
     top.set_ylabel("tail (s)")
     # One legend for both panels, above them: inside a panel it would cover a bar.
@@ -168,6 +170,9 @@ def draw(
     bottom.set_xlabel("rollout step (in each run's order)")
     if count:
         bottom.set_xticks(x)
+        bottom.set_xlim(0.4, count + 0.6)  # a margin beside the outer bars, even for one step
+        for ax in (top, bottom):
+            ax.margins(y=0.15)  # room for the values above the bars
     else:
         for ax in (top, bottom):
             ax.text(0.5, 0.5, "no whole rollout step in either run", ha="center",
