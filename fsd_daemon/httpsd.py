@@ -7,7 +7,9 @@ groups (Prometheus ``docs/http_sd.md``), so the answer is the file's bytes, unch
 
 Invariants, the same as the files':
 - an endpoint serves exactly the bytes last written to its file (each write renders the whole
-  list and is atomic), so it is never half-written and never shows a list the file did not;
+  list and is atomic), so it is never half-written and never shows a list the file did not. It
+  takes a file's new bytes once that write is complete (renamed, directory fsynced): never
+  ahead of the file, and behind it only for that moment;
 - before the daemon's first write, it serves what the file held at start (a restarted daemon
   serves the previous run's list, as the file still says it), and where there is no file yet
   it answers 503: Prometheus keeps the targets it had when a refresh fails, so a daemon that
