@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import orjson
@@ -104,9 +104,10 @@ class HeldTargetLists:
                 self._held[job] = current
             return self._held.get(job)
 
-    def routes(self) -> dict[str, Callable[[], bytes | None]]:
-        """URL path -> body, for the listener (``fsd_daemon.httpserve``)."""
-        return {sd_path(job): functools.partial(self.get, job) for job in self._jobs}
+    def routes(self, jobs: Iterable[str]) -> dict[str, Callable[[], bytes | None]]:
+        """URL path -> body of each of ``jobs`` (those the config writes: the others are not
+        routes, hence 404), for the listener (``fsd_daemon.httpserve``)."""
+        return {sd_path(job): functools.partial(self.get, job) for job in jobs if job in self._jobs}
 
 
 __all__ = ["SD_FILES", "SD_PATH_PREFIX", "HeldTargetLists", "sd_jobs", "sd_path"]

@@ -78,16 +78,17 @@ def _bind_metrics(config: Config, poll: Poll, sd_lists: HeldTargetLists) -> Any:
         poll.health.check,
         ssl_context=web.ssl_context if web is not None else None,
         authenticate=BasicAuth(web.users) if web is not None and web.users else None,
-        json_routes=sd_lists.routes(),
+        json_routes=sd_lists.routes(sd_jobs(config)),
     ).start()
 
 
 def _listener_changed(old: Config, new: Config) -> bool:
-    """Whether the listener must be bound again: its address or its TLS/auth file changed.
-    (The file's content is read at bind time only, as exporter-toolkit's is at start.)"""
-    return (old.daemon.metrics_listen, old.daemon.web_config_file) != (
+    """Whether the listener must be bound again: its address, its TLS/auth file or the lists it
+    serves changed. (The file's content is read at bind time only, as exporter-toolkit's is.)"""
+    return (old.daemon.metrics_listen, old.daemon.web_config_file, sd_jobs(old)) != (
         new.daemon.metrics_listen,
         new.daemon.web_config_file,
+        sd_jobs(new),
     )
 
 
@@ -108,9 +109,7 @@ class Service:
             resolver = resolver or default_resolver
         self.poll = Poll(config, source, resolver, clock=clock)
         # What the /sd/ endpoints serve: always the bytes of the current writer's last write.
-        self.sd_lists = HeldTargetLists(
-            lambda name: self.poll.writer.last_written(name), sd_jobs(config)
-        )
+        self.sd_lists = HeldTargetLists(lambda name: self.poll.writer.last_written(name))
         self.keeper = PrometheusConfigKeeper(config, clock=clock)
         self.dashboards_keeper = keeper_from_config(config)
         self.notifier = SystemdNotifier()
@@ -429,8 +428,9 @@ class Service:
             except WriteError as exc:
                 raise ReloadRefused(f"daemon.output_dir: {exc}") from None
         server, new_listener = None, _listener_changed(old, new)
-        # Same address, another TLS/auth file: the old socket holds the port until the switch,
-        # so only the file is checked now and the listener is bound again at the switch.
+        # Same address, another TLS/auth file or other lists: the old socket holds the port
+        # until the switch, so only the file is checked now and the listener is bound again at
+        # the switch.
         same_address = new_listener and new.daemon.metrics_listen == old.daemon.metrics_listen
         if same_address and new.daemon.web_config_file:
             try:

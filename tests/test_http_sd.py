@@ -194,14 +194,21 @@ def test_before_the_first_write_it_serves_the_file_found_at_start(tmp_path: Path
 
 
 def test_a_job_not_written_is_not_served(tmp_path: Path) -> None:
+    """targets.write_gpu = false: no /sd/gpu (404, not a stale or empty list); a reload that
+    turns it on serves it on the same address."""
     write_cluster(tmp_path / "cluster.json", 1)
-    path = make_config(tmp_path)
+    listen = f"127.0.0.1:{free_port()}"
+    path = make_config(tmp_path, metrics_listen=listen)
     path.write_text(path.read_text() + "[targets]\nwrite_gpu = false\n")
     service = start(tmp_path, path)
     try:
         wait_for(lambda: get(f"{base(service)}/sd/rollout")[0] == 200)
         assert get(f"{base(service)}/sd/gpu")[0] == 404
         assert get(f"{base(service)}/sd/ray")[0] == 200
+        make_config(tmp_path, metrics_listen=listen)
+        assert service.reload_config() is True
+        wait_for(lambda: get(f"http://{listen}/sd/gpu")[0] == 200)
+        assert get(f"http://{listen}/sd/gpu")[1] == get_file(tmp_path / "targets" / "gpu.json")
     finally:
         stop(service)
 
