@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import pytest
 from fsd_daemon.sim.launch import free_port
 from tests.promql import all_expressions
 from tests.support.daemonproc import wait_for
+from tests.support.store import answers, query, running_victoria_metrics
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.ray, pytest.mark.slow]
 
@@ -43,53 +43,8 @@ RUN_SECONDS = 75
 
 @pytest.fixture
 def victoria_metrics(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("victoria-metrics")
-    if binary is None:
-        pytest.fail("victoria-metrics is missing: scripts/setup --test installs Debian's package")
-    port = free_port()
-    log = open(tmp_path / "victoria-metrics.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"-storageDataPath={tmp_path / 'vm-data'}",
-            f"-httpListenAddr=127.0.0.1:{port}",
-            "-retentionPeriod=1d",
-            # Serve the newest samples too (the default hides the last 30 s).
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _ok(f"{url}/health") or proc.poll() is not None, 60, 0.2)
-        assert proc.poll() is None, (tmp_path / "victoria-metrics.log").read_text()
+    with running_victoria_metrics(tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def query(base: str, expr: str, at: float) -> list[dict[str, Any]]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
-    with urllib.request.urlopen(url, timeout=30) as r:
-        body = json.loads(r.read())
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
 
 
 def report(prometheus: str, start: float, end: float, out: Path, env: dict[str, str]) -> Any:
@@ -142,7 +97,7 @@ def test_report_and_dashboards_from_the_store_after_the_cluster_is_gone(
         # Everything of the cluster stops: Ray, its job, the exporter, the daemon, Prometheus.
         os.killpg(demo.pid, signal.SIGINT)
         assert demo.wait(timeout=180) == 0, demo_log.read_text()[-4000:]
-        assert not _ok(f"{head_prometheus}/-/ready")
+        assert not answers(f"{head_prometheus}/-/ready")
         for pid in [*state["pids"].values(), *(j["pid"] for j in state["jobs"])]:
             assert not _alive(pid), pid
     finally:
