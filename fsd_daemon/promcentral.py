@@ -223,6 +223,13 @@ def central_prometheus_config(config: Config, args: argparse.Namespace) -> int |
         print(f"fsd-daemon: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not options.wanted and not options.external_labels:
+        if config.daemon.web_config_file and config.daemon.metrics_listen:
+            # The file_sd config's fsd_daemon job scrapes plain HTTP without credentials.
+            print(
+                "fsd-daemon: note: daemon.web_config_file is set: give the fsd_daemon job "
+                "scheme, basic_auth and tls_config (--http-sd BASE_URL with --sd-* prints them)",
+                file=sys.stderr,
+            )
         return None
     return central_config_command(config, options)
 

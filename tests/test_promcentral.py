@@ -127,3 +127,22 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str, tmp_path: 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], done.stderr
     assert done.stdout == ""
+
+
+def test_plain_config_notes_the_daemon_job_needs_credentials(tmp_path: Path) -> None:
+    """With a web config on the listener, the file_sd config's fsd_daemon job (plain HTTP, no
+    credentials) cannot scrape it: the command says so on stderr; stdout stays the config."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(tmp_path),
+        "FSD_DAEMON_METRICS_LISTEN": "127.0.0.1:9848",
+        "FSD_DAEMON_WEB_CONFIG_FILE": str(tmp_path / "web.yml"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "fsd_daemon.cli", "prometheus-config"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert "note: daemon.web_config_file is set" in done.stderr
+    assert yaml.safe_load(done.stdout)["scrape_configs"]
