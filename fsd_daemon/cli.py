@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="POST URL/-/reload after a real change (prometheus.reload_url)",
     )
+    from fsd_daemon.promcentral import add_arguments as add_central_arguments
+
+    add_central_arguments(prom)
 
     demo = sub.add_parser(
         "demo",
@@ -113,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="Prometheus' scrape and rule interval (default 5)",
+    )
+    demo.add_argument(
+        "--remote-write",
+        metavar="URL",
+        help="Prometheus also streams everything to this long-term store (remote_write)",
     )
 
     # report's commands: they need no daemon config (see main).
@@ -177,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "targets":
         return _targets(config, as_json=args.json)
     if command == "prometheus-config":
+        from fsd_daemon.promcentral import central_prometheus_config
+
+        central = central_prometheus_config(config, args)
+        if central is not None:
+            return central
         from fsd_daemon.promconfig import prometheus_config_command
 
         return prometheus_config_command(config, patch=args.patch)
@@ -193,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_config(config: Config, path: str | None) -> int:
     """The effective config as TOML that loads back as the same config."""
-    sys.stdout.write(f"# effective config (file: {path or 'none, built-in defaults'})\n\n")
+    sys.stdout.write(f"# effective config (file: {path or 'none, built-in defaults'})\n")
+    sys.stdout.write(f"# daemon.cluster: {config.cluster_origin}\n\n")
     sys.stdout.write(tomli_w.dumps(to_toml_dict(config)))
     return EXIT_OK
 

@@ -17,6 +17,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,7 +68,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DaemonSection:
     output_dir: str = "/var/lib/fsd-daemon/targets"
-    cluster: str = "default"
+    # The `cluster` label of every target. "" = derived (default_cluster): the Slurm job where
+    # Slurm started us, else the host name, so that two clusters never share one by default.
+    cluster: str = ""
     poll_interval_seconds: float = 2.0
     # After a poll that saw the cluster change, poll this often for a few seconds (a new
     # server's address is picked up sooner); a quiet cluster keeps poll_interval_seconds.
@@ -78,6 +81,9 @@ class DaemonSection:
     log_level: str = "info"
     # "" disables the self-metrics listener; "127.0.0.1:9848" enables it.
     metrics_listen: str = ""
+    # TLS and basic auth for that listener (/metrics, /healthz and the /sd/ lists), in the
+    # exporter-toolkit web-config format fsd-gpu-exporter reads ("" = plain HTTP, open).
+    web_config_file: str = ""
     # Restore target files deleted or edited by someone else as soon as it happens.
     watch_output_dir: bool = True
 
@@ -148,6 +154,9 @@ class Config:
     exporter: ExporterSection = ExporterSection()
     prometheus: PrometheusSection = PrometheusSection()
 
+    # Where daemon.cluster came from, for check-config and doctor (not a config key).
+    cluster_origin: str = field(default="", compare=False)
+
     @property
     def patterns(self) -> tuple[RecognitionPattern, ...]:
         base = DEFAULT_PATTERNS if self.discovery.use_default_patterns else ()
@@ -181,20 +190,48 @@ def load_config(
     ``overrides`` maps dotted keys (``"daemon.output_dir"``) to values from CLI flags.
     """
     raw: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_TYPES}
+    origin = ""
     if path is not None:
         for section, values in _read_toml(Path(path)).items():
             raw[section].update(values)
+        if "cluster" in raw["daemon"]:
+            origin = f"set in {path}"
     env = os.environ if environ is None else environ
     for section, values in _env_values(env).items():
         raw[section].update(values)
+        if section == "daemon" and "cluster" in values:
+            origin = "set by FSD_DAEMON_CLUSTER"
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if section not in raw or not key:
             raise ConfigError(dotted, "unknown key")
         if value is not None:
             raw[section][key] = value
+            if dotted == "daemon.cluster":
+                origin = "set on the command line"
+    if not raw["daemon"].get("cluster"):
+        raw["daemon"]["cluster"], origin = default_cluster(env)
     sections = {name: _build_section(name, cls, raw[name]) for name, cls in _SECTION_TYPES.items()}
-    return Config(**sections)
+    return Config(**sections, cluster_origin=origin)
+
+
+_SLURM_JOB_RE = re.compile(r"[0-9][0-9_]{0,31}\Z")
+_SLURM_CLUSTER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def default_cluster(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(value, where it came from) of ``daemon.cluster`` when none is set.
+
+    Inside a Slurm job (the daemon in the job script): ``slurm-<cluster>-<job id>``, one per
+    allocation. Otherwise the host name: a head node's is its own, and in Kubernetes it is the
+    head pod's name. Two Ray clusters on one host need ``daemon.cluster`` set."""
+    job = environ.get("SLURM_JOB_ID", "")
+    if _SLURM_JOB_RE.match(job):
+        name = environ.get("SLURM_CLUSTER_NAME", "")
+        prefix = f"slurm-{name}-" if _SLURM_CLUSTER_RE.match(name) else "slurm-"
+        return f"{prefix}{job}", "default: the Slurm job (SLURM_CLUSTER_NAME, SLURM_JOB_ID)"
+    host = socket.gethostname()[:253] or "localhost"
+    return host, "default: the host name (set daemon.cluster to choose a name)"
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:

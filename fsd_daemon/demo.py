@@ -131,6 +131,8 @@ class DemoStack:
     ray_temp_dir: Path | None = None
     scenario: str = ""  # a scripted load (fsd_daemon.sim.scenario) instead of the two jobs
     scrape_interval: float = DEMO_SCRAPE_INTERVAL
+    # A long-term store that Prometheus also streams to (remote_write URL; "" = none).
+    remote_write: str = ""
     jobs: list[Job] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -290,7 +292,14 @@ rule_files = [{", ".join(_toml(r) for r in rules)}]
         config_file = self.workdir / "prometheus.yml"
         # What `fsd-daemon prometheus-config` prints for the daemon's own config.
         daemon_config = load_config(self.daemon_config_path)
-        config_file.write_text(render_yaml(full_config(daemon_config)), encoding="utf-8")
+        if self.remote_write:
+            # What `fsd-daemon prometheus-config --remote-write URL` prints.
+            from fsd_daemon.promcentral import CentralOptions, central_config
+
+            doc = central_config(daemon_config, CentralOptions(remote_write=self.remote_write))
+        else:
+            doc = full_config(daemon_config)
+        config_file.write_text(render_yaml(doc), encoding="utf-8")
         if binary is None:
             _say(
                 f"no `prometheus` binary on PATH: install it (Debian/Ubuntu: `sudo apt-get install "
@@ -395,6 +404,13 @@ def check_demo_args(args: argparse.Namespace) -> None:
         )
     if not args.duration >= 0 or args.duration == float("inf"):
         raise DemoArgumentError(f"demo: --duration must be 0 or more seconds (got {args.duration})")
+    if args.remote_write:
+        from fsd_daemon.promclient import ClientConfigError, check_http_url
+
+        try:
+            check_http_url(args.remote_write, "--remote-write")
+        except ClientConfigError as exc:
+            raise DemoArgumentError(f"demo: {exc}") from None
 
 
 def run_demo(config: Config, args: argparse.Namespace) -> int:
@@ -417,6 +433,7 @@ def run_demo(config: Config, args: argparse.Namespace) -> int:
         output_dir=Path(args.output_dir).absolute() if args.output_dir else None,
         scenario=args.scenario or "",
         scrape_interval=args.scrape_interval,
+        remote_write=args.remote_write or "",
     )
     stopping = threading.Event()
     with handled_signals({signum: stopping.set for signum in STOP_SIGNALS}):

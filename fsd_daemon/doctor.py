@@ -109,10 +109,17 @@ def doctor_command(config: Config, args: argparse.Namespace) -> int:
         # The report is the output; the daemon's info lines (bridge connected, ...) are noise.
         logging.getLogger("fsd_daemon").setLevel(logging.WARNING)
     findings = diagnose(config, options)
+    # Which cluster label the targets get, and why: two clusters must not share one.
+    cluster = {"cluster": config.daemon.cluster, "cluster_origin": config.cluster_origin}
     if args.json:
-        out = {"ok": all(f.ok for f in findings), "findings": [asdict(f) for f in findings]}
+        out = {
+            "ok": all(f.ok for f in findings),
+            **cluster,
+            "findings": [asdict(f) for f in findings],
+        }
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
+        sys.stdout.write(f"cluster label {config.daemon.cluster!r}: {config.cluster_origin}\n")
         sys.stdout.write(format_text(findings))
     return EXIT_OK if all(f.ok for f in findings) else EXIT_FAILED
 

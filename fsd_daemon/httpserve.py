@@ -1,4 +1,5 @@
-"""A small threaded HTTP listener for /metrics (prometheus_client) and /healthz.
+"""A small threaded HTTP listener for /metrics (prometheus_client), /healthz, and JSON routes
+(the daemon's HTTP service discovery lists, ``fsd_daemon.httpsd``).
 
 Both programs serve the same way: scrapes render what is already in memory (a registry whose
 collectors never block on I/O), so a slow Ray call or a hung NVML call never delays a scrape.
@@ -11,7 +12,7 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 # The request's Authorization header (None if absent) -> allowed; otherwise 401 on every path.
 Authenticate = Callable[[str | None], bool]
+# URL path -> the JSON body to serve now, or None: 503 (nothing to serve yet).
+JsonRoutes = Mapping[str, Callable[[], "bytes | None"]]
 StartResponse = Callable[..., Any]
 
 
@@ -67,8 +70,10 @@ def build_app(
     registry: CollectorRegistry,
     health: HealthCheck | None = None,
     authenticate: Authenticate | None = None,
+    json_routes: JsonRoutes | None = None,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     metrics_app = make_wsgi_app(registry)
+    routes = dict(json_routes or {})
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if authenticate is not None and not authenticate(environ.get("HTTP_AUTHORIZATION")):
@@ -86,6 +91,17 @@ def build_app(
             return [body]
         if path in ("/metrics", "/"):
             return metrics_app(environ, start_response)
+        route = routes.get(path)
+        if route is not None:
+            listed = route()
+            if listed is None:
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"nothing to serve yet\n"]
+            start_response(
+                "200 OK",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(listed)))],
+            )
+            return [listed]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: try /metrics or /healthz\n"]
 
@@ -105,11 +121,12 @@ class MetricsServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         authenticate: Authenticate | None = None,
+        json_routes: JsonRoutes | None = None,
     ) -> None:
         self._server = make_server(
             host,
             port,
-            build_app(registry, health, authenticate),
+            build_app(registry, health, authenticate, json_routes),
             server_class=_server_class(host, port),
             handler_class=_QuietHandler,
         )

@@ -28,7 +28,9 @@ from fsd_daemon.backoff import Backoff
 from fsd_daemon.config import Config, ConfigError, parse_listen
 from fsd_daemon.discovery.base import ClusterSource, Resolver
 from fsd_daemon.discovery.ray_events import ActorEventWatch
+from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
 from fsd_daemon.grafana_session import keeper_from_config
+from fsd_daemon.httpsd import HeldTargetLists, sd_jobs
 from fsd_daemon.poll import Poll, PollResult, default_components
 from fsd_daemon.probe import RolloutMetricsProbe
 from fsd_daemon.process import handled_signals, set_log_level
@@ -63,16 +65,36 @@ class ReloadRefused(Exception):
     """A new config cannot be applied; the running one stays entirely."""
 
 
-def _bind_metrics(config: Config, poll: Poll) -> Any:
-    """A started metrics listener for ``config``, or None when none is configured.
-    Raises OSError (busy port, address not on this host) or ConfigError."""
+def _bind_metrics(config: Config, poll: Poll, sd_lists: HeldTargetLists) -> Any:
+    """A started listener for ``config`` (/metrics, /healthz, the /sd/ lists), or None when
+    none is configured. Raises OSError (busy port, address not on this host), ConfigError, or
+    WebConfigError (``daemon.web_config_file`` unusable)."""
     listen = config.daemon.metrics_listen
     if not listen:
         return None
     from fsd_daemon.httpserve import MetricsServer
 
     host, port = parse_listen(listen, "daemon.metrics_listen")
-    return MetricsServer(host, port, poll.metrics.registry, poll.health.check).start()
+    web = load_web_config(config.daemon.web_config_file) if config.daemon.web_config_file else None
+    return MetricsServer(
+        host,
+        port,
+        poll.metrics.registry,
+        poll.health.check,
+        ssl_context=web.ssl_context if web is not None else None,
+        authenticate=BasicAuth(web.users) if web is not None and web.users else None,
+        json_routes=sd_lists.routes(sd_jobs(config)),
+    ).start()
+
+
+def _listener_changed(old: Config, new: Config) -> bool:
+    """Whether the listener must be bound again: its address, its TLS/auth file or the lists it
+    serves changed. (The file's content is read at bind time only, as exporter-toolkit's is.)"""
+    return (old.daemon.metrics_listen, old.daemon.web_config_file, sd_jobs(old)) != (
+        new.daemon.metrics_listen,
+        new.daemon.web_config_file,
+        sd_jobs(new),
+    )
 
 
 class Service:
@@ -91,6 +113,8 @@ class Service:
             source = source or default_source
             resolver = resolver or default_resolver
         self.poll = Poll(config, source, resolver, clock=clock)
+        # What the /sd/ endpoints serve: always the bytes of the current writer's last write.
+        self.sd_lists = HeldTargetLists(lambda name: self.poll.writer.last_written(name))
         self.keeper = PrometheusConfigKeeper(config, clock=clock)
         self.dashboards_keeper = keeper_from_config(config)
         self.notifier = SystemdNotifier()
@@ -176,18 +200,21 @@ class Service:
             # keep the files there, and write once it works; health and the log say why.
             log.error("%s; starting anyway, the files are written once it works", exc)
         if serve:
+            self.sd_lists.seed(self.poll.writer.directory)
             try:
-                self._metrics_server = _bind_metrics(config, self.poll)
+                self._metrics_server = _bind_metrics(config, self.poll, self.sd_lists)
             except OSError as exc:
                 raise StartupError(
                     f"daemon.metrics_listen: cannot listen on {config.daemon.metrics_listen}: "
                     f"{exc.strerror or exc}"
                 ) from None
+            except WebConfigError as exc:
+                raise StartupError(f"daemon.web_config_file: {exc}") from None
             if self._metrics_server is not None:
                 host, _ = parse_listen(config.daemon.metrics_listen, "daemon.metrics_listen")
                 where = f"[{host}]" if ":" in host else host
                 log.info(
-                    "self-metrics on http://%s:%d/metrics and /healthz",
+                    "listening on %s:%d: /metrics, /healthz, /sd/<job> (HTTP service discovery)",
                     where,
                     self._metrics_server.port,
                 )
@@ -252,10 +279,12 @@ class Service:
         with handled_signals(signals):
             self.notifier.notify(READY=1, STATUS="started, first poll")
             log.info(
-                "fsd-daemon started: Ray %s, writing %s every %.1fs",
+                "fsd-daemon started: Ray %s, writing %s every %.1fs, cluster label %r (%s)",
                 self.config.ray.address,
                 self.config.daemon.output_dir,
                 self.config.daemon.poll_interval_seconds,
+                self.config.daemon.cluster,
+                self.config.cluster_origin or "set",
             )
             try:
                 self._loop()
@@ -428,15 +457,26 @@ class Service:
                 writer.prepare()
             except WriteError as exc:
                 raise ReloadRefused(f"daemon.output_dir: {exc}") from None
-        server, new_listener = None, new.daemon.metrics_listen != old.daemon.metrics_listen
-        if new_listener and new.daemon.metrics_listen:
+        server, new_listener = None, _listener_changed(old, new)
+        # Same address, another TLS/auth file or other lists: the old socket holds the port
+        # until the switch, so only the file is checked now and the listener is bound again at
+        # the switch.
+        same_address = new_listener and new.daemon.metrics_listen == old.daemon.metrics_listen
+        if same_address and new.daemon.web_config_file:
             try:
-                server = _bind_metrics(new, self.poll)
+                load_web_config(new.daemon.web_config_file)
+            except WebConfigError as exc:
+                raise ReloadRefused(f"daemon.web_config_file: {exc}") from None
+        if new_listener and new.daemon.metrics_listen and not same_address:
+            try:
+                server = _bind_metrics(new, self.poll, self.sd_lists)
             except OSError as exc:
                 raise ReloadRefused(
                     f"daemon.metrics_listen: cannot listen on {new.daemon.metrics_listen}: "
                     f"{exc.strerror or exc}"
                 ) from None
+            except WebConfigError as exc:
+                raise ReloadRefused(f"daemon.web_config_file: {exc}") from None
         components = None
         if new.ray != old.ray:
             try:
@@ -452,6 +492,11 @@ class Service:
         if new_listener:
             if self._metrics_server is not None:
                 self._metrics_server.stop()
+            if same_address and new.daemon.metrics_listen:
+                try:
+                    server = _bind_metrics(new, self.poll, self.sd_lists)
+                except (OSError, WebConfigError) as exc:
+                    log.error("cannot listen on %s again: %s", new.daemon.metrics_listen, exc)
             self._metrics_server = server
             if server is not None:
                 log.info("self-metrics now on http://%s/metrics", new.daemon.metrics_listen)

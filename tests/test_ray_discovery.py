@@ -4,6 +4,7 @@ verl's class and actor names, real HTTP /metrics) found, labelled, dropped and k
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.request
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fsd_daemon.config import default_cluster
 from tests.support.cli import run_cli
 from tests.support.daemonproc import DaemonProcess, read_groups, wait_for
 from tests.support.raycluster import LocalRayCluster, start_job
@@ -58,7 +60,8 @@ def test_job_found_with_labels_and_addresses_then_removed(
                 assert labels["ray_job_id"] == job.job_id
                 assert labels["ray_namespace"] == job.info["namespace"]
                 assert labels["node_ip"] == "127.0.0.1"
-                assert labels["cluster"] == "default"
+                # No cluster set: the derived default (the host name outside Slurm).
+                assert labels["cluster"] == default_cluster(os.environ)[0]
                 assert labels["actor_name"] == name
                 assert len(labels["node_id"]) == 56
                 assert "model_name" not in labels

@@ -51,8 +51,10 @@ class ReportData:
         return sorted({job for job, _ in self.running})
 
 
-def _selector(job: str | None, extra: str = "") -> str:
+def _selector(job: str | None, extra: str = "", cluster: str | None = None) -> str:
     matchers = [f'{names.ROLE}="{names.ROLE_ROLLOUT}"']
+    if cluster:
+        matchers.append(f'{names.CLUSTER}="{cluster}"')
     if job:
         matchers.append(f'{names.RAY_JOB_ID}="{job}"')
     if extra:
@@ -70,14 +72,20 @@ def _on_grid(grid: np.ndarray, start: float, step: float, series: Series) -> np.
 
 
 def fetch(
-    prometheus: Prometheus, start: float, end: float, step: float, job: str | None = None
+    prometheus: Prometheus,
+    start: float,
+    end: float,
+    step: float,
+    job: str | None = None,
+    cluster: str | None = None,
 ) -> ReportData:
-    """Ask Prometheus for everything the report draws. Raises PrometheusUnreachable when there
-    is no Prometheus; a part without data is listed in ``missing`` instead."""
+    """Ask Prometheus for everything the report draws (of one cluster's series, with
+    ``cluster``: a store holds many). Raises PrometheusUnreachable when there is no
+    Prometheus; a part without data is listed in ``missing`` instead."""
     grid = np.arange(start, end + step / 2, step)
     data = ReportData(start=start, end=end, step=step, grid=grid)
     by = f"{names.RAY_JOB_ID}, {names.REPLICA}, {names.ENGINE}"
-    sel = _selector(job)
+    sel = _selector(job, cluster=cluster)
 
     def rng(expr: str) -> list[Series]:
         return prometheus.query_range(expr, start, end, step)
@@ -99,8 +107,8 @@ def fetch(
             'sglang:num_running_reqs) with role="rollout" in the range; are the rollout '
             "targets scraped and do the engines export stats (fsd-daemon doctor says why not)?"
         )
-    asleep_sel = _selector(job, f'{names.SLEEP_STATE}!="{names.SLEEP_AWAKE}"')
-    awake_sel = _selector(job, f'{names.SLEEP_STATE}="{names.SLEEP_AWAKE}"')
+    asleep_sel = _selector(job, f'{names.SLEEP_STATE}!="{names.SLEEP_AWAKE}"', cluster)
+    awake_sel = _selector(job, f'{names.SLEEP_STATE}="{names.SLEEP_AWAKE}"', cluster)
     # A replica is asleep while any non-awake state is set; engines report 1 for the current
     # state. "or 0 * awake" gives the replicas that report only awake a series of zeros.
     asleep = rng(
@@ -120,21 +128,42 @@ def fetch(
     )
     for s in tokens:
         data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(grid, start, step, s)
-    data.gpu_rate_window = _rate_window(prometheus)
-    _fetch_gpus(rng, data, job, data.gpu_rate_window)
+    data.gpu_rate_window = _rate_window(prometheus, start, end)
+    _fetch_gpus(rng, data, job, data.gpu_rate_window, cluster)
     return data
 
 
-def _rate_window(prometheus: Prometheus) -> str:
+def _rate_window(prometheus: Prometheus, start: float, end: float) -> str:
     """``RATE_WINDOW_SCRAPES`` scrape intervals of the GPU exporters (their longest, as
-    Prometheus' targets API says now), as a PromQL duration."""
+    Prometheus' targets API says now), as a PromQL duration. A store that scrapes nothing
+    itself (remote write into VictoriaMetrics, Thanos, Mimir) lists no targets: there the
+    interval is read from the samples."""
     intervals = [
         seconds
         for labels, interval in prometheus.scrape_intervals()
         if labels.get("job") == names.JOB_GPU and (seconds := duration_seconds(interval))
     ]
-    interval = max(intervals) if intervals else DEFAULT_SCRAPE_INTERVAL
+    interval = max(intervals) if intervals else _interval_from_samples(prometheus, start, end)
     return f"{max(2.0, RATE_WINDOW_SCRAPES * interval):.0f}s"
+
+
+# The span whose samples are counted to estimate the scrape interval.
+_MAX_COUNTED_SPAN_SECONDS = 600.0
+
+
+def _interval_from_samples(prometheus: Prometheus, start: float, end: float) -> float:
+    """Seconds between a GPU exporter's samples over the end of the range: the span divided
+    by the most samples any busy-time series has in it (a series that started within the
+    span has fewer; the fullest one has been there all along)."""
+    span = max(1.0, min(end - start, _MAX_COUNTED_SPAN_SECONDS))
+    try:
+        counts = prometheus.query(
+            f"max(count_over_time({names.GPU_BUSY_SECONDS}[{span:.0f}s]))", end
+        )
+    except PrometheusError:
+        return DEFAULT_SCRAPE_INTERVAL
+    most = max((value for _, value in counts), default=0.0)
+    return span / most if most >= 2 else DEFAULT_SCRAPE_INTERVAL
 
 
 _PROM_DURATION_RE = re.compile(r"(\d{1,9})(ms|s|m|h|d|w)")
@@ -149,9 +178,17 @@ def duration_seconds(text: str) -> float:
 
 
 def _fetch_gpus(
-    query: Callable[[str], list[Series]], data: ReportData, job: str | None, window: str
+    query: Callable[[str], list[Series]],
+    data: ReportData,
+    job: str | None,
+    window: str,
+    cluster: str | None = None,
 ) -> None:
-    busy = query(f"max by (instance, gpu) (clamp_max(rate({names.GPU_BUSY_SECONDS}[{window}]), 1))")
+    of_cluster = f'{{{names.CLUSTER}="{cluster}"}}' if cluster else ""
+    busy = query(
+        f"max by (instance, gpu) "
+        f"(clamp_max(rate({names.GPU_BUSY_SECONDS}{of_cluster}[{window}]), 1))"
+    )
     if not busy:
         data.missing.append(
             "GPU busy time, idle GPU-hours and unused GPUs: no fsd-gpu-exporter series "
@@ -162,7 +199,11 @@ def _fetch_gpus(
     for s in busy:
         key = (s.labels.get("instance", ""), s.labels.get("gpu", ""))
         data.gpu_busy[key] = _on_grid(data.grid, data.start, data.step, s)
-    owner_sel = f'{{{names.RAY_JOB_ID}="{job}"}}' if job else ""
+    owner_matchers = [
+        *([f'{names.CLUSTER}="{cluster}"'] if cluster else []),
+        *([f'{names.RAY_JOB_ID}="{job}"'] if job else []),
+    ]
+    owner_sel = "{" + ", ".join(owner_matchers) + "}" if owner_matchers else ""
     try:
         owners = query(
             f"max by (instance, gpu, role, {names.RAY_JOB_ID}, replica, state) "

@@ -22,7 +22,8 @@ from fsd_daemon.report.data import ReportData
 DPI = 100
 LONG_TAIL_PNG = "long-tail.png"
 IDLENESS_PNG = "idleness.png"
-FIGURE_SIZES = {LONG_TAIL_PNG: (1200, 750), IDLENESS_PNG: (1200, 650)}
+COMPARE_PNG = "compare.png"  # drawn by fsd_daemon.report.compare
+FIGURE_SIZES = {LONG_TAIL_PNG: (1200, 750), IDLENESS_PNG: (1200, 650), COMPARE_PNG: (1200, 750)}
 STATE_COLOURS = {"busy": "#2b8cbe", "idle": "#fdae61", "asleep": "#bababa"}
 
 

@@ -21,6 +21,11 @@ from fsd_daemon.report.command import parse_duration, parse_time
         (["--job", 'x"} or vector(1) #'], "not a Ray job id"),
         (["--prometheus", "localhost:9090"], "http(s):// URL"),
         (["--since", "2h", "--resolution", "0.1"], "more than 10000 points"),
+        (["--cluster", 'a"} or vector(1) #'], "not a cluster name"),
+        (["--compare-job", "02000000"], "--compare-from says where run B starts"),
+        (["--compare-from", "2026-01-02", "--compare-to", "2026-01-01"], "run B's range is empty"),
+        (["--compare-from", "soon"], "not a time"),
+        (["--compare-from", "2026-01-01", "--compare-cluster", "x y"], "not a cluster name"),
     ],
 )
 def test_bad_arguments(args: list[str], message: str) -> None:
