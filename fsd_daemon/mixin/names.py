@@ -155,6 +155,10 @@ BUSY_SOURCE_METHOD = "method"
 # GPU_OWNER_INFO's state label (fsd_daemon/gpu/ownership.py): a process holds memory on the GPU
 # (active) or the GPU was handed to an actor through CUDA_VISIBLE_DEVICES only (reserved).
 OWNER_STATE = "state"
+# GPU_OWNER_INFO's verl rollout mode of a replica's GPU: hybrid, colocated or standalone
+# (fsd_daemon/discovery/patterns.py ROLLOUT_MODES); empty where it cannot be told. Beside it the
+# owner series carry TEACHER, the teacher key of a teacher replica's GPUs.
+ROLLOUT_MODE = "rollout_mode"
 OWNER_ACTIVE = "active"
 OWNER_RESERVED = "reserved"
 GPU_PREFIX = "fsd_gpu_"
