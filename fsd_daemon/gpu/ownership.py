@@ -86,6 +86,10 @@ WORKER_GROUP_CLASSES = frozenset(form.class_name for form in WORKER_GROUP_FORMS)
 _MAX_DEPTH = 16
 
 
+# (Ray job, role, replica, teacher key): one replica, whatever the number of its processes.
+ReplicaKey = tuple[str, str, str, str]
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Owner:
     """One process that holds (``active``) or was given (``reserved``) one GPU.
@@ -106,7 +110,7 @@ class Owner:
     mode: str = ""  # verl's rollout mode of the replica (patterns.ROLLOUT_MODES), "" unknown
 
     @property
-    def replica_key(self) -> tuple[str, str, str, str]:
+    def replica_key(self) -> ReplicaKey:
         """Which replica this is one process of: (Ray job, role, replica, teacher key)."""
         return (self.ray_job_id, self.role, self.replica, self.teacher)
 
@@ -287,7 +291,9 @@ class OwnershipTracker:
         # Environments are read once per (pid, create_time): what a process was started with
         # never changes, and a reused pid has another create_time.
         self._envs: dict[tuple[int, float], _Env] = {}
-        self._env_devices: dict[tuple[int, float], tuple[str, ...]] = {}
+        # A descendant's devices, with its name when read: a child read between fork and exec
+        # shows its parent's start environment, and is read again once its name changes.
+        self._env_devices: dict[tuple[int, float], tuple[str, tuple[str, ...]]] = {}
         self._raylets: dict[tuple[int, float], tuple[str, str]] = {}
         # pid -> what its title says, for the current refresh only: a holder's actor is met by
         # the walk up from the holder and again by the reservation scan, read once.
@@ -373,7 +379,20 @@ class OwnershipTracker:
                 if given is None or actor.pid in holding.get(given, set()):
                     continue
                 owners.append(self._owner(given, STATE_RESERVED, actor.pid, actor, names))
-        return settle_replicas(owners), keys
+        return settle_replicas(owners, self._worker_group_modes(names)), keys
+
+    def _worker_group_modes(self, names: Mapping[ActorKey, str]) -> dict[ReplicaKey, str]:
+        """The mode of every replica whose worker group runs on this node, whether or not its
+        workers hold a GPU (verl's checkpoint-engine workers often hold none): every Ray
+        actor process was read by this refresh's reservation scan."""
+        modes: dict[ReplicaKey, str] = {}
+        for actor in self._scanned.values():
+            if actor is None or actor.actor_class not in WORKER_GROUP_CLASSES:
+                continue
+            owner = self._owner(-1, STATE_ACTIVE, actor.pid, actor, names)
+            if owner.replica and owner.mode:
+                modes.setdefault(owner.replica_key, owner.mode)
+        return modes
 
     def _owner(
         self, gpu: int, state: str, pid: int, actor: _Actor, names: Mapping[ActorKey, str]
@@ -512,25 +531,29 @@ class OwnershipTracker:
     def _devices_of(self, pid: int, proc: Proc) -> tuple[str, ...]:
         cache_key = (pid, proc.create_time)
         cached = self._env_devices.get(cache_key)
-        if cached is None:
+        if cached is None or cached[0] != proc.name:
             try:
-                cached = visible_devices(read_environ(pid, self._proc).get("CUDA_VISIBLE_DEVICES"))
+                devices = visible_devices(read_environ(pid, self._proc).get("CUDA_VISIBLE_DEVICES"))
             except (psutil.Error, OSError):
                 return ()
+            cached = (proc.name, devices)
             self._env_devices[cache_key] = cached
-        return cached
+        return cached[1]
 
 
-def settle_replicas(owners: list[Owner]) -> list[Owner]:
+def settle_replicas(
+    owners: list[Owner], worker_group_modes: Mapping[ReplicaKey, str] | None = None
+) -> list[Owner]:
     """Replica-wide facts that no single process tells (see the module doc, steps 4 and 5).
 
     - A GPU that a replica's worker group holds while no other process of that replica holds
       it (its engine not started, or stopped) is reserved by the replica, not in use.
-    - Every owner of a replica gets the mode of the replica's worker group; a replica without
+    - Every owner of a replica gets the mode of the replica's worker group (an owner, or one
+      of ``worker_group_modes``: groups seen on the node that hold no GPU); a replica without
       one whose GPU the trainer's WorkerDict of the same job holds is in hybrid mode.
     """
-    engine_on: set[tuple[int, tuple[str, str, str, str]]] = set()
-    modes: dict[tuple[str, str, str, str], str] = {}
+    engine_on: set[tuple[int, ReplicaKey]] = set()
+    modes: dict[ReplicaKey, str] = dict(worker_group_modes or {})
     trainer_gpus: set[tuple[int, str]] = set()
     for o in owners:
         if not o.replica:
