@@ -132,6 +132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--gpus-per-replica", type=int, default=1, help="GPUs of each verl replica")
     p.add_argument(
+        "--verl-standalone-engine",
+        choices=("vllm", "sglang"),
+        default="vllm",
+        help="the engine of the standalone replicas",
+    )
+    p.add_argument(
         "--engine-loading",
         type=replica_list,
         default=frozenset(),
@@ -303,28 +309,36 @@ def _place_verl_modes(ray: Any, args: argparse.Namespace) -> dict[str, list[Any]
             )  # fmt: skip
 
     def serve(
-        replica: int, role: str, mode: str, group: list[tuple[str, Any]], memory: int
+        replica: int,
+        role: str,
+        mode: str,
+        group: list[tuple[str, Any]],
+        memory: int,
+        engine: str = "vllm",
     ) -> None:
-        name = verl.server_name(replica, role)
+        name = verl.server_name(replica, role, engine=engine)
+        server_cls = sim.SGLangHttpServer if engine == "sglang" else sim.vLLMHttpServer
         init = {
             "seed": args.seed * 1000 + len(servers),
             "launch_delay": args.launch_delay,
             "load": {"step_seconds": args.step_seconds},
             "options": server_options(args, replica),
         }
-        handle, node_id, devices = verl.launch_server(ray, sim.vLLMHttpServer, name, group, **init)
+        handle, node_id, devices = verl.launch_server(ray, server_cls, name, group, **init)
         engine = ray.get(handle.start_engine.remote(memory))
         servers.append(
             {"name": name, "handle": handle, "role": role or "rollout", "replica": replica,
              "mode": mode, "node_id": node_id, "gpus": devices, "engine_pids": engine}
         )  # fmt: skip
 
+    # Numbered after the job's other replicas of the same engine (their server names).
+    offset = args.sglang if args.verl_standalone_engine == "sglang" else args.vllm
     for i in range(args.verl_standalone):
-        r = args.vllm + i
+        r = offset + i
         group = verl.standalone_workers(ray, r, g, context=args.checkpoint_engine_context)
         describe(group, "standalone", "rollout", r)
         memory = 0 if r in args.engine_loading else SIMULATED_ENGINE_BYTES
-        serve(r, "", "standalone", group.workers, memory)
+        serve(r, "", "standalone", group.workers, memory, args.verl_standalone_engine)
     trainer_gpus = max(args.verl_hybrid, args.verl_colocated_reward) * g
     if trainer_gpus:
         pool = verl.trainer(ray, trainer_gpus)

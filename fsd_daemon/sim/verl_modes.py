@@ -24,7 +24,9 @@ What is created, under which names, on which GPUs, follows verl-project/verl mai
   ``get_accelerator_ids``); one ``vLLMHttpServer`` per node is created with hard node
   affinity, ``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1`` in its runtime_env and those GPUs
   as ``cuda_visible_devices``, named ``vllm_server_[reward_|teacher_]{replica}_{node}{suffix}``;
-  its engine's GPU processes are its children (mp executor).
+  its engine's GPU processes are its children (mp executor). SGLang's replica does the same
+  (``sglang_rollout/async_sglang_server.py``: ``SGLangHttpServer``, ``sglang_server_...``, its
+  scheduler processes its children).
 
 The simulation's only liberty is the GPU memory: trainer workers register a simulated CUDA
 context (:func:`fsd_daemon.sim.register_gpu_context`) and engine processes announce theirs in
@@ -219,9 +221,13 @@ def node_and_gpu(ray: Any, handle: Any) -> tuple[str, str]:
     return str(node_id), str(gpu)
 
 
-def server_name(replica: int, role: str = "", suffix: str = "", node_rank: int = 0) -> str:
+def server_name(
+    replica: int, role: str = "", suffix: str = "", node_rank: int = 0, engine: str = "vllm"
+) -> str:
+    """``{engine}_server_[reward_|teacher_]{replica}_{node_rank}{suffix}`` (vLLM's and
+    SGLang's launch_servers name them alike: sglang_rollout/async_sglang_server.py)."""
     role_part = f"{role}_" if role in ("reward", "teacher") else ""
-    return f"vllm_server_{role_part}{replica}_{node_rank}{f'_{suffix}' if suffix else ''}"
+    return f"{engine}_server_{role_part}{replica}_{node_rank}{f'_{suffix}' if suffix else ''}"
 
 
 def launch_server(

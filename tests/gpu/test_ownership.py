@@ -612,3 +612,39 @@ def test_tracker_reads_a_checkpoint_engine_worker_as_its_replica(fake_ray: FakeR
         (cew.pid, STATE_ACTIVE, "rollout", "3", "standalone"),
         (server.worker_pid, STATE_ACTIVE, "rollout", "3", "standalone"),
     }
+
+
+def test_tracker_takes_the_mode_of_a_worker_group_that_holds_no_gpu(fake_ray: FakeRay) -> None:
+    """verl's default (naive) checkpoint engine never touches CUDA: the colocated reward
+    replica's CheckpointEngineWorker holds nothing, yet its WG_PREFIX says the replica is
+    colocated, not hybrid, though the trainer's WorkerDict shares its GPU."""
+    sim = SimulatedNvml(1)
+    trainer = fake_ray.actor("WorkerDict", cvd=None, worker=False, env={"WG_PREFIX": "aB3dE9"})
+    fake_ray.actor(
+        "CheckpointEngineWorker",
+        cvd=None,
+        worker=False,
+        env={"WG_PREFIX": "rollout_reward_colocate_0"},
+    )
+    server = fake_ray.actor("vLLMHttpServer", cvd=None, worker=True)
+    sim.set_holder(0, trainer.pid, 2**34)
+    sim.set_holder(0, server.worker_pid, 2**33)
+    lister = FakeLister()
+    lister.actors = [
+        ActorListing("vllm_server_reward_0_0", "vLLMHttpServer", "node-abc", server.pid, "ALIVE")
+    ]
+    resolver = ActorNameResolver(lister=lister)
+    sampler = Sampler(sim)
+    tracker = OwnershipTracker(
+        lambda: sampler.snapshot, roles=DEFAULT_GPU_ROLES, patterns=DEFAULT_PATTERNS,
+        resolver=resolver,
+    )  # fmt: skip
+    sampler.sample_once()
+    tracker.refresh()
+    resolver.resolve_pending()
+    tracker.refresh()
+    owned = ours(tracker.ownership.owners, trainer.pid, server.worker_pid)
+    assert {(o.pid, o.role, o.replica, o.mode) for o in owned} == {
+        (trainer.pid, "train", "", ""),
+        (server.worker_pid, "reward", "0", "colocated"),
+    }
