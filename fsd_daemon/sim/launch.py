@@ -102,6 +102,9 @@ def start_job(
         stdout=subprocess.PIPE,
         start_new_session=new_session,
         env=env,
+        # Unbuffered: a readline never takes more than its line from the pipe, so select()
+        # sees the next line (Ray 2.44's raylet warnings come before the job's JSON line).
+        bufsize=0,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
