@@ -4,9 +4,12 @@ It starts, each as its own process and stopped by its PID on exit (Ctrl-C, SIGTE
 ``--duration``):
 
 1. a local Ray cluster bound to 127.0.0.1 (this process is its first driver);
-2. two verl-like jobs: one with vLLM rollout replicas and a reward server, one with SGLang
-   replicas; each server serves real vLLM/SGLang-named metrics with a long-tailed load, and is
-   pinned to a simulated GPU through ``CUDA_VISIBLE_DEVICES`` (one of them reserved and idle);
+2. two verl-like jobs side by side, their actors placed and named as verl main places them in
+   each rollout mode (fsd_daemon/sim/verl_modes.py): a hybrid job (the trainer's WorkerDicts,
+   vLLM rollout replicas on their GPUs that sleep while the trainer works, and a colocated vLLM
+   reward replica) and a fully async one (standalone SGLang replicas with their
+   CheckpointEngineWorkers, the last one's engine still loading: reserved and idle); each
+   server serves real vLLM/SGLang-named metrics with a long-tailed load;
 3. ``fsd-gpu-exporter --simulate N``: simulated GPUs with bursty duty cycles, owned by those
    servers;
 4. ``fsd-daemon run``, writing the target files;
@@ -168,7 +171,11 @@ class DemoStack:
         context = ray.init(
             address="local",
             _temp_dir=str(self.ray_temp_dir),
-            num_cpus=max(4, os.cpu_count() or 1),
+            # Logical CPUs: verl's placement groups reserve max_colocate_count CPUs per GPU.
+            num_cpus=max(16, os.cpu_count() or 1),
+            # Logical GPUs for Ray to give out as verl's worker groups ask; the simulated NVML
+            # (fsd-gpu-exporter --simulate) stands for the devices, with the same indices.
+            num_gpus=self.gpus,
             include_dashboard=True,
             dashboard_host="127.0.0.1",
             dashboard_port=self.ports["ray_dashboard"],
@@ -186,29 +193,17 @@ class DemoStack:
             self.start_scenario_job()
             return
         sglang = max(1, self.replicas // 2)
-        # GPUs in order: vLLM rollout replicas, the reward server, then the SGLang replicas.
-        # The last SGLang replica is pinned to its GPU but holds nothing: reserved and idle.
-        vllm_gpus = list(range(self.replicas + 1))
-        sglang_gpus = list(range(self.replicas + 1, self.replicas + 1 + sglang))
-        plans = [
-            # Speculative decoding (MTP) on the vLLM job: its acceptance panels have data.
-            [
-                "--vllm",
-                str(self.replicas),
-                "--reward",
-                "1",
-                "--seed",
-                "1",
-                "--speculative-tokens",
-                "2",
-            ],
-            ["--vllm", "0", "--sglang", str(sglang), "--reserved-only", "1", "--seed", "2"],
-        ]
-        devices = [vllm_gpus, sglang_gpus]
-        for plan, gpus in zip(plans, devices, strict=True):
-            usable = [str(g) for g in gpus if g < self.gpus]
-            if usable:
-                plan += ["--cuda-visible-devices", ",".join(usable)]
+        # Ray gives the GPUs (as many as simulated): the trainer's one per hybrid replica, one
+        # per standalone replica. The last standalone replica's engine has started and holds
+        # no memory yet: its GPU is reserved by it, and idle.
+        hybrid = ["--vllm", "0", "--verl-hybrid", str(self.replicas)]
+        hybrid += ["--verl-colocated-reward", "1", "--sleep-between-steps", "--seed", "1"]
+        # Speculative decoding (MTP) on the vLLM replicas: the acceptance panels have data.
+        hybrid += ["--speculative-tokens", "2"]
+        fully_async = ["--vllm", "0", "--verl-standalone", str(sglang)]
+        fully_async += ["--verl-standalone-engine", "sglang", "--seed", "2"]
+        fully_async += ["--engine-loading", str(sglang - 1)]
+        for plan in (hybrid, fully_async):
             _say(f"starting a verl-like job: {' '.join(plan)}")
             job = start_job(self.ray_address, *plan, "--step-seconds", "30", new_session=True)
             self.jobs.append(job)
@@ -398,6 +393,12 @@ def check_demo_args(args: argparse.Namespace) -> None:
         raise DemoArgumentError(f"demo: --replicas must be at least 1 (got {args.replicas})")
     if args.gpus < 0:
         raise DemoArgumentError(f"demo: --gpus must be 0 or more (got {args.gpus})")
+    needed = args.replicas + max(1, args.replicas // 2)
+    if not getattr(args, "scenario", None) and args.gpus < needed:
+        raise DemoArgumentError(
+            f"demo: --gpus {args.gpus} is too few: {args.replicas} hybrid and "
+            f"{max(1, args.replicas // 2)} standalone replicas need {needed} GPUs"
+        )
     if not 1 <= args.prometheus_port <= 65535:
         raise DemoArgumentError(
             f"demo: --prometheus-port must be 1 to 65535 (got {args.prometheus_port})"

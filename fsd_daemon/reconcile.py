@@ -22,6 +22,7 @@ from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord, Resolver
 from fsd_daemon.discovery.patterns import DEFAULT_METRICS_PATH
 from fsd_daemon.discovery.recognise import Recogniser, Rejected, ServerIdentity, describe
+from fsd_daemon.mixin import names
 from fsd_daemon.render import (
     METRICS_PATH_LABEL,
     InvalidTarget,
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 ROLLOUT_FILE = "rollout.json"
 GPU_FILE = "gpu.json"
 RAY_FILE = "ray.json"
+# Seconds between two asks for Ray's components (dashboard, autoscaler) while one is unknown.
+_COMPONENTS_RETRY = 30.0
 
 
 # (Ray session, actor id): see the module docstring.
@@ -85,10 +88,13 @@ class _Pending:
     unresolved: bool = False
     grace_deadline: float | None = None
     ports_missing: bool = False
+    # When to ask again for Ray's components (dashboard, autoscaler) not known yet.
+    components_due: float | None = None
 
     def any(self, now: float) -> bool:
         due = self.grace_deadline is not None and now >= self.grace_deadline
-        return self.unresolved or self.ports_missing or due
+        components = self.components_due is not None and now >= self.components_due
+        return self.unresolved or self.ports_missing or due or components
 
 
 # (what the target was made of, the valid target or None, why it was dropped or None)
@@ -118,6 +124,11 @@ class Reconciler:
     _session: str = field(default="", init=False)
     _servers: dict[_ServerKey, _Server] = field(default_factory=dict, init=False)
     _nodes: dict[str, _Node] = field(default_factory=dict, init=False)
+    # Ray's own metrics endpoints other than the nodes (names.RAY_COMPONENT_KV_KEYS), by
+    # component, as the resolver last gave them in this session; None: not asked yet.
+    _components: dict[str, str] | None = field(default=None, init=False)
+    _components_asked_at: float = field(default=float("-inf"), init=False)
+    _components_delay: float = field(default=0.5, init=False)
     # What the last folded snapshot listed, and when a poll last listed it: an unchanged poll
     # returns early, so this is how its servers count as seen (see _Server.last_seen).
     _listed_servers: set[_ServerKey] = field(default_factory=set, init=False)
@@ -158,6 +169,7 @@ class Reconciler:
         self._target_cache.clear()
         self._rebuild_all()
         self._nodes.clear()
+        self._components, self._components_delay = None, 0.5
         self._listed_servers.clear()
         self._listed_nodes.clear()
         self._listed_at = None
@@ -221,7 +233,8 @@ class Reconciler:
         self._listed_at = now
         self._resolve_addresses(resolver)
         self._drop_replaced()
-        self._resolve_ports(resolver)
+        ports_answered = self._resolve_ports(resolver)
+        self._resolve_components(resolver, now, with_ports=ports_answered)
         return self._desired()
 
     def unresolved_names(self) -> set[tuple[str, str]]:
@@ -253,6 +266,8 @@ class Reconciler:
             self._listed_servers = {(session, key[1]) for key in self._listed_servers}
         self._session = session
         self._dirty_servers = None  # keys carry the session
+        # A new session's dashboard and autoscaler: ask again, at once.
+        self._components, self._components_delay = None, 0.5
 
     def _drop_replaced(self) -> None:
         """Old-session servers whose actor id the new session resolved: the new one replaces."""
@@ -391,12 +406,13 @@ class Reconciler:
         self._expire(self._nodes, live, listed_before, False, now, "node")
         changed |= before - self._nodes.keys()
 
-    def _resolve_ports(self, resolver: Resolver) -> None:
+    def _resolve_ports(self, resolver: Resolver) -> bool:
+        """Ask for the ports not known yet; True when the resolver gave one now."""
         if not self.config.targets.write_ray:
-            return
+            return False
         missing = [n.node.node_id for n in self._nodes.values() if n.metrics_port is None]
         if not missing:
-            return
+            return False
         ports = resolver.metrics_ports(missing)
         for node_id in missing:
             port = ports.get(node_id)
@@ -404,6 +420,35 @@ class Reconciler:
                 self._nodes[node_id].metrics_port = port
             else:
                 self._pending.ports_missing = True
+        return any(ports.get(node_id) for node_id in missing)
+
+    def _resolve_components(self, resolver: Resolver, now: float, *, with_ports: bool) -> None:
+        """Ray's dashboard and autoscaler addresses: fixed for a session once written (they
+        are written at their start), so asked until both are known: at once when the
+        resolver has just given nodes' ports (it answers now), else after a delay that grows
+        from 1 s to ``_COMPONENTS_RETRY`` (a cluster may run without an autoscaler)."""
+        if not self.config.targets.write_ray:
+            return
+        known = self._components or {}
+        wanted = names.RAY_COMPONENT_KV_KEYS.keys()
+        if self._components is not None and known.keys() >= wanted:
+            return
+        due = self._components_asked_at + self._components_delay
+        if self._components is not None and not with_ports and now < due:
+            self._pending.components_due = due
+            return
+        self._components_asked_at = now
+        answer = resolver.ray_components()
+        if answer is None:
+            self._components = dict(known)  # no such components here: asked no more
+            self._components_delay = float("inf")
+            return
+        self._components = {c: a for c, a in {**known, **answer}.items() if c in wanted}
+        if self._components.keys() >= wanted:
+            self._components_delay = 1.0
+            return
+        self._components_delay = min(_COMPONENTS_RETRY, self._components_delay * 2)
+        self._pending.components_due = now + self._components_delay
 
     # -- targets ---------------------------------------------------------------------------
 
@@ -421,8 +466,14 @@ class Reconciler:
                 self._add(built, GPU_FILE, record.node_id, (record, gpu_port), make, who)
             if self.config.targets.write_ray and entry.metrics_port:
                 port = entry.metrics_port
-                make = partial(_node_target, record, port, cluster)
+                make = partial(_node_target, record, port, cluster, ray=True)
                 self._add(built, RAY_FILE, record.node_id, (record, port), make, who)
+        if self.config.targets.write_ray:
+            head = next((n.node for n in self._nodes.values() if n.node.is_head), None)
+            for component, value in sorted((self._components or {}).items()):
+                who = partial(str.__add__, "Ray component ", component)
+                make = partial(_component_target, component, value, head, cluster)
+                self._add(built, RAY_FILE, component, (value, head), make, who)
         self._target_cache = built.cache
         files = {ROLLOUT_FILE: tuple(rollout_targets)}
         if self.config.targets.write_gpu:
@@ -588,7 +639,7 @@ def _rollout_target(
     )
 
 
-def _node_target(record: NodeRecord, port: int, cluster: str) -> Target:
+def _node_target(record: NodeRecord, port: int, cluster: str, *, ray: bool = False) -> Target:
     labels = {
         "node_id": record.node_id,
         "node_ip": record.node_ip,
@@ -596,7 +647,22 @@ def _node_target(record: NodeRecord, port: int, cluster: str) -> Target:
         "is_head_node": "true" if record.is_head else "false",
         "cluster": cluster,
     }
+    if ray:
+        labels[names.RAY_COMPONENT] = names.RAY_COMPONENT_NODE
     return Target.of(format_address(record.node_ip, port), labels)
+
+
+def _component_target(component: str, value: str, head: NodeRecord | None, cluster: str) -> Target:
+    """The target of Ray's dashboard or autoscaler, written as Ray's own file lists it
+    ("host:port", from the GCS): labelled with its component and, where it runs on the head
+    node's address (as Ray starts both), with the head node's labels."""
+    labels = {names.RAY_COMPONENT: component, "cluster": cluster}
+    host = value.rpartition(":")[0].strip("[]")
+    if host:
+        labels["node_ip"] = host
+    if head is not None and host == head.node_ip:
+        labels.update(node_id=head.node_id, node_name=head.node_name, is_head_node="true")
+    return Target.of(value, labels)
 
 
 def summarize_changes(

@@ -124,8 +124,9 @@ def test_every_target_is_up_with_its_labels(demo: Demo) -> None:
             if t["health"] != "up":
                 return None
             by_job[t["labels"]["job"]] = by_job.get(t["labels"]["job"], 0) + 1
-        # 2 vLLM replicas + 1 reward server + 1 SGLang replica; one node; the daemon itself.
-        return targets if by_job == {"rollout": 4, "gpu": 1, "ray": 1, "fsd_daemon": 1} else None
+        # 2 hybrid vLLM replicas + 1 colocated reward + 1 standalone SGLang replica; one node;
+        # Ray's node, dashboard and autoscaler; the daemon itself.
+        return targets if by_job == {"rollout": 4, "gpu": 1, "ray": 3, "fsd_daemon": 1} else None
 
     wait_for(all_up, timeout=90, step=1)
     targets = all_up()

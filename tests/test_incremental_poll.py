@@ -79,6 +79,9 @@ class AddressBook:
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
         return dict.fromkeys(node_ids, 8080)
 
+    def ray_components(self) -> Mapping[str, str] | None:
+        return None  # a described cluster: no Ray components
+
     def problem(self) -> str | None:
         return None
 

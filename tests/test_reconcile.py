@@ -110,6 +110,9 @@ class ScriptedResolver:
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
         return dict.fromkeys(node_ids, 8080)
 
+    def ray_components(self) -> Mapping[str, str] | None:
+        return None  # a described cluster: no Ray components
+
     def close(self) -> None:
         pass
 
@@ -382,3 +385,78 @@ def test_static_cluster_file_carries_the_session(tmp_path: Path) -> None:
         path.write_bytes(orjson.dumps({**cluster(server(0)), "session": bad}))
         with pytest.raises(SourceError):
             StaticCluster(path).snapshot()
+
+
+class ComponentsResolver:
+    """The static cluster's addresses and ports, and Ray's components as scripted answers
+    (what Ray's GCS key-value store holds: the dashboard's address is there before the
+    autoscaler's)."""
+
+    def __init__(self, inner: StaticCluster, answers: list[dict[str, str]]) -> None:
+        self.inner = inner
+        self.answers = answers
+        self.asked = 0
+
+    def resolve_addresses(self, actors: Iterable[ActorRecord]) -> Mapping[str, Resolution]:
+        return self.inner.resolve_addresses(actors)
+
+    def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
+        return self.inner.metrics_ports(node_ids)
+
+    def ray_components(self) -> Mapping[str, str]:
+        self.asked += 1
+        return self.answers.pop(0) if self.answers else {}
+
+    def problem(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_ray_json_carries_rays_dashboard_and_autoscaler_with_their_component() -> None:
+    """ray.json lists what Ray's own discovery file lists (metrics_agent.py
+    PrometheusServiceDiscoveryWriter: nodes, DashboardMetricsAddress, AutoscalerMetricsAddress),
+    each labelled ray_component; a component not known yet is asked again after a delay, never
+    at every poll, and a bad address from the cluster is dropped, not written."""
+    r, clock = make()
+    c = StaticCluster.from_data(cluster(server(0)))
+    resolver = ComponentsResolver(
+        c, [{"dashboard": "127.0.0.1:44227"}, {"autoscaler": "127.0.0.1:44217"}]
+    )
+    desired = r.apply(c.snapshot(), resolver)
+    assert desired is not None
+    by_component = {t.label("ray_component"): t for t in desired.files[RAY_FILE]}
+    assert sorted(by_component) == ["dashboard", "node"]
+    assert by_component["node"].address == "127.0.0.1:8080"
+    assert dict(by_component["dashboard"].labels) == {
+        "ray_component": "dashboard",
+        "cluster": "c1",
+        "node_ip": "127.0.0.1",
+        "node_id": "n0",
+        "node_name": "127.0.0.1",
+        "is_head_node": "true",
+    }
+    # The same snapshot within the delay: nothing to do, nothing asked.
+    assert r.apply(c.snapshot(), resolver) is None and resolver.asked == 1
+    clock.now += 1.5
+    desired = r.apply(c.snapshot(), resolver)
+    assert desired is not None and resolver.asked == 2
+    assert sorted(t.label("ray_component") for t in desired.files[RAY_FILE]) == [
+        "autoscaler",
+        "dashboard",
+        "node",
+    ]
+    # Both known: never asked again in this session.
+    clock.now += 100
+    r.apply(c.snapshot(), resolver)
+    assert resolver.asked == 2
+
+    hostile, _ = make()
+    bad = ComponentsResolver(c, [{"dashboard": "evil host:1\n", "autoscaler": "10.0.0.9:44217"}])
+    desired = hostile.apply(c.snapshot(), bad)
+    assert desired is not None
+    assert sorted(t.label("ray_component") for t in desired.files[RAY_FILE]) == [
+        "autoscaler",
+        "node",
+    ]

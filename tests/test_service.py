@@ -232,6 +232,9 @@ class TroubledResolver:
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
         return self.inner.metrics_ports(node_ids)
 
+    def ray_components(self) -> Mapping[str, str] | None:
+        return None  # a described cluster: no Ray components
+
     def problem(self) -> str | None:
         return self.current_problem
 
@@ -282,6 +285,9 @@ class SlowResolver:
 
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
         return self.inner.metrics_ports(node_ids) if self.answering else {}
+
+    def ray_components(self) -> Mapping[str, str] | None:
+        return None  # a described cluster: no Ray components
 
     def problem(self) -> str | None:
         return None

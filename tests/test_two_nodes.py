@@ -255,7 +255,11 @@ def test_two_nodes_discovery_scrape_and_worker_death(
     def all_found() -> bool:
         rollout = _targets(out / "rollout.json")
         gpu = _targets(out / "gpu.json")
-        ray_nodes = {labels.get("node_id") for labels in _targets(out / "ray.json").values()}
+        ray_nodes = {
+            labels.get("node_id")
+            for labels in _targets(out / "ray.json").values()
+            if labels.get("ray_component") == "node"  # Ray's dashboard and autoscaler too
+        }
         return (
             set(rollout) == set(expected_rollout)
             and set(gpu) == {gpu_head, gpu_worker}
@@ -306,7 +310,12 @@ def test_two_nodes_discovery_scrape_and_worker_death(
         return (
             set(_targets(out / "rollout.json")) == {head_rollout}
             and set(_targets(out / "gpu.json")) == {gpu_head}
-            and {v["node_id"] for v in _targets(out / "ray.json").values()} == {head_id}
+            and {
+                v["node_id"]
+                for v in _targets(out / "ray.json").values()
+                if v["ray_component"] == "node"
+            }
+            == {head_id}
         )
 
     first_change: list[float] = []
@@ -326,7 +335,9 @@ def test_two_nodes_discovery_scrape_and_worker_death(
     assert after["rollout.json"] == {head_rollout: before["rollout.json"][head_rollout]}
     assert after["gpu.json"] == {gpu_head: before["gpu.json"][gpu_head]}
     assert after["ray.json"] == {
-        a: labels for a, labels in before["ray.json"].items() if labels["node_id"] == head_id
+        a: labels
+        for a, labels in before["ray.json"].items()
+        if labels["ray_component"] != "node" or labels["node_id"] == head_id
     }
     assert daemon.poll() is None and prometheus.poll() is None
     # The job's driver, on the head, lives on.

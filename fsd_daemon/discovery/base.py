@@ -78,6 +78,13 @@ class Resolver(Protocol):
 
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]: ...
 
+    def ray_components(self) -> Mapping[str, str] | None:
+        """The metrics addresses of Ray's own components other than its nodes, by component
+        (``names.RAY_COMPONENT_KV_KEYS``: dashboard, autoscaler), unvalidated, as Ray's
+        service-discovery file lists them; those not known (yet) are left out. None: the
+        source has no Ray components at all (a described cluster), nothing to ask again."""
+        ...
+
     def problem(self) -> str | None:
         """None while resolution works; else one line saying what fails (e.g. "Ray bridge
         cannot connect: ..."). /healthz shows it as the "resolver" stage, and the daemon logs

@@ -99,8 +99,71 @@ DEFAULT_PATTERNS: tuple[RecognitionPattern, ...] = (
     ),
 )
 
+# verl's rollout modes (verl/workers/rollout/replica.py, RolloutMode at main 1dda039b): the
+# values of the GPU exporter's rollout_mode label.
+MODE_HYBRID = "hybrid"  # rollout engine and trainer share the trainer's GPUs (WorkerDict)
+MODE_COLOCATED = "colocated"  # its own worker group, in the trainer's placement group
+MODE_STANDALONE = "standalone"  # its own worker group on its own GPUs (fully async training)
+ROLLOUT_MODES = (MODE_HYBRID, MODE_COLOCATED, MODE_STANDALONE)
+
+
+@dataclass(frozen=True)
+class WorkerGroupForm:
+    """A verl worker-group class that is given a rollout replica's GPUs in colocated and
+    standalone mode (``RolloutReplica.get_ray_class_with_init_args``). Its actors hold no
+    HTTP server: the replica's server actor (and the engine processes it starts) run on the
+    same GPUs. Role, replica, teacher key and mode are read from the worker-group name."""
+
+    class_name: str
+    engine: str  # "" where every engine uses it
+    releases: str  # the verl releases that create it, as checked
+    source: str  # the upstream file, at those releases
+
+
+# verl/single_controller/ray/base.py RayWorkerGroup._create_worker (0.6.0 to main 1dda039b):
+# each worker is named f"{name_prefix}{ClassName}_{pg_idx}:{local_rank}", and its runtime_env
+# carries WG_PREFIX=name_prefix. RolloutReplica.init_colocated / init_standalone name the group
+# rollout_[reward_|teacher_]{colocate|standalone}_{replica}{name_suffix}, name_suffix being ""
+# or "_" + the teacher key (0.6.0: standalone only, no role; 0.7.x: reward; 0.8+: teacher and
+# suffix too).
+WORKER_GROUP_FORMS: tuple[WorkerGroupForm, ...] = (
+    WorkerGroupForm(
+        "CheckpointEngineWorker",
+        "",
+        "0.7.1 to main 1dda039b",
+        "verl/workers/rollout/replica.py, verl/checkpoint_engine/base.py",
+    ),
+    WorkerGroupForm(
+        "vLLMAsyncRollout",
+        "vllm",
+        "0.6.0 to 0.7.0",
+        "verl/workers/rollout/vllm_rollout/vllm_async_server.py (_rollout_worker_actor_cls)",
+    ),
+    WorkerGroupForm(
+        "ServerAdapter",
+        "sglang",
+        "0.6.0 to 0.7.0",
+        "verl/workers/rollout/sglang_rollout/async_sglang_server.py (_rollout_worker_actor_cls)",
+    ),
+)
+# The worker-group name prefix of a rollout replica (WG_PREFIX), matched whole. The name
+# prefix says "colocate" where the mode is called "colocated".
+ROLLOUT_WORKER_GROUP_PREFIX = (
+    r"rollout_(?:(?P<role>reward|teacher)_)?(?P<mode>colocate|standalone)_"
+    r"(?P<replica>[0-9]{1,9})(?:_(?P<suffix>[A-Za-z0-9_\-.]{1,256}))?"
+)
+WORKER_GROUP_MODES = {"colocate": MODE_COLOCATED, "standalone": MODE_STANDALONE}
+# The rank part of a worker's name after its class: _{pg_idx}:{local_rank}.
+WORKER_RANK_SUFFIX = r"_[0-9]{1,9}:[0-9]{1,9}"
+# The trainer's fused worker class in hybrid mode (create_colocated_worker_cls), named
+# f"{random 6 characters}WorkerDict_{pg}:{rank}": its GPUs are the hybrid replicas' GPUs.
+HYBRID_TRAINER_CLASS = "WorkerDict"
+
 # Which role a GPU holder plays, by Ray actor class name (exact match first, then regex).
 DEFAULT_GPU_ROLES: Mapping[str, str] = {
+    # Colocated and standalone replicas' worker groups (WORKER_GROUP_FORMS): rollout unless
+    # their worker-group name says reward or teacher.
+    **{form.class_name: "rollout" for form in WORKER_GROUP_FORMS},
     "vLLMHttpServer": "rollout",
     "SGLangHttpServer": "rollout",
     "TRTLLMHttpServer": "rollout",

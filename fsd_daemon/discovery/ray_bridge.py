@@ -22,7 +22,8 @@ Protocol over a ``multiprocessing`` pipe, one request and one reply at a time:
 ``("resolve", [(actor_id, name, namespace), ...], timeout)`` -> ``("ok", ({actor_id: (value,
 error)}, busy))`` with what finished within ``timeout``, and whether lookups, or calls still
 within their first ``timeout``, are running; ``("ports", [node_id, ...], timeout)`` ->
-``("ok", {node_id: port})``. The child answers by its deadline whatever is still running:
+``("ok", {node_id: port})``; ``("components", timeout)`` -> ``("ok", {component: address})``.
+The child answers by its deadline whatever is still running:
 lookups and calls go on in the child and are collected by later requests (progress is kept
 across polls); an actor no longer asked about is forgotten. At most ``concurrency`` lookups
 run at once, so 10,000 new servers are a queue the child works through, never 10,000 threads.
@@ -51,6 +52,7 @@ from typing import Any, Protocol
 from fsd_daemon.backoff import Backoff
 from fsd_daemon.discovery.base import ActorRecord, Resolution
 from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, is_rejection, load_auth
+from fsd_daemon.mixin import names
 from fsd_daemon.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,10 @@ class RayBridge:
         if not wanted:
             return {}
         reply = self._ask(("ports", wanted, self.timeout), self.timeout + _REPLY_MARGIN)
+        return reply or {}
+
+    def ray_components(self) -> Mapping[str, str]:
+        reply = self._ask(("components", self.timeout), self.timeout + _REPLY_MARGIN)
         return reply or {}
 
     def problem(self) -> str | None:
@@ -372,6 +378,8 @@ class Backend(Protocol):
 
     def ports(self, node_ids: list[str], timeout: float) -> dict[str, int]: ...
 
+    def components(self, timeout: float) -> dict[str, str]: ...
+
 
 class ActorReplaced(Exception):
     """The name now belongs to another actor (a job restarted the replica)."""
@@ -441,6 +449,24 @@ class RayBackend:
             if node_id in wanted and node.get("Alive") and isinstance(port, int) and port > 0:
                 found[node_id] = port
         return found
+
+    def components(self, timeout: float) -> dict[str, str]:
+        """The addresses Ray's own service-discovery writer adds to the nodes' ports
+        (PrometheusServiceDiscoveryWriter.get_file_discovery_content, Ray 2.44.1 and 2.60):
+        GCS key-value entries in namespace None, written by the dashboard and the autoscaler
+        at their start. Unvalidated and bounded here; the reconciler validates them."""
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        found: dict[str, str] = {}
+        for component, key in names.RAY_COMPONENT_KV_KEYS.items():
+            value = _internal_kv_get(key.encode(), namespace=None)
+            if isinstance(value, bytes) and value:
+                found[component] = value[:_MAX_COMPONENT_ADDRESS].decode("utf-8", "replace")
+        return found
+
+
+# Longer is no address (a host name is at most 253 characters, a port 5 digits).
+_MAX_COMPONENT_ADDRESS = 512
 
 
 # The first Ray release whose connecting driver creates no temp dirs (connect_only nodes).
@@ -552,6 +578,8 @@ def bridge_main(
                     conn.send(("ok", work.resolve(request[1], request[2])))
                 elif request[0] == "ports":
                     conn.send(("ok", impl.ports(request[1], request[2])))
+                elif request[0] == "components":
+                    conn.send(("ok", impl.components(request[1])))
                 else:
                     conn.send(("error", f"unknown request {request[0]!r}"))
             except Exception as exc:

@@ -121,6 +121,9 @@ class StaticCluster:
     def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
         return {n: self._ports[n] for n in node_ids if n in self._ports}
 
+    def ray_components(self) -> Mapping[str, str] | None:
+        return None  # a described cluster has no Ray of its own
+
     def problem(self) -> str | None:
         return None  # addresses come with the description: resolving cannot fail
 

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from fsd_daemon.gpu.ownership import Ownership
 from fsd_daemon.gpu.sampler import GpuReading, Snapshot
+from fsd_daemon.mixin import names
 
 GPU_LABELS = ("gpu", "uuid", "gpu_model", "node")
 OWNER_LABELS = (
@@ -33,6 +34,8 @@ OWNER_LABELS = (
     "ray_job_id",
     "pid",
     "state",
+    names.TEACHER,
+    names.ROLLOUT_MODE,
 )
 
 # (name, help, value from a reading); gauges unless the name ends in _total.
@@ -162,8 +165,10 @@ class GpuCollector(Collector):
         family = GaugeMetricFamily(
             "fsd_gpu_owner_info",
             "A process that holds memory on the GPU (state=active) or a rollout actor given the "
-            "GPU through CUDA_VISIBLE_DEVICES that holds none yet (state=reserved), with its Ray "
-            "actor, role and replica. Always 1; gone when the owner is gone.",
+            "GPU that does not use it yet (state=reserved: named in its CUDA_VISIBLE_DEVICES, or "
+            "held only by the replica's verl worker group, its engine not running there), with "
+            "its Ray actor, role, replica, teacher key and verl rollout mode. Always 1; gone "
+            "when the owner is gone.",
             labels=OWNER_LABELS,
         )
         uuids = {r.identity.index: r.identity.uuid for r in snap.gpus}
@@ -182,6 +187,8 @@ class GpuCollector(Collector):
                     o.ray_job_id,
                     str(o.pid),
                     o.state,
+                    o.teacher,
+                    o.mode,
                 ],
                 1.0,
             )

@@ -8,25 +8,42 @@ Every ``interval`` seconds, in its own thread, the tracker:
    ``ray::ClassName`` (vLLM's engine and TP worker processes are children of the server actor);
 3. maps the class to a role (exact class name first, then the mapping's keys as regular
    expressions, else ``other``) and reads the replica, and where the name says so a role such as
-   ``reward``, from the actor name with the discovery patterns (``vllm_server_3_0``);
-4. finds GPUs *reserved* by rollout actors: a Ray actor of a rollout or reward class whose
-   ``CUDA_VISIBLE_DEVICES`` (its own, or that of a process it started) names a GPU, by index or
-   UUID, on which neither it nor its descendants hold memory.
+   ``reward`` or ``teacher`` and the teacher key, from the actor name with the discovery
+   patterns (``vllm_server_3_0``); a verl rollout worker group's actor
+   (``CheckpointEngineWorker``; ``vLLMAsyncRollout`` and ``ServerAdapter`` in verl 0.6.0 to
+   0.7.0) from its worker-group name (``rollout_reward_standalone_3CheckpointEngineWorker_0:1``,
+   or ``WG_PREFIX`` in its environment while the name is not known yet), mode included;
+4. finds GPUs *reserved* by rollout actors: a Ray actor of a rollout, reward or teacher class
+   whose ``CUDA_VISIBLE_DEVICES`` (its own, or that of a process it started) names a GPU, by
+   index or UUID, on which neither it nor its descendants hold memory; and a GPU that a
+   replica's worker group holds while no other process of that replica (its server's engine)
+   does: given to the replica, not used by it yet;
+5. labels every owner of a replica with verl's rollout mode: the mode its worker group's name
+   says (colocated, standalone), else hybrid where the replica's GPU is also held by the
+   trainer's ``WorkerDict``.
+
+A GPU is therefore owned once per (Ray job, role, replica, teacher key) whatever the number of
+processes of that replica on it: the rules count ``max by`` those labels.
 
 The result is an immutable :class:`Ownership` replaced whole, like the sampler's snapshot.
 
 Limits, by design: ``CUDA_VISIBLE_DEVICES`` is read from ``/proc/<pid>/environ``, the
-environment a process was started with. A variable set through ``runtime_env`` (as verl does
-for its servers) or inherited by a child is seen; one that a process assigns to ``os.environ``
-after it started is not, until it starts a child. Indices in the variable are taken as NVML
-indices (nvidia-smi's numbering, the one Ray uses); ``CUDA_DEVICE_ORDER=FASTEST_FIRST`` on a
-mixed-model node would number differently. Holders in another pid namespace (an exporter in a
-container without the host's pids) cannot be walked and show as role ``other``.
+environment a process was started with. Ray sets it for a GPU actor (verl's worker groups)
+inside the process after start, and verl's server assigns it to its own ``os.environ``: a GPU
+given to a replica whose worker group has not touched CUDA and whose server has not started
+its engine yet is seen by no process on the node, and shows no owner until then. A variable
+set through ``runtime_env`` or inherited by a child is seen; one that a process assigns to
+``os.environ`` after it started is not, until it starts a child. Indices in the variable are
+taken as NVML indices (nvidia-smi's numbering, the one Ray uses);
+``CUDA_DEVICE_ORDER=FASTEST_FIRST`` on a mixed-model node would number differently. Holders
+in another pid namespace (an exporter in a container without the host's pids) cannot be walked
+and show as role ``other``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -37,7 +54,15 @@ from dataclasses import dataclass
 import psutil
 
 from fsd_daemon.config import RecognitionPattern
-from fsd_daemon.discovery.recognise import Recogniser
+from fsd_daemon.discovery.patterns import (
+    HYBRID_TRAINER_CLASS,
+    MODE_HYBRID,
+    ROLLOUT_WORKER_GROUP_PREFIX,
+    WORKER_GROUP_FORMS,
+    WORKER_GROUP_MODES,
+    WORKER_RANK_SUFFIX,
+)
+from fsd_daemon.discovery.recognise import MAX_ACTOR_NAME_LENGTH, Recogniser
 from fsd_daemon.gpu.proctable import Proc, ProcessTable, read_cmdline
 from fsd_daemon.gpu.raylookup import ActorKey, ActorNameResolver, raylet_info, title_class
 from fsd_daemon.gpu.sampler import Snapshot
@@ -48,11 +73,21 @@ log = logging.getLogger(__name__)
 STATE_ACTIVE = "active"
 STATE_RESERVED = "reserved"
 ROLE_OTHER = "other"
-# Roles whose actors are given GPUs ahead of use (rollout and reward servers): only their
-# CUDA_VISIBLE_DEVICES counts as a reservation. A training worker always holds its GPU.
-RESERVING_ROLES = frozenset({"rollout", "reward"})
+# Roles whose actors are given GPUs ahead of use (rollout, reward and teacher servers): only
+# their CUDA_VISIBLE_DEVICES counts as a reservation. A training worker always holds its GPU.
+RESERVING_ROLES = frozenset({"rollout", "reward", "teacher"})
+# Roles an actor's name may give (verl's reward and teacher servers are vLLMHttpServer actors
+# named ..._server_reward_... and ..._server_teacher_...); "prefill" or "decode" in a name are
+# kinds of rollout, not roles.
+NAME_ROLES = RESERVING_ROLES
+ROLE_TEACHER = "teacher"
+WORKER_GROUP_CLASSES = frozenset(form.class_name for form in WORKER_GROUP_FORMS)
 # How far up from a holder to look for its Ray actor (engine core -> worker -> actor is 2).
 _MAX_DEPTH = 16
+
+
+# (Ray job, role, replica, teacher key): one replica, whatever the number of its processes.
+ReplicaKey = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -71,6 +106,13 @@ class Owner:
     actor_class: str = ""
     actor_name: str = ""
     ray_job_id: str = ""
+    teacher: str = ""  # the teacher key, on role="teacher" only
+    mode: str = ""  # verl's rollout mode of the replica (patterns.ROLLOUT_MODES), "" unknown
+
+    @property
+    def replica_key(self) -> ReplicaKey:
+        """Which replica this is one process of: (Ray job, role, replica, teacher key)."""
+        return (self.ray_job_id, self.role, self.replica, self.teacher)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +148,69 @@ class RoleMap:
         return role
 
 
-class NameMatcher:
-    """What an actor name says, by the discovery patterns: ``(replica, role or "")``.
+@dataclass(frozen=True, slots=True)
+class NameFacts:
+    """What an actor's name says; empty strings where it says nothing."""
 
-    The discovery's own :class:`Recogniser` does the matching, so the exporter reads names
-    exactly as ``rollout.json`` does (node ranks other than 0 included: they hold GPUs too).
+    replica: str = ""
+    role: str = ""
+    teacher: str = ""
+    mode: str = ""
+
+
+_WORKER_GROUP_PREFIX_RE = re.compile(ROLLOUT_WORKER_GROUP_PREFIX + r"\Z", re.ASCII)
+_WORKER_RANK_RE = re.compile(WORKER_RANK_SUFFIX + r"\Z", re.ASCII)
+
+
+def worker_group_facts(prefix: str) -> NameFacts:
+    """What a rollout worker group's name prefix (``WG_PREFIX``) says, or nothing."""
+    if len(prefix) > MAX_ACTOR_NAME_LENGTH:
+        return NameFacts()
+    m = _WORKER_GROUP_PREFIX_RE.match(prefix)
+    if m is None:
+        return NameFacts()
+    role = m.group("role") or ""
+    return NameFacts(
+        replica=m.group("replica"),
+        role=role,
+        teacher=(m.group("suffix") or "") if role == ROLE_TEACHER else "",
+        mode=WORKER_GROUP_MODES[m.group("mode")],
+    )
+
+
+def worker_group_prefix(actor_class: str, name: str) -> str | None:
+    """The worker-group prefix of a worker named ``{prefix}{actor_class}_{pg}:{rank}``."""
+    if len(name) > MAX_ACTOR_NAME_LENGTH:
+        return None
+    m = _WORKER_RANK_RE.search(name)
+    if m is None or not name[: m.start()].endswith(actor_class):
+        return None
+    return name[: m.start() - len(actor_class)]
+
+
+class NameMatcher:
+    """What an actor name says (:class:`NameFacts`).
+
+    Servers: the discovery's own :class:`Recogniser` does the matching, so the exporter reads
+    names exactly as ``rollout.json`` does (node ranks other than 0 included: they hold GPUs
+    too). verl's rollout worker groups: the worker-group prefix of the name, else the
+    ``WG_PREFIX`` the worker was started with (known before Ray lists the name).
     """
 
     def __init__(self, patterns: Iterable[RecognitionPattern]) -> None:
         self._recogniser = Recogniser(tuple(patterns))
 
-    def match(self, actor_class: str, name: str) -> tuple[str, str]:
+    def match(self, actor_class: str, name: str, wg_prefix: str = "") -> NameFacts:
+        if actor_class in WORKER_GROUP_CLASSES:
+            prefix = worker_group_prefix(actor_class, name) if name else None
+            return worker_group_facts(prefix if prefix is not None else wg_prefix)
         groups = self._recogniser.name_groups(actor_class, name) if name else {}
-        return groups.get("replica", ""), groups.get("role", "")
+        role = groups.get("role", "")
+        return NameFacts(
+            replica=groups.get("replica", ""),
+            role=role,
+            teacher=groups.get("suffix", "") if role == ROLE_TEACHER else "",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +221,7 @@ class _Actor:
     actor_class: str
     key: ActorKey  # for the name lookup; gcs_address "" when the raylet is unknown
     visible_devices: tuple[str, ...]
+    wg_prefix: str = ""  # verl's WG_PREFIX: the worker group's name prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +232,7 @@ class _Env:
     gcs_address: str
     node_id: str
     devices: tuple[str, ...]
+    wg_prefix: str
 
 
 def visible_devices(value: str | None) -> tuple[str, ...]:
@@ -197,7 +291,9 @@ class OwnershipTracker:
         # Environments are read once per (pid, create_time): what a process was started with
         # never changes, and a reused pid has another create_time.
         self._envs: dict[tuple[int, float], _Env] = {}
-        self._env_devices: dict[tuple[int, float], tuple[str, ...]] = {}
+        # A descendant's devices, with its name when read: a child read between fork and exec
+        # shows its parent's start environment, and is read again once its name changes.
+        self._env_devices: dict[tuple[int, float], tuple[str, tuple[str, ...]]] = {}
         self._raylets: dict[tuple[int, float], tuple[str, str]] = {}
         # pid -> what its title says, for the current refresh only: a holder's actor is met by
         # the walk up from the holder and again by the reservation scan, read once.
@@ -283,28 +379,42 @@ class OwnershipTracker:
                 if given is None or actor.pid in holding.get(given, set()):
                     continue
                 owners.append(self._owner(given, STATE_RESERVED, actor.pid, actor, names))
-        return owners, keys
+        return settle_replicas(owners, self._worker_group_modes(names)), keys
+
+    def _worker_group_modes(self, names: Mapping[ActorKey, str]) -> dict[ReplicaKey, str]:
+        """The mode of every replica whose worker group runs on this node, whether or not its
+        workers hold a GPU (verl's checkpoint-engine workers often hold none): every Ray
+        actor process was read by this refresh's reservation scan."""
+        modes: dict[ReplicaKey, str] = {}
+        for actor in self._scanned.values():
+            if actor is None or actor.actor_class not in WORKER_GROUP_CLASSES:
+                continue
+            owner = self._owner(-1, STATE_ACTIVE, actor.pid, actor, names)
+            if owner.replica and owner.mode:
+                modes.setdefault(owner.replica_key, owner.mode)
+        return modes
 
     def _owner(
         self, gpu: int, state: str, pid: int, actor: _Actor, names: Mapping[ActorKey, str]
     ) -> Owner:
         name = names.get(actor.key, "")
-        replica, name_role = self.names.match(actor.actor_class, name)
+        facts = self.names.match(actor.actor_class, name, actor.wg_prefix)
         role = self.roles.for_class(actor.actor_class)
         # A name can say more than the class: verl's reward servers are vLLMHttpServer actors
-        # named vllm_server_reward_<r>_<n>. Only a role of the mapping counts ("prefill" or
-        # "decode" in a name are kinds of rollout, not roles).
-        if name_role and name_role in self.roles.roles:
-            role = name_role
+        # named vllm_server_reward_<r>_<n>.
+        if facts.role in NAME_ROLES:
+            role = facts.role
         return Owner(
             gpu=gpu,
             state=state,
             pid=pid,
             role=role,
-            replica=replica,
+            replica=facts.replica,
             actor_class=actor.actor_class,
             actor_name=name,
             ray_job_id=actor.key.job_id,
+            teacher=facts.teacher,
+            mode=facts.mode,
         )
 
     # -- processes ----------------------------------------------------------------------------
@@ -357,6 +467,8 @@ class OwnershipTracker:
                 gcs_address=gcs,
                 node_id=node,
                 devices=visible_devices(environ.get("CUDA_VISIBLE_DEVICES")),
+                # Bounded here; matched (anchored) only for worker-group classes.
+                wg_prefix=environ.get("WG_PREFIX", "")[: MAX_ACTOR_NAME_LENGTH + 1],
             )
             self._envs[cache_key] = env
         return _Actor(
@@ -364,6 +476,7 @@ class OwnershipTracker:
             actor_class=actor_class,
             key=ActorKey(env.gcs_address, env.job_id, env.node_id, pid, proc.create_time),
             visible_devices=env.devices,
+            wg_prefix=env.wg_prefix,
         )
 
     def _raylet(
@@ -418,13 +531,52 @@ class OwnershipTracker:
     def _devices_of(self, pid: int, proc: Proc) -> tuple[str, ...]:
         cache_key = (pid, proc.create_time)
         cached = self._env_devices.get(cache_key)
-        if cached is None:
+        if cached is None or cached[0] != proc.name:
             try:
-                cached = visible_devices(read_environ(pid, self._proc).get("CUDA_VISIBLE_DEVICES"))
+                devices = visible_devices(read_environ(pid, self._proc).get("CUDA_VISIBLE_DEVICES"))
             except (psutil.Error, OSError):
                 return ()
+            cached = (proc.name, devices)
             self._env_devices[cache_key] = cached
-        return cached
+        return cached[1]
+
+
+def settle_replicas(
+    owners: list[Owner], worker_group_modes: Mapping[ReplicaKey, str] | None = None
+) -> list[Owner]:
+    """Replica-wide facts that no single process tells (see the module doc, steps 4 and 5).
+
+    - A GPU that a replica's worker group holds while no other process of that replica holds
+      it (its engine not started, or stopped) is reserved by the replica, not in use.
+    - Every owner of a replica gets the mode of the replica's worker group (an owner, or one
+      of ``worker_group_modes``: groups seen on the node that hold no GPU); a replica without
+      one whose GPU the trainer's WorkerDict of the same job holds is in hybrid mode.
+    """
+    engine_on: set[tuple[int, ReplicaKey]] = set()
+    modes: dict[ReplicaKey, str] = dict(worker_group_modes or {})
+    trainer_gpus: set[tuple[int, str]] = set()
+    for o in owners:
+        if not o.replica:
+            if o.actor_class == HYBRID_TRAINER_CLASS:
+                trainer_gpus.add((o.gpu, o.ray_job_id))
+            continue
+        if o.actor_class in WORKER_GROUP_CLASSES:
+            if o.mode:
+                modes.setdefault(o.replica_key, o.mode)
+        elif o.state == STATE_ACTIVE:
+            engine_on.add((o.gpu, o.replica_key))
+    settled = []
+    for o in owners:
+        if o.replica:
+            state = o.state
+            if o.actor_class in WORKER_GROUP_CLASSES and (o.gpu, o.replica_key) not in engine_on:
+                state = STATE_RESERVED
+            mode = o.mode or modes.get(o.replica_key, "")
+            if not mode and (o.gpu, o.ray_job_id) in trainer_gpus:
+                mode = MODE_HYBRID
+            o = dataclasses.replace(o, state=state, mode=mode)
+        settled.append(o)
+    return settled
 
 
 def read_environ(pid: int, proc_dir: str = "/proc") -> Mapping[str, str]:

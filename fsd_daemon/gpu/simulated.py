@@ -15,6 +15,7 @@ when its process exits.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import uuid as uuidlib
@@ -37,7 +38,7 @@ from fsd_daemon.gpu.backend import (
 )
 from fsd_daemon.gpu.ownership import read_environ
 from fsd_daemon.gpu.proctable import ProcessTable
-from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
+from fsd_daemon.sim import SIMULATED_GPU_CONTEXTS_ENV, SIMULATED_GPU_MEMORY_ENV
 
 SAMPLE_PERIOD_SECONDS = 1.0 / 6.0  # what most data-center GPUs use
 RING_BUFFER_SAMPLES = 120  # 20 s of history, like the driver's buffer
@@ -130,8 +131,11 @@ class SimulatedNvml:
         self._holders_from_environment = holders_from_environment
         self._environment_scan: tuple[float, dict[int, dict[int, int]]] = (float("-inf"), {})
         self._processes = ProcessTable()
-        # (pid, start time) -> what its environment announces; an environment never changes.
-        self._announced: dict[tuple[int, float], tuple[int, list[int]] | None] = {}
+        # (pid, start time, name) -> what its environment announces (bytes, GPUs, the directory
+        # where it registers a context made later). An environment changes only at exec, which
+        # changes the name too: a child read between fork and exec (the parent's environment
+        # still) is read again once it runs its own program.
+        self._announced: dict[tuple[int, float, str], tuple[int, list[int], str] | None] = {}
         self._lock = threading.Lock()  # holders change from other threads (demo, tests)
         self._holders: dict[int, dict[int, int]] = {
             gpu: dict(pids) for gpu, pids in (holders or {}).items()
@@ -250,9 +254,9 @@ class SimulatedNvml:
         if now - scanned_at < 2.0:
             return cached
         found: dict[int, tuple[int, int, list[int]]] = {}  # pid -> (ppid, bytes, gpus)
-        announced: dict[tuple[int, float], tuple[int, list[int]] | None] = {}
+        announced: dict[tuple[int, float, str], tuple[int, list[int], str] | None] = {}
         for pid, proc in self._processes.read().items():
-            key = (pid, proc.create_time)
+            key = (pid, proc.create_time, proc.name)
             if key in self._announced:
                 announced[key] = self._announced[key]
             else:
@@ -264,10 +268,14 @@ class SimulatedNvml:
                 gpus = [
                     int(d) for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.isdigit()
                 ]
-                announced[key] = (int(value), gpus) if value and value.isdigit() else None
+                contexts = env.get(SIMULATED_GPU_CONTEXTS_ENV, "")
+                announced[key] = (int(value), gpus, contexts) if value and value.isdigit() else None
             entry = announced[key]
             if entry is not None:
-                found[pid] = (proc.ppid, *entry)
+                used, gpus, contexts = entry
+                if not gpus and contexts:
+                    gpus = _registered_context(contexts, pid)  # may come later: read each scan
+                found[pid] = (proc.ppid, used, gpus)
         self._announced = announced
         holders: dict[int, dict[int, int]] = {}
         for pid, (ppid, used, gpus) in found.items():
@@ -298,3 +306,13 @@ class SimulatedNvml:
         if not 0 <= index < self.count:
             # What the driver answers for a bad index (NVML_ERROR_INVALID_ARGUMENT).
             raise CallFailed("nvmlDeviceGetHandleByIndex", f"no GPU {index} (have {self.count})")
+
+
+def _registered_context(directory: str, pid: int) -> list[int]:
+    """The GPUs a process registered in ``directory`` (fsd_daemon.sim.register_gpu_context)."""
+    try:
+        with open(os.path.join(directory, str(pid))) as f:
+            text = f.read(256)
+    except OSError:
+        return []  # not registered yet, or gone
+    return [int(d) for d in text.split(",") if d.isascii() and d.isdigit() and len(d) < 4]

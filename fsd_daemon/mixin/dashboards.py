@@ -898,6 +898,7 @@ def gpu_idleness() -> dict[str, Any]:
         names.GPU,
         names.GPU_UUID,
         *BY_REPLICA,
+        names.ROLLOUT_MODE,
         names.ACTOR_NAME,
         names.OWNER_STATE,
     )
@@ -1070,10 +1071,11 @@ def gpu_idleness() -> dict[str, Any]:
             "GPU owners: state and busy fraction",
             (
                 "Every GPU with an owner (fsd_gpu_owner_info), one row per owning Ray actor, "
-                "with its state and the GPU's busy fraction over the last minute. "
-                "state=reserved: the GPU was handed to the actor (CUDA_VISIBLE_DEVICES) but no "
-                "process holds memory on it yet; a reserved GPU that stays idle is a server "
-                "that never started generating. Sorted idlest first."
+                "with its state, verl's rollout mode (hybrid, colocated, standalone) and the "
+                "GPU's busy fraction over the last minute. state=reserved: the GPU was handed "
+                "to the replica (CUDA_VISIBLE_DEVICES, or held only by its verl worker group) "
+                "but its engine holds no memory on it yet; a reserved GPU that stays idle is a "
+                "server that never started generating. Sorted idlest first."
             ),
             [
                 q(owners_busy),
@@ -1087,6 +1089,7 @@ def gpu_idleness() -> dict[str, Any]:
                         "excludeByName": {"Time": True, names.CLUSTER: True, names.JOB: True},
                         "indexByName": columns(
                             *BY_REPLICA,
+                            names.ROLLOUT_MODE,
                             names.ACTOR_NAME,
                             names.OWNER_STATE,
                             names.NODE_NAME,
@@ -1100,6 +1103,7 @@ def gpu_idleness() -> dict[str, Any]:
                             names.RAY_JOB_ID: "Ray job",
                             names.ACTOR_NAME: "actor",
                             names.NODE_NAME: "node",
+                            names.ROLLOUT_MODE: "mode",
                         },
                     },
                 }

@@ -51,6 +51,20 @@ MODEL_NAME = "model_name"  # put on every series by vLLM and SGLang themselves
 METRICS_PATH = "__metrics_path__"
 DEFAULT_METRICS_PATH = "/metrics"
 
+# Which of Ray's own metrics endpoints a ray.json target is, as Ray's service-discovery file
+# (PrometheusServiceDiscoveryWriter, ray/_private/metrics_agent.py, Ray 2.44.1 and 2.60) lists
+# them: every alive node's metrics export port, and the addresses the dashboard and the
+# autoscaler put in the GCS key-value store (DashboardMetricsAddress, AutoscalerMetricsAddress).
+RAY_COMPONENT = "ray_component"
+RAY_COMPONENT_NODE = "node"
+RAY_COMPONENT_DASHBOARD = "dashboard"
+RAY_COMPONENT_AUTOSCALER = "autoscaler"
+# The GCS key-value store keys (namespace None) of the components other than the nodes.
+RAY_COMPONENT_KV_KEYS = {
+    RAY_COMPONENT_DASHBOARD: "DashboardMetricsAddress",
+    RAY_COMPONENT_AUTOSCALER: "AutoscalerMetricsAddress",
+}
+
 # Label values.
 ROLE_ROLLOUT = "rollout"
 ENGINE_VLLM = "vllm"
@@ -185,6 +199,10 @@ BUSY_SOURCE_METHOD = "method"
 # GPU_OWNER_INFO's state label (fsd_daemon/gpu/ownership.py): a process holds memory on the GPU
 # (active) or the GPU was handed to an actor through CUDA_VISIBLE_DEVICES only (reserved).
 OWNER_STATE = "state"
+# GPU_OWNER_INFO's verl rollout mode of a replica's GPU: hybrid, colocated or standalone
+# (fsd_daemon/discovery/patterns.py ROLLOUT_MODES); empty where it cannot be told. Beside it the
+# owner series carry TEACHER, the teacher key of a teacher replica's GPUs.
+ROLLOUT_MODE = "rollout_mode"
 OWNER_ACTIVE = "active"
 OWNER_RESERVED = "reserved"
 GPU_PREFIX = "fsd_gpu_"

@@ -177,6 +177,10 @@ def duration_seconds(text: str) -> float:
     return float(sum(int(n) * _UNIT_SECONDS[u] for n, u in _PROM_DURATION_RE.findall(text)))
 
 
+# Which owner names a GPU that has several (lowest first); other roles after these.
+_OWNER_PRIORITY = {names.ROLE_ROLLOUT: 0, "reward": 1, "teacher": 2, "train": 3}
+
+
 def _fetch_gpus(
     query: Callable[[str], list[Series]],
     data: ReportData,
@@ -213,6 +217,10 @@ def _fetch_gpus(
         owners = []
     for key in data.gpu_busy:
         data.gpu_owner[key] = np.full(data.grid.shape, "", dtype=object)
+    # A GPU of several owners at once (verl's hybrid and colocated modes: the trainer, a
+    # rollout replica, a reward replica) is named by its rollout owner first: rollout GPU time
+    # (asleep, awake-busy, awake-idle) is what the report is about.
+    owners = sorted(owners, key=lambda s: _OWNER_PRIORITY.get(s.labels.get(names.ROLE, ""), 9))
     for s in owners:
         key = (s.labels.get("instance", ""), s.labels.get("gpu", ""))
         if key not in data.gpu_owner:
@@ -222,7 +230,7 @@ def _fetch_gpus(
         )
         present = ~np.isnan(_on_grid(data.grid, data.start, data.step, s))
         column = data.gpu_owner[key]
-        # Several owners of one GPU (colocated roles): the first one seen names it.
+        # Several owners of one GPU: the first in _OWNER_PRIORITY names it.
         column[present & (column == "")] = tag
     if job:
         # Only the job's GPUs: a GPU this job never held is not part of its report.

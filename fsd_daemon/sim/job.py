@@ -19,6 +19,17 @@ every server of that replica: vLLM, SGLang, reward and every node rank):
   part of each step (``vllm:engine_sleep_state`` flips awake -> discard_all, verl's level 2, or
   weights_offloaded with LEVEL 1) and wakes up for the next.
 - ``--idle-replicas R[,R...]``: those replicas get no requests at all.
+
+verl main's rollout modes, with every process verl creates, named and placed as verl does
+(:mod:`fsd_daemon.sim.verl_modes`; the cluster needs GPUs, ``ray start --num-gpus N``):
+
+- ``--verl-standalone N``: fully async training's rollout replicas, each with a
+  ``CheckpointEngineWorker`` group in a placement group of its own;
+- ``--verl-hybrid N``: rollout replicas on the trainer's ``WorkerDict`` GPUs;
+- ``--verl-colocated-reward N``: reward replicas (LLM as a judge) with a
+  ``CheckpointEngineWorker`` group in the trainer's placement group;
+- ``--engine-loading R[,R...]``: those standalone replicas' engines have started and hold no
+  GPU memory yet; ``--checkpoint-engine-context``: the worker groups hold a CUDA context.
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +48,7 @@ import orjson
 
 from fsd_daemon import engines
 from fsd_daemon.process import STOP_SIGNALS, handled_signals
-from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
+from fsd_daemon.sim import SIMULATED_GPU_CONTEXTS_ENV, SIMULATED_GPU_MEMORY_ENV
 from fsd_daemon.sim.scenario import SCENARIOS
 
 SIMULATED_ENGINE_BYTES = 120 * 1024**3  # what a loaded engine takes of an H200
@@ -150,6 +163,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(SCENARIOS),
         help="scripted load per rollout replica instead of the random one (sim/scenario.py)",
     )
+    p.add_argument("--verl-standalone", type=int, default=0, help="standalone vLLM replicas")
+    p.add_argument("--verl-hybrid", type=int, default=0, help="hybrid vLLM rollout replicas")
+    p.add_argument(
+        "--verl-colocated-reward", type=int, default=0, help="colocated vLLM reward replicas"
+    )
+    p.add_argument("--gpus-per-replica", type=int, default=1, help="GPUs of each verl replica")
+    p.add_argument(
+        "--verl-standalone-engine",
+        choices=("vllm", "sglang"),
+        default="vllm",
+        help="the engine of the standalone replicas",
+    )
+    p.add_argument(
+        "--engine-loading",
+        type=replica_list,
+        default=frozenset(),
+        metavar="R[,R...]",
+        help="standalone replicas whose engine holds no GPU memory yet",
+    )
+    p.add_argument(
+        "--checkpoint-engine-context",
+        action="store_true",
+        help="CheckpointEngineWorkers hold a CUDA context on their GPU",
+    )
     p.add_argument(
         "--place",
         default="",
@@ -174,9 +211,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
 
+    ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
+    # Where this job's simulated trainer and checkpoint-engine workers register the GPUs they
+    # hold (fsd_daemon.sim.register_gpu_context); removed with the job.
+    contexts = tempfile.mkdtemp(prefix="fsd-sim-gpu-contexts-")
+    os.environ[SIMULATED_GPU_CONTEXTS_ENV] = contexts
+    try:
+        return _run(ray, args)
+    finally:
+        shutil.rmtree(contexts, ignore_errors=True)
+
+
+def _run(ray: Any, args: argparse.Namespace) -> int:
     from fsd_daemon.sim import rollout_server as sim
 
-    ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
     devices = [d for d in args.cuda_visible_devices.split(",") if d]
     placement = parse_placement(args.place)
     plan: list[tuple[type, str, int]] = []
@@ -196,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.append((sim.vLLMHttpServer, f"vllm_server_{replica}_0", replica))
 
     actors: list[tuple[str, Any]] = []
+    placed = _place_verl_modes(ray, args)
+    actors.extend((entry["name"], entry.pop("handle")) for entry in placed["servers"])
     pinned = min(len(devices), len(plan))
     for i, (cls, name, replica) in enumerate(plan):
         load: dict[str, Any] = {"step_seconds": args.step_seconds}
@@ -236,8 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         actors.append((name, handle))
 
     described = []
+    verl_servers = {entry["name"]: entry for entry in placed["servers"]}
     for name, handle in actors:
         pid = ray.get(handle.pid.remote())
+        if name in verl_servers:
+            described.append({"name": name, "pid": pid, **verl_servers[name]})
+            continue
         worker = ray.get(handle.spawn_worker.remote()) if args.worker_children else None
         described.append({"name": name, "pid": pid, "worker_pid": worker})
     # Wait until every server serves HTTP, so callers can time discovery from here.
@@ -250,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "namespace": ctx.namespace,
         "driver_pid": os.getpid(),
         "actors": described,
+        "workers": placed["workers"],
     }
     sys.stdout.write(orjson.dumps(info).decode() + "\n")
     sys.stdout.flush()
@@ -265,6 +320,78 @@ def main(argv: list[str] | None = None) -> int:
         done.wait()
     ray.shutdown()
     return 0
+
+
+def _place_verl_modes(ray: Any, args: argparse.Namespace) -> dict[str, list[Any]]:
+    """verl main's replicas in standalone, hybrid and colocated mode (sim/verl_modes.py):
+    their worker groups, their servers (started) and the engines' processes. Rollout replicas
+    are numbered after the ``--vllm`` ones."""
+    from fsd_daemon.sim import rollout_server as sim
+    from fsd_daemon.sim import verl_modes as verl
+
+    g = args.gpus_per_replica
+    servers: list[dict[str, Any]] = []
+    workers: list[dict[str, Any]] = []
+    # The worker groups' handles, held for the job's life: Ray ends an actor whose last
+    # handle is gone (verl's RayWorkerGroup holds them the same way).
+    groups: list[Any] = []
+
+    def describe(group: verl.Group, mode: str, role: str, replica: int | None) -> None:
+        groups.append(group)
+        for name, handle in group.workers:
+            _, gpu = verl.node_and_gpu(ray, handle)
+            pid = ray.get(handle.pid.remote())
+            workers.append(
+                {"name": name, "pid": pid, "gpu": gpu, "mode": mode, "role": role,
+                 "replica": replica}
+            )  # fmt: skip
+
+    def serve(
+        replica: int,
+        role: str,
+        mode: str,
+        group: list[tuple[str, Any]],
+        memory: int,
+        engine: str = "vllm",
+    ) -> None:
+        name = verl.server_name(replica, role, engine=engine)
+        server_cls = sim.SGLangHttpServer if engine == "sglang" else sim.vLLMHttpServer
+        init = {
+            "seed": args.seed * 1000 + len(servers),
+            "launch_delay": args.launch_delay,
+            "load": {"step_seconds": args.step_seconds},
+            "options": server_options(args, replica),
+        }
+        handle, node_id, devices = verl.launch_server(ray, server_cls, name, group, **init)
+        engine = ray.get(handle.start_engine.remote(memory))
+        servers.append(
+            {"name": name, "handle": handle, "role": role or "rollout", "replica": replica,
+             "mode": mode, "node_id": node_id, "gpus": devices, "engine_pids": engine}
+        )  # fmt: skip
+
+    # Numbered after the job's other replicas of the same engine (their server names).
+    offset = args.sglang if args.verl_standalone_engine == "sglang" else args.vllm
+    for i in range(args.verl_standalone):
+        r = offset + i
+        group = verl.standalone_workers(ray, r, g, context=args.checkpoint_engine_context)
+        describe(group, "standalone", "rollout", r)
+        memory = 0 if r in args.engine_loading else SIMULATED_ENGINE_BYTES
+        serve(r, "", "standalone", group.workers, memory, args.verl_standalone_engine)
+    trainer_gpus = max(args.verl_hybrid, args.verl_colocated_reward) * g
+    if trainer_gpus:
+        pool = verl.trainer(ray, trainer_gpus)
+        describe(pool, "", "train", None)
+        for i in range(args.verl_hybrid):
+            r = args.vllm + i
+            serve(r, "", "hybrid", pool.workers[i * g : (i + 1) * g], SIMULATED_ENGINE_BYTES)
+        for r in range(args.verl_colocated_reward):
+            bundles = list(range(r * g, (r + 1) * g))
+            group = verl.colocated_workers(
+                ray, r, pool, bundles, role="reward", context=args.checkpoint_engine_context
+            )
+            describe(group, "colocated", "reward", r)
+            serve(r, "reward", "colocated", group.workers, SIMULATED_ENGINE_BYTES)
+    return {"servers": servers, "workers": workers, "groups": groups}
 
 
 def _wait_address(ray: Any, handle: Any, timeout: float) -> Any:

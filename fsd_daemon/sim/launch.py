@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,16 +102,24 @@ def start_job(
         stdout=subprocess.PIPE,
         start_new_session=new_session,
         env=env,
+        # Unbuffered: a readline never takes more than its line from the pipe, so select()
+        # sees the next line (Ray 2.44's raylet warnings come before the job's JSON line).
+        bufsize=0,
     )
     assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        ready = sel.select(timeout)
-    if not ready:
-        Job(proc, {}).stop(timeout=5)
-        raise RuntimeError(f"simulated job did not start within {timeout:g} s")
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait()
-        raise RuntimeError(f"simulated job exited with {proc.returncode} before it was ready")
-    return Job(proc, orjson.loads(line))
+    deadline = time.monotonic() + timeout
+    # The job's one JSON line; anything Ray's driver prints on stdout before it is skipped.
+    while True:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(max(0.0, deadline - time.monotonic()))
+        if not ready:
+            Job(proc, {}).stop(timeout=5)
+            raise RuntimeError(f"simulated job did not start within {timeout:g} s")
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait()
+            raise RuntimeError(f"simulated job exited with {proc.returncode} before it was ready")
+        if line.startswith(b"{"):
+            return Job(proc, orjson.loads(line))
+        sys.stderr.write(f"simulated job said: {line.decode(errors='replace').rstrip()}\n")

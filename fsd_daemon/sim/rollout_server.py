@@ -475,7 +475,16 @@ class _SimulatedServerBase:
         legacy_address: bool = False,
         hang_address: bool = False,
         options: dict[str, Any] | None = None,
+        cuda_visible_devices: str = "",
     ) -> None:
+        if cuda_visible_devices:
+            import os
+
+            # verl main's vLLMHttpServer.__init__ (vllm_async_server.py): the GPUs of its
+            # replica's workers, set in its own environment, inherited by the engine processes
+            # it starts; the environment this actor was started with does not name them.
+            os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+        self._engine_procs: list[Any] = []
         self._hang_address = hang_address
         self._engine = SimulatedEngine(
             self.ENGINE, model, LoadModel(**(load or {})), seed, ServerOptions(**(options or {}))
@@ -526,6 +535,28 @@ class _SimulatedServerBase:
         proc = subprocess.Popen([sys.executable, "-c", watch_parent])
         self._worker = proc
         return int(proc.pid)
+
+    def start_engine(self, memory_bytes: int) -> list[int]:
+        """Start the engine's GPU worker processes, one per GPU of this actor's
+        ``CUDA_VISIBLE_DEVICES``, as children (vLLM's mp executor, verl main); each holds
+        ``memory_bytes`` on its GPU (0: still loading, none yet). Returns their pids."""
+        import os
+        import subprocess
+        import sys
+
+        from fsd_daemon.sim import SIMULATED_GPU_MEMORY_ENV
+
+        watch_parent = (
+            "import os, time\nparent = os.getppid()\nwhile os.getppid() == parent: time.sleep(0.5)"
+        )
+        for gpu in filter(None, os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")):
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+            if memory_bytes:
+                env[SIMULATED_GPU_MEMORY_ENV] = str(memory_bytes)
+            self._engine_procs.append(
+                subprocess.Popen([sys.executable, "-c", watch_parent], env=env)
+            )
+        return [int(p.pid) for p in self._engine_procs]
 
 
 class vLLMHttpServer(_SimulatedServerBase):

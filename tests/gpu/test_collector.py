@@ -127,7 +127,7 @@ def test_labels_are_the_agreed_ones() -> None:
     assert GPU_LABELS == ("gpu", "uuid", "gpu_model", "node")
     assert set(OWNER_LABELS) == {
         "gpu", "uuid", "node", "role", "replica", "actor_class", "actor_name", "ray_job_id",
-        "pid", "state",
+        "pid", "state", "teacher", "rollout_mode",
     }  # fmt: skip
 
 

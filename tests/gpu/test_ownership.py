@@ -23,11 +23,13 @@ from fsd_daemon.config import DEFAULT_GPU_ROLES, DEFAULT_PATTERNS
 from fsd_daemon.gpu.ownership import (
     STATE_ACTIVE,
     STATE_RESERVED,
+    NameFacts,
     NameMatcher,
     Owner,
     OwnershipTracker,
     RoleMap,
     resolve_device,
+    settle_replicas,
     visible_devices,
 )
 from fsd_daemon.gpu.raylookup import (
@@ -108,17 +110,73 @@ def test_role_map_exact_first_then_regex_then_other() -> None:
 @pytest.mark.parametrize(
     ("actor_class", "name", "expected"),
     [
-        ("vLLMHttpServer", "vllm_server_3_0", ("3", "")),
-        ("vLLMHttpServer", "vllm_server_reward_1_0", ("1", "reward")),
-        ("SGLangHttpServer", "sglang_server_2_1", ("2", "")),
-        ("AsyncvLLMServer", "async_llm_server_5", ("5", "")),
-        ("vLLMHttpServer", "something_else", ("", "")),
-        ("RewardModelWorker", "vllm_server_3_0", ("", "")),
-        ("vLLMHttpServer", "", ("", "")),
+        ("vLLMHttpServer", "vllm_server_3_0", NameFacts("3")),
+        ("vLLMHttpServer", "vllm_server_reward_1_0", NameFacts("1", "reward")),
+        ("SGLangHttpServer", "sglang_server_2_1", NameFacts("2")),
+        ("AsyncvLLMServer", "async_llm_server_5", NameFacts("5")),
+        ("vLLMHttpServer", "something_else", NameFacts()),
+        ("RewardModelWorker", "vllm_server_3_0", NameFacts()),
+        ("vLLMHttpServer", "", NameFacts()),
+        # verl main: vllm_async_server.py launch_servers, teacher with name_suffix "_" + key.
+        ("vLLMHttpServer", "vllm_server_teacher_0_0_math_7b", NameFacts("0", "teacher", "math_7b")),
+        # verl main 1dda039b replica.py init_standalone / init_colocated, named by
+        # single_controller/ray/base.py _create_worker: {prefix}{Class}_{pg}:{rank}.
+        (
+            "CheckpointEngineWorker",
+            "rollout_standalone_3CheckpointEngineWorker_0:1",
+            NameFacts("3", "", "", "standalone"),
+        ),
+        (
+            "CheckpointEngineWorker",
+            "rollout_reward_colocate_0CheckpointEngineWorker_1:7",
+            NameFacts("0", "reward", "", "colocated"),
+        ),
+        (
+            "CheckpointEngineWorker",
+            "rollout_teacher_standalone_2_org_math_7bCheckpointEngineWorker_0:0",
+            NameFacts("2", "teacher", "org_math_7b", "standalone"),
+        ),
+        # verl 0.6.0 (vLLM) and 0.7.0 (SGLang): the same names, other classes.
+        (
+            "vLLMAsyncRollout",
+            "rollout_standalone_4vLLMAsyncRollout_0:0",
+            NameFacts("4", "", "", "standalone"),
+        ),
+        (
+            "ServerAdapter",
+            "rollout_colocate_1ServerAdapter_0:3",
+            NameFacts("1", "", "", "colocated"),
+        ),
+        # Not a rollout worker group: the trainer's, a stranger's, a name of another class.
+        ("CheckpointEngineWorker", "aB3dE9CheckpointEngineWorker_0:0", NameFacts()),
+        ("CheckpointEngineWorker", "rollout_standalone_3WorkerDict_0:1", NameFacts()),
+        (
+            "CheckpointEngineWorker",
+            "rollout_standalone_3\u0663CheckpointEngineWorker_0:1",
+            NameFacts(),
+        ),
+        ("CheckpointEngineWorker", "rollout_standalone_3CheckpointEngineWorker_0:1\n", NameFacts()),
+        ("CheckpointEngineWorker", "rollout_standalone_" + "9" * 600, NameFacts()),
     ],
 )
-def test_name_matcher(actor_class: str, name: str, expected: tuple[str, str]) -> None:
+def test_name_matcher(actor_class: str, name: str, expected: NameFacts) -> None:
     assert NameMatcher(DEFAULT_PATTERNS).match(actor_class, name) == expected
+
+
+def test_worker_group_prefix_from_the_environment_until_the_name_is_known() -> None:
+    """A worker's WG_PREFIX (its runtime_env, _create_worker) says what its name will."""
+    matcher = NameMatcher(DEFAULT_PATTERNS)
+    assert matcher.match("CheckpointEngineWorker", "", "rollout_reward_standalone_5") == NameFacts(
+        "5", "reward", "", "standalone"
+    )
+    # The name wins where both are there; a server's WG_PREFIX-like variable counts for nothing.
+    assert matcher.match(
+        "CheckpointEngineWorker",
+        "rollout_colocate_1CheckpointEngineWorker_0:0",
+        "rollout_standalone_9",
+    ) == NameFacts("1", "", "", "colocated")
+    assert matcher.match("vLLMHttpServer", "", "rollout_standalone_5") == NameFacts()
+    assert matcher.match("CheckpointEngineWorker", "", "x" * 10_000) == NameFacts()
 
 
 # -- the resolver ---------------------------------------------------------------------------
@@ -245,9 +303,15 @@ class FakeRay:
         return proc
 
     def actor(
-        self, actor_class: str, *, cvd: str | None, worker: bool, job: str = "05000000"
+        self,
+        actor_class: str,
+        *,
+        cvd: str | None,
+        worker: bool,
+        job: str = "05000000",
+        env: dict[str, str] | None = None,
     ) -> FakeActor:
-        env = {"RAY_JOB_ID": job, "RAY_RAYLET_PID": str(self.raylet.pid)}
+        env = {**(env or {}), "RAY_JOB_ID": job, "RAY_RAYLET_PID": str(self.raylet.pid)}
         if cvd is not None:
             env["CUDA_VISIBLE_DEVICES"] = cvd
         title = f"ray::{actor_class}"
@@ -445,3 +509,142 @@ def test_proc_stat_table_reads_parent_and_name_even_with_odd_names(fake_ray: Fak
     assert table[os.getpid()].ppid == os.getppid()
     assert table[odd.pid].ppid == os.getpid()
     assert table[odd.pid].name == "ray::a) (b c"
+
+
+# -- verl's rollout modes ---------------------------------------------------------------------
+
+J = "02000000"
+
+
+def _o(gpu: int, pid: int, role: str, replica: str, cls: str, **kw: str) -> Owner:
+    return Owner(gpu, STATE_ACTIVE, pid, role, replica, cls, kw.pop("name", ""), J, **kw)
+
+
+def test_settle_standalone_replica_reserved_until_its_engine_holds_the_gpu() -> None:
+    """verl main, standalone (replica.py init_standalone): replica 0's GPUs 0 and 1 are held
+    by its CheckpointEngineWorkers; the engine (a child of vllm_server_0_0) holds GPU 0 only,
+    so GPU 1 is reserved by replica 0 and every owner says mode standalone."""
+    cew = "CheckpointEngineWorker"
+    settled = set(
+        settle_replicas(
+            [
+                _o(0, 11, "rollout", "0", cew, mode="standalone"),
+                _o(1, 12, "rollout", "0", cew, mode="standalone"),
+                _o(0, 20, "rollout", "0", "vLLMHttpServer", name="vllm_server_0_0"),
+            ]
+        )
+    )
+    assert settled == {
+        Owner(0, STATE_ACTIVE, 11, "rollout", "0", cew, "", J, mode="standalone"),
+        Owner(1, STATE_RESERVED, 12, "rollout", "0", cew, "", J, mode="standalone"),
+        Owner(
+            0, STATE_ACTIVE, 20, "rollout", "0", "vLLMHttpServer", "vllm_server_0_0", J,
+            mode="standalone",
+        ),
+    }  # fmt: skip
+
+
+def test_settle_colocated_reward_and_hybrid_rollout_side_by_side() -> None:
+    """GPU 0: the trainer's WorkerDict, rollout replica 0's engine (hybrid: no worker group of
+    its own, init_hybrid) and reward replica 0's worker group and engine (init_colocated, in
+    the trainer's placement group). Each replica is labelled with its own mode; the trainer
+    with none."""
+    owners = settle_replicas(
+        [
+            _o(0, 1, "train", "", "WorkerDict", name="aB3dE9WorkerDict_0:0"),
+            _o(0, 2, "rollout", "0", "vLLMHttpServer"),
+            _o(0, 3, "reward", "0", "CheckpointEngineWorker", mode="colocated"),
+            _o(0, 4, "reward", "0", "vLLMHttpServer"),
+        ]
+    )
+    assert {(o.pid, o.state, o.mode) for o in owners} == {
+        (1, STATE_ACTIVE, ""),
+        (2, STATE_ACTIVE, "hybrid"),
+        (3, STATE_ACTIVE, "colocated"),
+        (4, STATE_ACTIVE, "colocated"),
+    }
+    # Counted once per replica: the distinct (role, replica) owners of the GPU.
+    assert {(o.role, o.replica) for o in owners} == {
+        ("train", ""),
+        ("rollout", "0"),
+        ("reward", "0"),
+    }
+
+
+def test_tracker_reads_a_checkpoint_engine_worker_as_its_replica(fake_ray: FakeRay) -> None:
+    """A CheckpointEngineWorker holding GPU 0 (started with WG_PREFIX=rollout_standalone_3,
+    as verl's _create_worker starts it) and no engine on it: reserved by rollout replica 3,
+    standalone, before Ray lists its name; never role "other". Once the engine's process
+    (a child of vllm_server_3_0, given GPU 0) holds GPU 0 too, both are active."""
+    sim = SimulatedNvml(2)
+    cew = fake_ray.actor(
+        "CheckpointEngineWorker", cvd=None, worker=False, env={"WG_PREFIX": "rollout_standalone_3"}
+    )
+    server = fake_ray.actor("vLLMHttpServer", cvd=None, worker=True, env={})
+    sim.set_holder(0, cew.pid, 2**29)
+    lister = FakeLister()
+    lister.actors = [
+        ActorListing("vllm_server_3_0", "vLLMHttpServer", "node-abc", server.pid, "ALIVE"),
+    ]
+    resolver = ActorNameResolver(lister=lister)
+    sampler = Sampler(sim)
+    tracker = OwnershipTracker(
+        lambda: sampler.snapshot, roles=DEFAULT_GPU_ROLES, patterns=DEFAULT_PATTERNS,
+        resolver=resolver,
+    )  # fmt: skip
+    sampler.sample_once()
+    tracker.refresh()
+    pids = (cew.pid, server.pid, server.worker_pid)
+    assert ours(tracker.ownership.owners, *pids) == {
+        Owner(
+            0, STATE_RESERVED, cew.pid, "rollout", "3", "CheckpointEngineWorker", "", "05000000",
+            mode="standalone",
+        )
+    }  # fmt: skip
+    sim.set_holder(0, server.worker_pid, 2**33)
+    sampler.sample_once()
+    tracker.refresh()  # the server is wanted now: its name is looked up
+    resolver.resolve_pending()
+    tracker.refresh()
+    assert {
+        (o.pid, o.state, o.role, o.replica, o.mode) for o in ours(tracker.ownership.owners, *pids)
+    } == {
+        (cew.pid, STATE_ACTIVE, "rollout", "3", "standalone"),
+        (server.worker_pid, STATE_ACTIVE, "rollout", "3", "standalone"),
+    }
+
+
+def test_tracker_takes_the_mode_of_a_worker_group_that_holds_no_gpu(fake_ray: FakeRay) -> None:
+    """verl's default (naive) checkpoint engine never touches CUDA: the colocated reward
+    replica's CheckpointEngineWorker holds nothing, yet its WG_PREFIX says the replica is
+    colocated, not hybrid, though the trainer's WorkerDict shares its GPU."""
+    sim = SimulatedNvml(1)
+    trainer = fake_ray.actor("WorkerDict", cvd=None, worker=False, env={"WG_PREFIX": "aB3dE9"})
+    fake_ray.actor(
+        "CheckpointEngineWorker",
+        cvd=None,
+        worker=False,
+        env={"WG_PREFIX": "rollout_reward_colocate_0"},
+    )
+    server = fake_ray.actor("vLLMHttpServer", cvd=None, worker=True)
+    sim.set_holder(0, trainer.pid, 2**34)
+    sim.set_holder(0, server.worker_pid, 2**33)
+    lister = FakeLister()
+    lister.actors = [
+        ActorListing("vllm_server_reward_0_0", "vLLMHttpServer", "node-abc", server.pid, "ALIVE")
+    ]
+    resolver = ActorNameResolver(lister=lister)
+    sampler = Sampler(sim)
+    tracker = OwnershipTracker(
+        lambda: sampler.snapshot, roles=DEFAULT_GPU_ROLES, patterns=DEFAULT_PATTERNS,
+        resolver=resolver,
+    )  # fmt: skip
+    sampler.sample_once()
+    tracker.refresh()
+    resolver.resolve_pending()
+    tracker.refresh()
+    owned = ours(tracker.ownership.owners, trainer.pid, server.worker_pid)
+    assert {(o.pid, o.role, o.replica, o.mode) for o in owned} == {
+        (trainer.pid, "train", "", ""),
+        (server.worker_pid, "reward", "0", "colocated"),
+    }

@@ -83,6 +83,8 @@ def test_rollout_replica_holding_and_reserving_gpus_then_gone(ray_cluster: Local
                 "ray_job_id": job.job_id,
                 "role": "rollout",
                 "node": "test-node",
+                "teacher": "",
+                "rollout_mode": "",  # pinned by CUDA_VISIBLE_DEVICES, no worker group: unknown
             }
             assert found[str(a0["worker_pid"])] == {
                 **common,

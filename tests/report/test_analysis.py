@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from fsd_daemon.report.analysis import analyse, find_steps, never_used_gpus, replica_states
-from fsd_daemon.report.data import ReportData
+from fsd_daemon.report.analysis import (
+    analyse,
+    find_steps,
+    gpu_states,
+    never_used_gpus,
+    replica_states,
+)
+from fsd_daemon.report.data import ReportData, _fetch_gpus
+from fsd_daemon.report.prom import Series
 
 NAN = float("nan")
 
@@ -68,3 +75,30 @@ def test_never_used_is_a_mean_not_a_peak() -> None:
     data.gpu_busy = {("n", "0"): np.array([0, 0.02, 0, 0]), ("n", "1"): np.array([0.08] * 4)}
     data.gpu_owner = {("n", "0"): held, ("n", "1"): held.copy()}
     assert [gpu for gpu, _ in never_used_gpus(data)] == [("n", "0")]
+
+
+def test_a_hybrid_gpu_counts_as_its_rollout_replicas_whatever_the_order() -> None:
+    """verl's hybrid mode: the trainer's WorkerDict and rollout replica 0 hold GPU 0; in
+    colocated mode a reward replica too. Whatever order Prometheus lists the owners in, the
+    GPU is the rollout replica's: its asleep time is asleep, its awake time busy or idle."""
+    start, step = 1000.0, 15.0
+    grid = np.arange(4) * step + start
+    for order in ("train-first", "rollout-first"):
+        data = ReportData(start=start, end=start + 3 * step, step=step, grid=grid)
+        owners = [
+            Series({"instance": "n", "gpu": "0", "role": r, "ray_job_id": "j", "replica": rep,
+                    "state": "active"}, [(float(t), 1.0) for t in grid])
+            for r, rep in (("train", ""), ("reward", "0"), ("rollout", "0"))
+        ]  # fmt: skip
+        if order == "rollout-first":
+            owners.reverse()
+        busy = Series({"instance": "n", "gpu": "0"}, [(float(t), 0.25) for t in grid])
+
+        def query(expr: str, owners: list[Series] = owners, busy: Series = busy) -> list[Series]:
+            return owners if "owner_info" in expr else [busy]
+
+        _fetch_gpus(query, data, None, "1m")
+        assert list(data.gpu_owner[("n", "0")]) == ["rollout|j|0|active"] * 4, order
+        data.asleep[("j", "0")] = np.array([0, 0, 1, 1], dtype=float)
+        states = gpu_states(data)
+        assert list(states.asleep) == [0, 0, 1, 1] and list(states.busy) == [0.25, 0.25, 0, 0]

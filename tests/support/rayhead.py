@@ -61,7 +61,12 @@ class RayHead:
     """``ray start --head --block`` on 127.0.0.1 with its own temp dir, HOME and ports."""
 
     def __init__(
-        self, root: Path, *, env: Mapping[str, str] | None = None, num_cpus: int = 4
+        self,
+        root: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        num_cpus: int = 4,
+        num_gpus: int = 0,
     ) -> None:
         self.root = root
         self.home = root / "home"
@@ -71,6 +76,9 @@ class RayHead:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rh-", dir=os.environ.get("RAY_TMPDIR")))
         self.env = dict(env) if env is not None else clean_env(self.home)
         self.num_cpus = num_cpus
+        # GPUs Ray schedules (a logical resource: no GPU needs to be there), for jobs that
+        # place GPU actors as verl does; the simulated NVML stands for the devices.
+        self.num_gpus = num_gpus
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -103,6 +111,8 @@ class RayHead:
             str(self.dashboard_port),
             "--num-cpus",
             str(self.num_cpus),
+            "--num-gpus",
+            str(self.num_gpus),
             # Ray's fixed default ports would clash with other clusters on the machine.
             "--ray-client-server-port",
             str(free_port()),

@@ -76,6 +76,9 @@ class SlowBackend:
     def ports(self, node_ids: list[str], timeout: float) -> dict[str, int]:
         return {node_id: 9000 + i for i, node_id in enumerate(sorted(node_ids))}
 
+    def components(self, timeout: float) -> dict[str, str]:
+        return {}
+
 
 class FailingBackend:
     """A driver that cannot connect, with Ray's own words."""
@@ -96,4 +99,7 @@ class FailingBackend:
         raise AssertionError("never connected")
 
     def ports(self, node_ids: list[str], timeout: float) -> dict[str, int]:
+        return {}
+
+    def components(self, timeout: float) -> dict[str, str]:
         return {}
