@@ -225,6 +225,10 @@ class CheckpointEngineWorker:
     pass
 
 
+class FutureGpuWorker:
+    pass
+
+
 class TrainingWorker:
     pass
 
@@ -245,6 +249,7 @@ def build():
     b = ray.remote(TrainingWorker)
     c = RayClassWithInitArgs(cls=_rollout_worker_actor_cls, config=None)
     d = ray.remote(AgentLoopWorker)
+    e = RayClassWithInitArgs(cls=ray.remote(FutureGpuWorker))
     os.environ.get("VERL_RL_INSIGHT_ENABLE")
 """
     files = {
@@ -265,9 +270,12 @@ def build():
     bad = by_item["actor name f'vllm_srv_{self.replica_rank}_{node_rank}'"]
     assert not bad.ok
     assert by_item["GPU worker class TrainingWorker"].ok
-    assert not by_item["GPU worker class CheckpointEngineWorker"].ok
+    # In the role table (verl 0.7.1+ and 0.6-0.7.0's rollout worker groups); a class it does
+    # not know is a difference.
+    assert by_item["GPU worker class CheckpointEngineWorker"].ok
     # verl 0.6-0.7.0's rollout worker group, through a module-level ray.remote (not a Worker).
-    assert not by_item["GPU worker class vLLMAsyncRollout"].ok
+    assert by_item["GPU worker class vLLMAsyncRollout"].ok
+    assert not by_item["GPU worker class FutureGpuWorker"].ok
     assert by_item["worker class AgentLoopWorker"].ok  # a CPU actor
     assert by_item["rollout.disable_log_stats"].detail == "default True"
     assert by_item["rollout.prometheus.enable"].detail == "default False"
