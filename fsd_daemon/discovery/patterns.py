@@ -174,6 +174,10 @@ DEFAULT_GPU_ROLES: Mapping[str, str] = {
     "RewardLoopWorker": "reward",
     "ActorRolloutRefWorker": "train",
     "AsyncActorRolloutRefWorker": "train",
+    # The separated (fully async) trainer's actor and reference workers, an
+    # ActorRolloutRefWorker subclass (verl 0.9.1 verl/experimental/separation/engine_workers.py,
+    # created in separation/utils.py as ray.remote(DetachActorWorker)).
+    "DetachActorWorker": "train",
     "CriticWorker": "train",
     "TrainingWorker": "train",
     # verl's colocated (hybrid) engine: actor, rollout and reference in one worker class.
