@@ -280,6 +280,8 @@ class Service:
                 names, self._restore = self._restore, set()
             for name in sorted(names):
                 self.poll.restore(name)
+        if self._watcher is not None:
+            self._watcher.refresh()  # the output directory may have been made anew
         if self._poll_now:
             self._poll_now = False
             next_poll = self._clock()
