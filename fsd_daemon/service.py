@@ -15,6 +15,7 @@ nothing), so a Ray that is back is seen within a poll, not at the backoff ceilin
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fsd_daemon.backoff import Backoff
-from fsd_daemon.config import Config, ConfigError, parse_listen
+from fsd_daemon.config import Config, ConfigError, holds_no_settings, parse_listen
 from fsd_daemon.discovery.base import ClusterSource, Resolver
 from fsd_daemon.grafana_session import keeper_from_config
 from fsd_daemon.poll import Poll, PollResult, default_components
@@ -43,6 +44,10 @@ FAST_POLL_WINDOW_SECONDS = 10.0
 # A failed poll that took less than this was refused, not slow: Ray is absent, not overloaded.
 _QUICK_FAILURE_SECONDS = 1.0
 _REPEAT_TRACEBACK_SECONDS = 300.0
+# A config file is read only once it has settled: unchanged (inode, size, mtime) for this long,
+# or last modified at least this long ago. An editor or `cat new > file` saving in place
+# truncates, then writes; the reload never reads between the two.
+CONFIG_SETTLE_SECONDS = 0.5
 
 
 # Write errors at start-up that someone may fix while the daemon runs; anything else (a file in
@@ -92,6 +97,10 @@ class Service:
         self.config_path = config_path
         self._config_loader = config_loader
         self._loaded_config_bytes = self._config_bytes()
+        # The config file's (inode, size, mtime_ns) at the first look of a pending reload, and
+        # when; the reload waits until it has settled.
+        self._config_seen: tuple[tuple[int, int, int], float] | None = None
+        self._reload_at: float | None = None
         self._clock = clock
         self._backoff = self._new_backoff(config)
         self._fast_until = 0.0
@@ -259,8 +268,9 @@ class Service:
                 next_poll = now + self._backoff.failed()
             self.notifier.notify(WATCHDOG=1)
             wait = max(0.0, next_poll - self._clock())
-            if self._keeper_again is not None:
-                wait = min(wait, max(0.0, self._keeper_again - self._clock()))
+            for deadline in (self._keeper_again, self._reload_at):
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - self._clock()))
             # A backoff may be longer than WatchdogSec: ping while waiting (the interval is
             # already half of WATCHDOG_USEC), so only a stuck loop gets restarted.
             if self.notifier.watchdog_interval is not None:
@@ -269,12 +279,17 @@ class Service:
             self._wake.clear()
 
     def _step(self, next_poll: float) -> float:
-        if self._reload:
+        if self._reload or (self._reload_at is not None and self._clock() >= self._reload_at):
             self._reload = False
-            self.notifier.notify(RELOADING=1)
-            if self.reload_config():
-                next_poll = self._clock()
-            self.notifier.notify(READY=1)
+            wait = self._config_unsettled_for()
+            if wait > 0:
+                self._reload_at = self._clock() + wait  # look again then
+            else:
+                self._reload_at = None
+                self.notifier.notify(RELOADING=1)
+                if self.reload_config():
+                    next_poll = self._clock()
+                self.notifier.notify(READY=1)
         if self._restore:
             with self._restore_lock:
                 names, self._restore = self._restore, set()
@@ -368,19 +383,56 @@ class Service:
         except OSError:
             return None
 
+    def _config_unsettled_for(self) -> float:
+        """Seconds to wait before the config file may be read; 0 once it has settled (see
+        CONFIG_SETTLE_SECONDS), or when there is no file to wait for."""
+        if not self.config_path:
+            return 0.0
+        try:
+            st = os.stat(self.config_path)
+        except OSError:
+            self._config_seen = None
+            return 0.0  # missing or unreadable: the loader says so in one line
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        now = self._clock()
+        if self._config_seen is None or self._config_seen[0] != signature:
+            self._config_seen = (signature, now)
+        unchanged_for = now - self._config_seen[1]
+        modified_ago = time.time() - st.st_mtime  # negative for an mtime in the future
+        if unchanged_for >= CONFIG_SETTLE_SECONDS or modified_ago >= CONFIG_SETTLE_SECONDS:
+            return 0.0
+        return CONFIG_SETTLE_SECONDS - unchanged_for
+
     def reload_config(self) -> bool:
         """Load the config again and switch to it, or keep the running one entirely.
 
         An edit is reloaded once: the file watch and a SIGHUP for the same edit find the same
-        bytes, and the second request is a no-op."""
+        bytes, and the second request is a no-op. A file that held a config and now holds none
+        (emptied, or caught between a truncate and a write) is not a new config: the running one
+        stays, and the write that follows is reloaded as an edit. Bytes that change while they
+        are loaded are not taken either: the reload waits for the file to settle again."""
         if self._config_loader is None:
             return False
         current = self._config_bytes()
         if self.config_path and current is not None and current == self._loaded_config_bytes:
             log.debug("config file unchanged since the last reload; nothing to do")
             return False
+        was_config = bool(self._loaded_config_bytes) and not holds_no_settings(
+            self._loaded_config_bytes or b""
+        )
+        if current is not None and was_config and holds_no_settings(current):
+            log.warning(
+                "config file %s holds no settings now (emptied, or being written); "
+                "keeping the running config",
+                self.config_path,
+            )
+            return False
         try:
             new = self._config_loader()
+            if self._config_bytes() != current:
+                log.info("config file changed while it was read; reading it once it settles")
+                self._reload_at = self._clock() + CONFIG_SETTLE_SECONDS
+                return False
             self.apply_config(new)
         except (ConfigError, ReloadRefused) as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
