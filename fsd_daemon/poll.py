@@ -215,6 +215,7 @@ class Poll:
             snapshot = self.source.snapshot()
         except SourceError as exc:
             self.failures += 1
+            self.reconciler.listing_failed()
             self.metrics.poll_errors.labels(exc.kind).inc()
             self.health.problem(STAGE_RAY, f"{exc.kind}: {exc}")
             # Invariant: a failed poll changes no file. The last good files stay until Ray
