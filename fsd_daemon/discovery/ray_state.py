@@ -226,8 +226,12 @@ class RayStateSource:
             raise SourceError(exc.kind, str(exc)) from None
         self._looking_up = None  # a lookup still running is left to end by itself
         self._client = DashboardClient(url, self.auth)
+        # News once: found again where it was (after every failed request while the
+        # dashboard is down) is not; that outage is logged by the poll, at its start, every
+        # few minutes, and at its end.
+        level = logging.INFO if url != self._last_url else logging.DEBUG
         self._last_url = url
-        log.info("Ray state API at %s (via %s)", url, self.address)
+        log.log(level, "Ray state API at %s (via %s)", url, self.address)
         return self._client
 
     def _where_it_was(self, url: str) -> str:

@@ -1,6 +1,7 @@
-"""Ray's GCS killed and Ray started again on the same port, with the daemon running from a
-clean environment against ``ray start --head`` (its own process): gpu.json and ray.json, like
-rollout.json, are never emptier than before at any moment, sampled every 10 ms throughout.
+"""Faults of Ray itself, with the daemon running from a clean environment against
+``ray start --head`` (its own process): the GCS killed and Ray started again on the same port,
+the dashboard stopped for a while. The files are never emptier, and the log tells a lasting
+condition at its start and end, not at every poll.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemonproc import DaemonProcess, read_groups, wait_for
+from tests.support.raycluster import LocalRayCluster
 from tests.support.rayhead import RayHead
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -26,6 +28,9 @@ def _targets(path: Path) -> int:
 
 
 def test_gcs_restart_never_empties_gpu_or_ray_file(tmp_path: Path) -> None:
+    """gpu.json and ray.json, like rollout.json, are never emptier than before at any moment
+    (sampled every 10 ms), though the outage lasts longer than the grace period and the new
+    node's metrics port takes the restarted bridge a while."""
     first = RayHead(tmp_path / "first").start()
     second: RayHead | None = None
     out = tmp_path / "out"
@@ -81,3 +86,29 @@ def _head_node_id(head: RayHead) -> str:
     with urllib.request.urlopen(url, timeout=10) as reply:
         nodes = json.loads(reply.read())["data"]["result"]["result"]
     return str(next(n["node_id"] for n in nodes if n.get("is_head_node")))
+
+
+def test_dashboard_down_is_logged_at_start_not_every_poll(tmp_path: Path) -> None:
+    """The dashboard killed (connection refused while the GCS still names its address), polls
+    every 0.5 s for 20 s: at INFO, the outage's first line and nothing per reconnect."""
+    cluster = LocalRayCluster(num_cpus=2).start()
+    out = tmp_path / "out"
+    settings = {
+        "daemon.poll_interval_seconds": 0.5,
+        "daemon.max_backoff_seconds": 1.0,
+        "ray.request_timeout_seconds": 1.0,
+    }
+    d = DaemonProcess(cluster.address, out, clean_env=True, log_level="info", **settings)
+    try:
+        wait_for(lambda: _targets(out / "gpu.json") == 1, timeout=90)
+        time.sleep(1.0)
+        before = len(d.output().splitlines())
+        os.kill(cluster.dashboard_pid(), signal.SIGKILL)
+        time.sleep(20.0)
+        during = [line for line in d.output().splitlines()[before:] if " fsd_daemon." in line]
+        print("\n".join(during))
+        assert sum("Ray state API at" in line for line in during) == 0
+        assert 1 <= len(during) <= 3, during
+    finally:
+        assert d.stop() == 0
+        cluster.stop()
