@@ -104,7 +104,6 @@ class Service:
         self._clock = clock
         self._backoff = self._new_backoff(config)
         self._fast_until = 0.0
-        self._keeper_again: float | None = None
         self._wake = threading.Event()
         self._stop = False
         self._reload = False
@@ -114,6 +113,7 @@ class Service:
         self._metrics_server: Any = None
         self._probe: RolloutMetricsProbe | None = None
         self._watcher: Watcher | None = None
+        self._looping = False  # the keeper's thread runs (run() without --once)
         self.loop_errors = 0
         self._last_traceback = -_REPEAT_TRACEBACK_SECONDS
 
@@ -234,6 +234,8 @@ class Service:
             signal.SIGHUP: self.request_reload,
         }
         with handled_signals(signals):
+            self.keeper.start()
+            self._looping = True
             self.notifier.notify(READY=1, STATUS="started, first poll")
             log.info(
                 "fsd-daemon started: Ray %s, writing %s every %.1fs",
@@ -268,9 +270,8 @@ class Service:
                 next_poll = now + self._backoff.failed()
             self.notifier.notify(WATCHDOG=1)
             wait = max(0.0, next_poll - self._clock())
-            for deadline in (self._keeper_again, self._reload_at):
-                if deadline is not None:
-                    wait = min(wait, max(0.0, deadline - self._clock()))
+            if self._reload_at is not None:
+                wait = min(wait, max(0.0, self._reload_at - self._clock()))
             # A backoff may be longer than WatchdogSec: ping while waiting (the interval is
             # already half of WATCHDOG_USEC), so only a stuck loop gets restarted.
             if self.notifier.watchdog_interval is not None:
@@ -307,8 +308,6 @@ class Service:
             next_poll = self._clock() + self.next_delay(result, self._clock() - started)
             self._after_poll(result)
             self.health.clear("loop")
-        elif self._keeper_again is not None and now >= self._keeper_again:
-            self._keep_prometheus_config()
         return next_poll
 
     def next_delay(self, result: PollResult, took: float = 0.0) -> float:
@@ -340,11 +339,14 @@ class Service:
         self.notifier.notify(STATUS=f"{state}; targets: {summary or 'none yet'}")
 
     def _keep_prometheus_config(self) -> None:
-        """After every poll, watching or not."""
-        again = self.keeper.check()
+        """After every poll, watching or not. The prometheus.yml keeper works on its own
+        thread (a large file must not hold up the polls); a pass with ``run --once`` waits."""
+        if self._looping:
+            self.keeper.kick()
+        else:
+            self.keeper.check()
         if self.dashboards_keeper is not None:
             self.dashboards_keeper.check()  # logs its own filesystem errors, never raises
-        self._keeper_again = None if again is None else self._clock() + again
 
     # -- one pass ----------------------------------------------------------------------------------
 
@@ -479,7 +481,10 @@ class Service:
             self._metrics_server = server
             if server is not None:
                 log.info("self-metrics now on http://%s/metrics", new.daemon.metrics_listen)
+        self.keeper.stop()
         self.keeper = PrometheusConfigKeeper(new, clock=self._clock)
+        if self._looping:
+            self.keeper.start().kick()
         self.dashboards_keeper = keeper_from_config(new)
         failures = self._backoff.failures
         self._backoff = self._new_backoff(new)
@@ -501,6 +506,8 @@ class Service:
 
     def shutdown(self) -> None:
         self.notifier.notify(STOPPING=1)
+        self._looping = False
+        self.keeper.stop()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
