@@ -220,7 +220,7 @@ class Poll:
             self.health.problem(STAGE_RAY, f"{exc.kind}: {exc}")
             # Invariant: a failed poll changes no file. The last good files stay until Ray
             # answers again; that is the whole point of not trusting an error as "empty".
-            self._ray_down.failing(f"{exc}; keeping the files as they are")
+            self._ray_down.failing(f"{exc}; keeping the files as they are", cause=exc.kind)
             return PollResult(ok=False, error=str(exc), error_kind=exc.kind)
         self._ray_down.fine()
         self.failures = 0

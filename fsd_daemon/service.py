@@ -26,6 +26,7 @@ from typing import Any
 from fsd_daemon.backoff import Backoff
 from fsd_daemon.config import Config, ConfigError, holds_no_settings, parse_listen
 from fsd_daemon.discovery.base import ClusterSource, Resolver
+from fsd_daemon.discovery.ray_auth import ReloadsAuth
 from fsd_daemon.grafana_session import keeper_from_config
 from fsd_daemon.poll import Poll, PollResult, default_components
 from fsd_daemon.probe import RolloutMetricsProbe
@@ -288,7 +289,8 @@ class Service:
             else:
                 self._reload_at = None
                 self.notifier.notify(RELOADING=1)
-                if self.reload_config():
+                token_changed = self._reload_ray_token()
+                if self.reload_config() or token_changed:
                     next_poll = self._clock()
                 self.notifier.notify(READY=1)
         if self._restore:
@@ -384,6 +386,16 @@ class Service:
             return Path(self.config_path).read_bytes()
         except OSError:
             return None
+
+    def _reload_ray_token(self) -> bool:
+        """Find Ray's token again, as at start (a rotated token file); True when it changed."""
+        parts = {id(p): p for p in (self.poll.source, self.poll.resolver)}.values()
+        changed = [p.reload_auth() for p in parts if isinstance(p, ReloadsAuth)]
+        if any(changed):
+            log.info("Ray's token read again: it changed; the next requests send the new one")
+        elif changed:
+            log.info("Ray's token read again: unchanged")
+        return any(changed)
 
     def _config_unsettled_for(self) -> float:
         """Seconds to wait before the config file may be read; 0 once it has settled (see

@@ -81,13 +81,12 @@ class RayStateSource:
         self.full_listing_interval = full_listing_interval
         self.lookup_timeout = lookup_timeout
         self._auth_error: str | None = None
+        self._auth_given = auth is not None  # fixed by the caller: never read again
+        self.auth = RayAuth(token_mode=False, source="", why="unusable auth settings")
         if auth is None:
-            try:
-                auth = load_auth()
-            except RayAuthError as exc:
-                self._auth_error = str(exc)
-                auth = RayAuth(token_mode=False, source="", why="unusable auth settings")
-        self.auth = auth
+            self.reload_auth()
+        else:
+            self.auth = auth
         self._client: DashboardClient | None = None
         self._looking_up: concurrent.futures.Future[str] | None = None
         self._last_url: str | None = None  # where the dashboard answered last
@@ -105,9 +104,30 @@ class RayStateSource:
 
     # -- one poll ------------------------------------------------------------------------------
 
+    def reload_auth(self) -> bool:
+        """Decide token mode and find the token again, as at start: a rotated token file is
+        read anew (SIGHUP, a rejection, every poll while the settings are unusable). True when
+        what we send changed; the next request uses it."""
+        if self._auth_given:
+            return False
+        try:
+            auth = load_auth()
+        except RayAuthError as exc:
+            changed = self._auth_error != str(exc)
+            self._auth_error = str(exc)
+            return changed
+        changed = self._auth_error is not None or auth != self.auth
+        self._auth_error = None
+        if auth != self.auth:
+            self.auth = auth
+            self._client = None  # built again with the new header; found where it was
+        return changed
+
     def snapshot(self) -> ClusterSnapshot:
         if self._auth_error is not None:
-            raise SourceError("auth", self._auth_error)
+            self.reload_auth()  # an operator may have fixed it
+            if self._auth_error is not None:
+                raise SourceError("auth", self._auth_error)
         client = self._connect()
         try:
             quick = self._quick(client)
@@ -128,6 +148,13 @@ class RayStateSource:
             if exc.kind == "unreachable" and not is_dashboard_url(self.address):
                 # The dashboard may come back elsewhere (a Ray restart picks its URL anew).
                 self._client = None
+            if exc.kind == "auth" and self.reload_auth():
+                # A rotated token: the message must not blame a token we no longer send.
+                raise SourceError(
+                    "auth",
+                    f"Ray rejected the token; it has changed since ({self.auth.describe()}): "
+                    "trying the new one",
+                ) from None
             raise SourceError(exc.kind, str(exc)) from None
         if truncated:
             now = time.monotonic()
