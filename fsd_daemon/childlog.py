@@ -53,7 +53,8 @@ class EventLines:
             return
         if self._in_traceback:
             if not _CONTINUATION.match(line) and not line.startswith(_CHAINED):
-                self._summary = line  # the exception line: what happened
+                self._summary = line  # the exception line: what happened; the end of it
+                self._in_traceback = False
             self._add(line)
             return
         if self._lines and _CONTINUATION.match(line):
