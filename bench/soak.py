@@ -550,7 +550,12 @@ class OperatorFaults(threading.Thread):
         print("-- operator: rm -rf of the output directory", flush=True)
         window = [time.time()]
         self.windows.append(window)
-        shutil.rmtree(self.out_dir)
+        # As ``rm -rf`` again: the daemon may put a file back between the unlinks and the
+        # rmdir (the directory is then not empty).
+        for _ in range(20):
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+            if not self.out_dir.exists():
+                break
         names = ("rollout.json", "gpu.json", "ray.json")
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -94,7 +94,7 @@ def test_output_directory_replaced_by_a_file_is_reported_then_restored(tmp_path:
         good = (out / "rollout.json").read_bytes()
         shutil.rmtree(out)
         out.write_text("not a directory\n")
-        wait_for(lambda: d.health()[0] == 503, timeout=2.5, step=0.02)
+        wait_for(lambda: d.health()[0] == 503, timeout=4.0, step=0.02)
         _, body = d.health()
         assert "ENOTDIR" in orjson.dumps(body).decode()
         wait_for(lambda: _metric(d, 'fsd_daemon_poll_errors_total{kind="write"}') > 0, timeout=5)
