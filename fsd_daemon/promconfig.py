@@ -15,7 +15,6 @@ reloads once.
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import os
@@ -196,9 +195,13 @@ def patch_text(text: str, config: Config) -> str:
         root, data = yamltext.parse(text)
     except yaml.YAMLError as exc:
         raise PatchError(f"not valid YAML: {exc}") from exc
-    expected = patched(copy.deepcopy(data), config)
+    expected = patched(_copy_top(data), config)
     try:
-        new = yamltext.apply(text, _edits(text, root, data, config))
+        edits = _edits(text, root, data, config)
+        if not edits and expected == data:
+            return text
+        root = None  # the node tree of a large file is big: not kept while parsing again
+        new = yamltext.apply(text, edits)
         if yamltext.load(new) == expected:
             return new
         log.debug("text patch did not give the expected document; rendering it whole")
@@ -210,6 +213,18 @@ def patch_text(text: str, config: Config) -> str:
     out = io.StringIO()
     _round_trip().dump(patched(doc, config), out)
     return out.getvalue()
+
+
+def _copy_top(data: Any) -> Any:
+    """What :func:`patched` changes in place copied (the top mapping and its two lists), the
+    rest shared: a deep copy of a large file would cost as much as parsing it."""
+    if not isinstance(data, dict):
+        return data
+    top = dict(data)
+    for key in ("scrape_configs", "rule_files"):
+        if isinstance(top.get(key), list):
+            top[key] = list(top[key])
+    return top
 
 
 def _edits(text: str, root: Any, data: Any, config: Config) -> list[yamltext.Edit]:
