@@ -121,14 +121,29 @@ class RayStateSource:
         if auth != self.auth:
             self.auth = auth
             self._client = None  # built again with the new header; found where it was
+            self._looking_up = None  # a lookup under way asks with the old token
         return changed
+
+    def _rotated(self) -> SourceError:
+        """A rejection of a token that has changed since: the message must not blame the
+        token we send from now on."""
+        return SourceError(
+            "auth",
+            f"Ray rejected the token; it has changed since ({self.auth.describe()}): "
+            "the next poll sends the new one",
+        )
 
     def snapshot(self) -> ClusterSnapshot:
         if self._auth_error is not None:
             self.reload_auth()  # an operator may have fixed it
             if self._auth_error is not None:
                 raise SourceError("auth", self._auth_error)
-        client = self._connect()
+        try:
+            client = self._connect()
+        except SourceError as exc:
+            if exc.kind == "auth" and self.reload_auth():
+                raise self._rotated() from None
+            raise
         try:
             quick = self._quick(client)
             if quick is not None:
@@ -149,12 +164,7 @@ class RayStateSource:
                 # The dashboard may come back elsewhere (a Ray restart picks its URL anew).
                 self._client = None
             if exc.kind == "auth" and self.reload_auth():
-                # A rotated token: the message must not blame a token we no longer send.
-                raise SourceError(
-                    "auth",
-                    f"Ray rejected the token; it has changed since ({self.auth.describe()}): "
-                    "trying the new one",
-                ) from None
+                raise self._rotated() from None
             raise SourceError(exc.kind, str(exc)) from None
         if truncated:
             now = time.monotonic()
