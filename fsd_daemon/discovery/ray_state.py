@@ -60,6 +60,10 @@ _DEAD = (("state", "=", "DEAD"),)  # filtered inside the GCS, like ALIVE
 FULL_LISTING_INTERVAL = 30.0
 
 
+class _TokenChanged(SourceError):
+    """Ray rejected a token that has been replaced since (a rotated token file)."""
+
+
 class RayStateSource:
     """Lists ALIVE actors and nodes. Raises :class:`SourceError`; never returns partial data."""
 
@@ -127,13 +131,20 @@ class RayStateSource:
     def _rotated(self) -> SourceError:
         """A rejection of a token that has changed since: the message must not blame the
         token we send from now on."""
-        return SourceError(
+        return _TokenChanged(
             "auth",
-            f"Ray rejected the token; it has changed since ({self.auth.describe()}): "
-            "the next poll sends the new one",
+            f"Ray rejected the token; it has changed since ({self.auth.describe()}), and the "
+            "new one was rejected too",
         )
 
     def snapshot(self) -> ClusterSnapshot:
+        try:
+            return self._snapshot()
+        except _TokenChanged:
+            # Rotated: ask again with the new token now, not after the failure backoff.
+            return self._snapshot()
+
+    def _snapshot(self) -> ClusterSnapshot:
         if self._auth_error is not None:
             self.reload_auth()  # an operator may have fixed it
             if self._auth_error is not None:
