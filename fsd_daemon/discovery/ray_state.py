@@ -271,7 +271,12 @@ class RayStateSource:
             url = self._where_it_was(self._last_url)
         except DashboardError as exc:
             self._looking_up = None
-            raise SourceError(exc.kind, str(exc)) from None
+            # A look-up that ran out of time while this poll did not wait (it ran on its own
+            # thread) means the GCS is not there yet, not that Ray is slow: the service then
+            # polls again at the poll interval, not after the failure backoff, and sees Ray's
+            # return within a poll.
+            quick = self._last_url is not None and exc.kind == "timeout"
+            raise SourceError("unreachable" if quick else exc.kind, str(exc)) from None
         self._looking_up = None  # a lookup still running is left to end by itself
         self._client = DashboardClient(url, self.auth)
         # News once: found again where it was (after every failed request while the
