@@ -18,6 +18,16 @@ Run as a user would, every piece a process of its own:
 Half way, the Ray head is stopped under the running driver (a crash, as far as the job can
 tell), the driver is stopped, Ray is started again on the same ports and a new driver churns on.
 
+An operator's hands too (``--no-operator-faults`` leaves them out): the daemon also reads a
+config file (``--config``) naming a prometheus.yml to keep, whose ``gpu`` job has
+``scheme: https``, ``tls_config`` and ``basic_auth``. Before the restart: the output directory
+is removed (``rm -rf``), the config file is rewritten in place ten times (truncate, a 0.4 s
+stall, the same bytes), prometheus.yml is rewritten without our jobs (verl's way); at the
+restart the token in ``~/.ray/auth_token`` is replaced by a new one, which Ray starts with.
+Checked: the files back after the removal (and how soon), no reload of a half-written config
+and the listener answering throughout, the gpu job patched again with its TLS settings kept,
+and the daemon following the new token (the checks above, after the restart).
+
 Every ``--sample`` s: RSS, threads, open fds of the daemon and all its descendants, the number
 of descendants, the machine's load average, and rollout.json against the live set (servers the
 driver reported serving): ``missing`` live servers not in the file, ``extra`` targets of servers
@@ -51,6 +61,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -477,6 +488,155 @@ def compare(live: LiveSet, in_file: set[str], now: float) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# An operator's hands
+
+PROMETHEUS_YML = """\
+# the training cluster's Prometheus (soak)
+global:
+    scrape_interval: "15s"
+scrape_configs:
+    - job_name: "gpu"
+      scheme: https
+      tls_config:
+          ca_file: "/etc/prometheus/fsd-ca.crt"
+      basic_auth:
+          username: "prometheus"
+          password_file: "/etc/prometheus/gpu.pass"
+    - job_name: "node"
+      static_configs:
+          - targets: ['127.0.0.1:9100']
+"""
+
+
+def operator_config(work: Path) -> Path:
+    """The daemon's config file: the prometheus.yml to keep (the rest comes from flags)."""
+    prom = work / "prometheus.yml"
+    prom.write_text(PROMETHEUS_YML)
+    config = work / "fsd-daemon.toml"
+    config.write_text(f'[daemon]\ncluster = "soak"\n[prometheus]\nconfig_file = "{prom}"\n')
+    return config
+
+
+class OperatorFaults(threading.Thread):
+    """The faults of the module docstring, one after another from ``start_after`` s on."""
+
+    def __init__(
+        self, work: Path, out_dir: Path, config: Path, metrics_port: int, start_after: float
+    ) -> None:
+        super().__init__(daemon=True, name="operator-faults")
+        self.work, self.out_dir, self.config = work, out_dir, config
+        self.metrics_port, self.start_after = metrics_port, start_after
+        # [removed at, all files back at] of each directory removal: an empty file then is
+        # the operator's doing, not the daemon's.
+        self.windows: list[list[float]] = []
+        self.result: dict[str, Any] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            if self._halt.wait(self.start_after):
+                return
+            self.result["directory_back_s"] = self._remove_directory()
+            if self._halt.wait(10):
+                return
+            self.result.update(self._rewrite_config())
+            if self._halt.wait(10):
+                return
+            self.result.update(self._rewrite_prometheus_yml())
+        except Exception as exc:  # reported, and the checks then fail
+            self.result["error"] = repr(exc)
+
+    def _remove_directory(self) -> float | None:
+        print("-- operator: rm -rf of the output directory", flush=True)
+        window = [time.time()]
+        self.windows.append(window)
+        # As ``rm -rf`` again: the daemon may put a file back between the unlinks and the
+        # rmdir (the directory is then not empty).
+        for _ in range(20):
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+            if not self.out_dir.exists():
+                break
+        names = ("rollout.json", "gpu.json", "ray.json")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if all((self.out_dir / n).exists() for n in names):
+                window.append(time.time())
+                return round(window[1] - window[0], 2)
+            time.sleep(0.02)
+        window.append(time.time())
+        return None
+
+    def _rewrite_config(self) -> dict[str, Any]:
+        print("-- operator: the config file rewritten in place 10 times", flush=True)
+        reloads_before = self._log().count("config reloaded")
+        dark = 0
+        data = self.config.read_bytes()
+        for _ in range(10):
+            with open(self.config, "wb") as f:  # truncate ...
+                f.flush()
+                for _ in range(4):  # ... a stall (the listener is asked meanwhile) ...
+                    dark += _healthz_status(self.metrics_port) == 0
+                    time.sleep(0.1)
+                f.write(data)  # ... write
+            time.sleep(0.3)
+        time.sleep(2.0)
+        return {
+            "config_rewrites": 10,
+            "config_reloads": self._log().count("config reloaded") - reloads_before,
+            "listener_dark_answers": dark,
+        }
+
+    def _rewrite_prometheus_yml(self) -> dict[str, Any]:
+        print("-- operator: prometheus.yml rewritten without our jobs (verl's way)", flush=True)
+        prom = self.work / "prometheus.yml"
+        patched_before = self._log().count("patched ")
+        with open(prom, "w") as f:  # in place, as verl's update_prometheus_config writes
+            f.write(PROMETHEUS_YML)
+        deadline = time.time() + 30
+        while time.time() < deadline and self._log().count("patched ") == patched_before:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        jobs = {j["job_name"]: j for j in _yaml_jobs(prom)}
+        gpu = jobs.get("gpu", {})
+        return {
+            "prometheus_yml_patched_again": self._log().count("patched ") > patched_before,
+            "gpu_job_keeps_tls": all(k in gpu for k in ("scheme", "tls_config", "basic_auth"))
+            and "file_sd_configs" in gpu,
+        }
+
+    def _log(self) -> str:
+        return (self.work / "daemon.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout=60)
+
+
+def _healthz_status(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _yaml_jobs(path: Path) -> list[dict[str, Any]]:
+    import yaml
+
+    return list(yaml.safe_load(path.read_text()).get("scrape_configs") or [])
+
+
+def rotate_token(home: Path) -> None:
+    """A new token where ``ray start`` and the daemon find it (``~/.ray/auth_token``)."""
+    path = home / ".ray" / "auth_token"
+    path.write_text(f"fsd-soak-rotated-{os.urandom(16).hex()}\n")
+    path.chmod(0o600)
+
+
+# --------------------------------------------------------------------------------------------
 # The run
 
 
@@ -494,6 +654,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
     sampler: Sampler | None = None
     file_watch: FileWatch | None = None
+    faults: OperatorFaults | None = None
     result: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "machine": common.machine(),
@@ -512,6 +673,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         daemon_argv = [str(VENV_BIN / "fsd-daemon"), "run", "--ray-address", head.gcs_address]
         daemon_argv += ["--output-dir", str(out_dir), "--log-level", "info"]
         daemon_argv += ["--metrics-listen", f"127.0.0.1:{args.base_port + 10}"]
+        config = operator_config(work) if args.operator_faults else None
+        if config is not None:
+            daemon_argv += ["--config", str(config)]
         daemon = common_start(daemon_argv, work / "daemon.log", daemon_env)
         result["daemon_env"] = sorted(daemon_env)
         result["daemon_argv"] = daemon_argv
@@ -522,9 +686,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         file_watch.start()
         sampler = Sampler(daemon.pid, live, rollout, t0, args.sample)
         sampler.start()
+        if config is not None:
+            faults = OperatorFaults(
+                work, out_dir, config, args.base_port + 10, min(30.0, args.duration / 8)
+            )
+            faults.start()
         sleep_until(daemon, t0 + args.duration / 2, work)
         sampler.phase = 2
-        result["restart"] = restart_ray(head, live, churn)
+        if faults is not None:
+            faults.stop()
+            result["operator_faults"] = faults.result
+        result["restart"] = restart_ray(head, live, churn, rotate=config is not None)
         churn = Churn(args, head, live, 100000, work / "churn.log")
         # As much churn after the restart as before it: the outage does not count.
         sleep_until(daemon, live.ray_back_at + args.duration / 2, work)
@@ -537,9 +709,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if sampler is not None:
             sampler.stop()
             samples = sampler.samples
+        if faults is not None:
+            faults.stop()
+            result.setdefault("operator_faults", faults.result)
         if file_watch is not None:
             file_watch.stop()
-            result["files"] = file_watch.report(live.t0)
+            result["files"] = file_watch.report(live.t0, faults.windows if faults else [])
             if file_watch.restart_targets_gone_at is not None and "restart" in result:
                 result["restart"]["old_targets_left_after_ray_back_s"] = round(
                     file_watch.restart_targets_gone_at - live.ray_back_at, 1
@@ -578,17 +753,37 @@ def verdict(result: dict[str, Any]) -> dict[str, bool]:
             files.get(f, {}).get("empty_spells", 1) == 0 for f in ("gpu.json", "ray.json")
         ),
         "daemon_exit_0_on_sigterm": result.get("daemon_exit") == 0,
+        **operator_verdict(result),
     }
 
 
-def restart_ray(head: RayHead, live: LiveSet, churn: Churn) -> dict[str, Any]:
-    """Stop the head under the running driver, stop the driver, start Ray on the same ports."""
+def operator_verdict(result: dict[str, Any]) -> dict[str, bool]:
+    faults = result.get("operator_faults")
+    if faults is None:
+        return {}
+    back = faults.get("directory_back_s")
+    return {
+        "removed_directory_back_within_a_poll": back is not None and back <= POLL_SECONDS + 1,
+        "no_reload_of_a_half_written_config": faults.get("config_reloads") == 0,
+        "listener_answered_during_config_rewrites": faults.get("listener_dark_answers") == 0,
+        "tls_gpu_job_patched_again_and_kept": bool(
+            faults.get("prometheus_yml_patched_again") and faults.get("gpu_job_keeps_tls")
+        ),
+    }
+
+
+def restart_ray(head: RayHead, live: LiveSet, churn: Churn, rotate: bool) -> dict[str, Any]:
+    """Stop the head under the running driver, stop the driver, start Ray on the same ports
+    (``rotate``: with a new token, which the daemon must find by itself)."""
     print("-- stopping the Ray head (by PID) under the running driver", flush=True)
     began = time.time()
     head.stop()
     stopped = time.time()
     live.all_down(stopped)
     churn.stop()
+    if rotate:
+        print("-- operator: a new token in ~/.ray/auth_token; Ray starts with it", flush=True)
+        rotate_token(head.home)
     head.start()
     back = time.time()
     live.ray_back_at = back
@@ -665,15 +860,23 @@ class FileWatch(threading.Thread):
         if self.is_alive():
             self.join(timeout=10)
 
-    def report(self, t0: float) -> dict[str, Any]:
+    def report(self, t0: float, excused: Sequence[Sequence[float]] = ()) -> dict[str, Any]:
+        """Spells at 0 targets; those that began while an operator had removed the files
+        (``excused``: [removed at, back at]) are counted apart."""
         end = time.time()
         out: dict[str, Any] = {}
+
+        def operator_did_it(start: float) -> bool:
+            return any(w[0] - 0.5 <= start <= (w[1] if len(w) > 1 else end) for w in excused)
+
         for name, spells in self.empty_spells.items():
             closed = [(spell[0], spell[1] if len(spell) > 1 else end) for spell in spells]
+            ours = [(a, b) for a, b in closed if not operator_did_it(a)]
             out[name] = {
-                "empty_spells": len(spells),
-                "empty_seconds": round(sum(b - a for a, b in closed), 2),
-                "empty_at_s": [round(a - t0, 1) for a, _ in closed],
+                "empty_spells": len(ours),
+                "empty_seconds": round(sum(b - a for a, b in ours), 2),
+                "empty_at_s": [round(a - t0, 1) for a, _ in ours],
+                "removed_by_operator": len(closed) - len(ours),
             }
         return out
 
@@ -747,6 +950,8 @@ class Sampler(threading.Thread):
                 sample.update(tree_sample(self.pid))
             except psutil.NoSuchProcess:
                 return
+            if not self.rollout.exists():  # an operator removed it: back within a poll
+                time.sleep(POLL_SECONDS + 1.0)
             sample.update(compare(self.live, file_targets(self.rollout), time.time()))
             sample["load1"] = os.getloadavg()[0]
             self.samples.append(sample)
@@ -909,6 +1114,8 @@ def summarize(result: dict[str, Any]) -> str:
             f"{end['extra']}; first equal {end['seconds_after_freeze_first_equal']} s after "
             "the churn stopped)"
         )
+    if "operator_faults" in result:
+        lines.append(f"operator faults: {json.dumps(result['operator_faults'])}")
     failed = [k for k, ok in result.get("verdict", {}).items() if not ok]
     lines.append("checks: " + ("all passed" if not failed else "FAILED " + ", ".join(failed)))
     lines.append(
@@ -938,6 +1145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also give the daemon RAY_AUTH_MODE=token (by default it has only the token in "
         "HOME's ~/.ray/auth_token, as README says)",
+    )
+
+    p.add_argument(
+        "--no-operator-faults",
+        dest="operator_faults",
+        action="store_false",
+        help="leave out the operator's faults (directory removed, config rewritten in place, "
+        "prometheus.yml rewritten, token rotated at the restart)",
     )
 
     outcome: dict[str, Any] = {}

@@ -32,20 +32,27 @@ class Condition:
         self._since: float | None = None
         self._last_logged = 0.0
         self._count = 0
+        self._cause = ""
         self.message = ""
 
     @property
     def active(self) -> bool:
         return self._since is not None
 
-    def failing(self, message: str) -> None:
-        """The condition holds (again) now; ``message`` says how."""
+    def failing(self, message: str, cause: str = "") -> None:
+        """The condition holds (again) now; ``message`` says how. A different ``cause`` (the
+        GCS down, then the token rejected) is news: logged at once, so that the last line
+        logged always names what is wrong now."""
         now = self._clock()
         self._count += 1
         self.message = message
+        changed, self._cause = cause != self._cause, cause
         if self._since is None:
             self._since, self._last_logged = now, now
             self.log.log(self.level, "%s: %s", self.what, message)
+        elif changed:
+            self._last_logged = now
+            self.log.log(self.level, "%s for %.0fs, now: %s", self.what, now - self._since, message)
         elif now - self._last_logged >= self.repeat_seconds:
             self._last_logged = now
             self.log.log(
@@ -63,4 +70,4 @@ class Condition:
             return
         lasted = self._clock() - self._since
         self.log.info("%s, after %.0fs (%d times)", self.ended, lasted, self._count)
-        self._since, self._count, self.message = None, 0, ""
+        self._since, self._count, self.message, self._cause = None, 0, "", ""

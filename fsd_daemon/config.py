@@ -234,6 +234,14 @@ def default_cluster(environ: Mapping[str, str]) -> tuple[str, str]:
     return host, "default: the host name (set daemon.cluster to choose a name)"
 
 
+def holds_no_settings(data: bytes) -> bool:
+    """True for config file bytes with no key in them: empty, blank, or comments only."""
+    try:
+        return not tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # not empty: loading it refuses it with the parser's own words
+
+
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -208,15 +208,19 @@ class Poll:
             self.metrics.poll_duration.observe(time.perf_counter() - started)
 
     def _poll(self) -> PollResult:
+        # Before asking Ray, and whether or not it answers: a file or directory removed by
+        # someone else is put back within one poll, not at the next cluster change.
+        self.keep_files()
         try:
             snapshot = self.source.snapshot()
         except SourceError as exc:
             self.failures += 1
+            self.reconciler.listing_failed()
             self.metrics.poll_errors.labels(exc.kind).inc()
             self.health.problem(STAGE_RAY, f"{exc.kind}: {exc}")
             # Invariant: a failed poll changes no file. The last good files stay until Ray
             # answers again; that is the whole point of not trusting an error as "empty".
-            self._ray_down.failing(f"{exc}; keeping the files as they are")
+            self._ray_down.failing(f"{exc}; keeping the files as they are", cause=exc.kind)
             return PollResult(ok=False, error=str(exc), error_kind=exc.kind)
         self._ray_down.fine()
         self.failures = 0
@@ -331,19 +335,12 @@ class Poll:
             if not force and name == ROLLOUT_FILE and self._held_by_startup_gate(targets):
                 continue
             stage = write_stage(name)
-            failing = self._write_failing.setdefault(
-                name,
-                Condition(
-                    log, f"writing {name}", ended=f"{name} written again", level=logging.ERROR
-                ),
-            )
+            failing = self._write_condition(name)
             try:
                 data = self._renderers.setdefault(name, Renderer()).render(targets)
                 wrote = self.writer.write(name, data)
             except WriteError as exc:
-                self.metrics.poll_errors.labels("write").inc()
-                self.health.problem(stage, str(exc))
-                failing.failing(f"{exc}; the previous file stays, retrying every poll")
+                self._write_failed(name, exc)
                 continue
             failing.fine()
             self._unwritten.discard(name)
@@ -360,17 +357,48 @@ class Poll:
     def unwritten(self) -> frozenset[str]:
         return frozenset(self._unwritten)
 
+    def _write_condition(self, name: str) -> Condition:
+        return self._write_failing.setdefault(
+            name,
+            Condition(log, f"writing {name}", ended=f"{name} written again", level=logging.ERROR),
+        )
+
+    def _write_failed(self, name: str, exc: WriteError) -> None:
+        """Counted, on /healthz, logged as a lasting condition; every word true now."""
+        self.metrics.poll_errors.labels("write").inc()
+        self.health.problem(write_stage(name), str(exc))
+        if self.writer.exists(name):
+            what = "the previous file stays"
+        else:
+            what = "no file is there now"
+            # The gauge says what Prometheus reads: nothing, while the file is missing.
+            self.metrics.targets.labels(name).set(0)
+        self._write_condition(name).failing(f"{exc}; {what}, retrying every poll")
+
+    def keep_files(self) -> None:
+        """Put back every file written since start that is missing or changed (a stat each)."""
+        for name in self.writer.written_names():
+            self.restore(name)
+
     def restore(self, name: str) -> None:
-        """Put back a file someone else deleted or changed (unless a write is pending)."""
-        if name in self._unwritten:
+        """Put back a file someone else deleted or changed, with the bytes written last.
+        A file whose new content waits (for the resolver, for a disk) keeps the old until
+        then: no emptier, never missing."""
+        if name in self._unwritten and self.writer.exists(name):
             return  # a pending write will put the right content there anyway
         try:
-            if self.writer.restore(name):
-                self.metrics.restores.labels(name).inc()
-                log.warning("restored %s (deleted or changed by someone else)", name)
+            restored = self.writer.restore(name)
         except WriteError as exc:
-            self.health.problem(write_stage(name), str(exc))
-            log.error("restoring %s failed: %s", name, exc)
+            self._write_failed(name, exc)
+            return
+        if name not in self._unwritten:
+            self.health.clear(write_stage(name))
+            self._write_condition(name).fine()
+        if restored:
+            self.metrics.restores.labels(name).inc()
+            if name in self.written_targets:
+                self.metrics.targets.labels(name).set(len(self.written_targets[name]))
+            log.warning("restored %s (deleted or changed by someone else)", name)
 
     def _log_changes(self, name: str, targets: tuple[Target, ...]) -> None:
         if not log.isEnabledFor(logging.INFO):

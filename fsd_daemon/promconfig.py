@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,8 +29,11 @@ from typing import Any
 
 import yaml
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError as RoundTripError
+from yaml.nodes import MappingNode, SequenceNode
 
+from fsd_daemon import yamltext
 from fsd_daemon.condition import Condition
 from fsd_daemon.config import Config, prometheus_duration
 from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
@@ -96,10 +101,47 @@ def render_yaml(doc: dict[str, Any]) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
 
 
-def patched(doc: Any, config: Config) -> Any:
-    """``doc`` with our jobs added or replaced and our rule files listed; nothing else changed.
+# Where a job of ours gets its targets: ours replace whatever the job had (verl's static
+# unlabelled ``rollout`` targets, Ray's stale discovery file), so these keys are ours.
+_DISCOVERY_KEYS = frozenset({"static_configs", "file_sd_configs", "http_sd_configs"})
+# Lists to which our entries are added, keeping the user's own entries.
+_MERGED_KEYS = frozenset({"metric_relabel_configs", "relabel_configs"})
 
-    ``doc`` is changed in place when it is a round-trip mapping (comments stay attached)."""
+
+def _owned_keys(theirs: Any, ours: dict[str, Any]) -> set[str]:
+    """The keys of a job named like ours that the patch rewrites: our own settings and any
+    target discovery. Everything else (scheme, tls_config, basic_auth, relabel_configs,
+    scrape_interval, ...) is the user's and stays."""
+    owned = {k for k in ours if k != "job_name" and k not in _MERGED_KEYS}
+    if isinstance(theirs, dict):
+        owned |= {k for k in theirs if k in _DISCOVERY_KEYS or str(k).endswith("_sd_configs")}
+    return owned
+
+
+def _merged_list(theirs: Any, ours: list[Any]) -> list[Any]:
+    have = list(theirs) if isinstance(theirs, list) else []
+    return have + [entry for entry in ours if entry not in have]
+
+
+def merged_job(theirs: Any, ours: dict[str, Any]) -> dict[str, Any]:
+    """A job of the user's named like one of ours, as the patch leaves it: our keys set,
+    our list entries added, every other key of theirs kept."""
+    if not isinstance(theirs, dict):
+        return dict(ours)
+    owned = _owned_keys(theirs, ours)
+    job = {k: v for k, v in theirs.items() if k not in owned}
+    for key, value in ours.items():
+        if key in _MERGED_KEYS:
+            job[key] = _merged_list(theirs.get(key), value)
+        else:
+            job[key] = value
+    return job
+
+
+def patched(doc: Any, config: Config) -> Any:
+    """``doc`` with our jobs added or merged in (see :func:`merged_job`) and our rule files
+    listed; nothing else changed. ``doc`` (plain data or a round-trip mapping) is changed in
+    place where it is a mapping."""
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -113,7 +155,13 @@ def patched(doc: Any, config: Config) -> Any:
     for job in existing:
         name = job.get("job_name") if isinstance(job, dict) else None
         if name in ours:
-            jobs.append(ours.pop(name))  # replace in place, keeping the user's order
+            merged = merged_job(job, ours.pop(name))
+            if isinstance(job, CommentedMap):  # ruamel: keep the job's comments
+                for key in [k for k in job if k not in merged]:
+                    del job[key]
+                job.update(merged)
+                merged = job
+            jobs.append(merged)  # in place, keeping the user's order
         else:
             jobs.append(job)
     jobs.extend(ours.values())
@@ -140,33 +188,200 @@ def _round_trip() -> YAML:
     return rt
 
 
+def patch_text(text: str, config: Config) -> str:
+    """``text`` (a prometheus.yml) patched; every character outside the keys we own is kept
+    (indentation, quoting, comments), in time linear in its size. Raises PatchError."""
+    try:
+        root, data = yamltext.parse(text)
+    except yaml.YAMLError as exc:
+        raise PatchError(f"not valid YAML: {exc}") from exc
+    expected = patched(_copy_top(data), config)
+    try:
+        edits = _edits(text, root, data, config)
+        if not edits and expected == data:
+            return text
+        root = None  # the node tree of a large file is big: not kept while parsing again
+        new = yamltext.apply(text, edits)
+        if yamltext.load(new) == expected:
+            return new
+        log.debug("text patch did not give the expected document; rendering it whole")
+    except (yamltext.LayoutNotHandled, yaml.YAMLError) as exc:
+        log.debug("text patch not possible (%s); rendering the document whole", exc)
+    # A layout the edits do not handle (flow style, ...): ruamel's round trip keeps the
+    # comments, not the formatting.
+    doc = _round_trip().load(text)
+    out = io.StringIO()
+    _round_trip().dump(patched(doc, config), out)
+    return out.getvalue()
+
+
+def _copy_top(data: Any) -> Any:
+    """What :func:`patched` changes in place copied (the top mapping and its two lists), the
+    rest shared: a deep copy of a large file would cost as much as parsing it."""
+    if not isinstance(data, dict):
+        return data
+    top = dict(data)
+    for key in ("scrape_configs", "rule_files"):
+        if isinstance(top.get(key), list):
+            top[key] = list(top[key])
+    return top
+
+
+def _edits(text: str, root: Any, data: Any, config: Config) -> list[yamltext.Edit]:
+    if root is None or not text.strip():
+        return [
+            yamltext.Edit(
+                len(text),
+                len(text),
+                _tail(text) + yamltext.indented(yamltext.render(patched({}, config)), 0),
+            )
+        ]
+    top = yamltext.block(root, MappingNode)
+    values = {k.value: (k, v) for k, v in top.value if hasattr(k, "value")}
+    edits: list[yamltext.Edit] = []
+    appended: list[str] = []
+    ours = {job["job_name"]: job for job in scrape_jobs(config)}
+    if "scrape_configs" in values and data.get("scrape_configs"):
+        _, seq = values["scrape_configs"]
+        seq = yamltext.block(seq, SequenceNode)
+        for item, job in zip(seq.value, data["scrape_configs"], strict=True):
+            name = job.get("job_name") if isinstance(job, dict) else None
+            if name in ours:
+                edits.extend(_job_edits(text, item, job, ours.pop(name)))
+        if ours:
+            last = seq.value[-1]
+            dash, content = yamltext.dash_column(text, last), int(last.start_mark.column)
+            at = yamltext.line_end(text, yamltext.content_end(seq))
+            items = [
+                yamltext.sequence_item(yamltext.render(job), dash, content) for job in ours.values()
+            ]
+            edits.append(yamltext.Edit(at, at, "\n" + "\n".join(items)))
+    elif "scrape_configs" in values:
+        raise yamltext.LayoutNotHandled("scrape_configs empty or null")
+    else:
+        appended.append(
+            yamltext.indented(yamltext.render({"scrape_configs": list(ours.values())}), 0)
+        )
+    wanted = list(config.prometheus.rule_files)
+    if wanted:
+        have = data.get("rule_files")
+        if "rule_files" not in values:
+            appended.append(yamltext.indented(yamltext.render({"rule_files": wanted}), 0))
+        else:
+            if not isinstance(have, list) or not have:
+                raise yamltext.LayoutNotHandled("rule_files empty or not a list")
+            missing = [r for r in wanted if r not in have]
+            if missing:
+                _, seq = values["rule_files"]
+                seq = yamltext.block(seq, SequenceNode)
+                last = seq.value[-1]
+                dash, content = yamltext.dash_column(text, last), int(last.start_mark.column)
+                at = yamltext.line_end(text, yamltext.content_end(seq))
+                items = [yamltext.sequence_item(yamltext.render(r), dash, content) for r in missing]
+                edits.append(yamltext.Edit(at, at, "\n" + "\n".join(items)))
+    if appended:
+        edits.append(yamltext.Edit(len(text), len(text), _tail(text) + "\n".join(appended) + "\n"))
+    return edits
+
+
+def _tail(text: str) -> str:
+    """What must come before text appended at the end: a line break if the last line has none."""
+    return "" if not text or text.endswith("\n") else "\n"
+
+
+def _job_edits(text: str, item: Any, theirs: Any, ours: dict[str, Any]) -> list[yamltext.Edit]:
+    """Edits that turn the job at ``item`` into ``merged_job(theirs, ours)``, touching only the
+    keys we own; none when it is already so."""
+    if merged_job(theirs, ours) == theirs:
+        return []
+    job = yamltext.block(item, MappingNode)
+    owned = _owned_keys(theirs, ours)
+    replace: dict[str, Any] = {k: v for k, v in ours.items() if k in owned}
+    edits: list[yamltext.Edit] = []
+    nodes = {k.value: (k, v) for k, v in job.value if hasattr(k, "value")}
+    for key in sorted(_MERGED_KEYS & ours.keys()):
+        value = _merged_list(theirs.get(key), ours[key])
+        if value == theirs.get(key):
+            continue
+        node = nodes.get(key)
+        if (
+            node is None
+            or not isinstance(node[1], SequenceNode)
+            or node[1].flow_style
+            or not node[1].value
+        ):
+            replace[key] = value
+            owned.add(key)
+            continue
+        last = node[1].value[-1]
+        dash, content = yamltext.dash_column(text, last), int(last.start_mark.column)
+        at = yamltext.line_end(text, yamltext.content_end(node[1]))
+        added = [e for e in ours[key] if e not in theirs.get(key)]
+        items = [yamltext.sequence_item(yamltext.render(e), dash, content) for e in added]
+        edits.append(yamltext.Edit(at, at, "\n" + "\n".join(items)))
+    present = [(k, v) for k, v in job.value if getattr(k, "value", None) in owned]
+    if present:
+        first_key, first_value = present[0]
+        col = int(first_key.start_mark.column)
+        end = yamltext.line_end(text, yamltext.content_end(first_value))
+        lines = yamltext.render(replace) if replace else []
+        edits.append(
+            yamltext.Edit(
+                int(first_key.start_mark.index),
+                end,
+                yamltext.indented(lines, col, first="") if lines else "",
+            )
+        )
+        if not lines and not yamltext.key_alone_on_line(text, first_key):
+            raise yamltext.LayoutNotHandled("owned key first in its item")
+        if not lines:  # nothing to put in its place: remove its whole lines
+            edits[-1] = yamltext.Edit(
+                yamltext.line_start(text, int(first_key.start_mark.index)),
+                min(len(text), end + 1),
+                "",
+            )
+        for key, value in present[1:]:
+            if not yamltext.key_alone_on_line(text, key):
+                raise yamltext.LayoutNotHandled("owned key first in its item")
+            start = yamltext.line_start(text, int(key.start_mark.index))
+            stop = min(len(text), yamltext.line_end(text, yamltext.content_end(value)) + 1)
+            edits.append(yamltext.Edit(start, stop, ""))
+    elif replace:
+        first_key = job.value[0][0]
+        col = int(first_key.start_mark.column)
+        at = yamltext.line_end(text, yamltext.content_end(job))
+        edits.append(yamltext.Edit(at, at, "\n" + yamltext.indented(yamltext.render(replace), col)))
+    return edits
+
+
 def patch_file(path: str | Path, config: Config) -> bool:
-    """Patch ``path`` in place, atomically, keeping its comments, mode and owner.
+    """Patch ``path`` in place, atomically, keeping its formatting, comments, mode and owner.
+    A symlink is followed: the file it points to is patched (config management links it).
     True when the content changed."""
     path = Path(path)
+    real = Path(os.path.realpath(path))
     try:
-        st = path.stat()
-        raw = path.read_bytes()
+        st = real.stat()
+        raw = real.read_bytes()
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PatchError(f"cannot read {path}: {exc}") from exc
     try:
-        before = yaml.safe_load(text)
-        doc = _round_trip().load(text)
+        rendered = patch_text(text, config)
+    except PatchError as exc:
+        raise PatchError(
+            f"{path} is {exc}" if str(exc).startswith("not valid") else f"{path}: {exc}"
+        ) from exc
     except (yaml.YAMLError, RoundTripError) as exc:
         raise PatchError(f"{path} is not valid YAML: {exc}") from exc
-    new = patched(doc, config)
-    out = io.StringIO()
-    _round_trip().dump(new, out)
-    rendered = out.getvalue()
-    if yaml.safe_load(rendered) == before:
+    if rendered == text:
         return False
-    writer = TargetFileWriter(path.parent)
-    backup = path.name + ".fsd-orig"
+    writer = TargetFileWriter(real.parent)
+    backup = real.name + ".fsd-orig"
     try:
-        if not (path.parent / backup).exists():
+        if not (real.parent / backup).exists():
             writer.write(backup, raw, like=st)
-        writer.write(path.name, rendered.encode(), like=st)
+        writer.write(real.name, rendered.encode(), like=st)
     except WriteError as exc:
         raise PatchError(str(exc)) from exc
     return True
@@ -223,18 +438,62 @@ _MAX_UNPARSABLE_LOOKS = 3
 class PrometheusConfigKeeper:
     """Keeps prometheus.yml files patched: a configured one, and Ray's generated one.
 
-    :meth:`check` runs after every poll (a stat and a readlink each), watching or not; a Ray
-    restart or a rewrite by someone else (verl) is patched within a poll or two.
+    :meth:`check` looks (a stat and a readlink each) and patches what changed. The service
+    runs it on the keeper's own thread (:meth:`start`, then :meth:`kick` after every poll),
+    never on the poll loop: a large file takes its time to patch, and polls, health and the
+    systemd watchdog go on meanwhile. A Ray restart or a rewrite by someone else (verl) is
+    patched within a poll or two.
     """
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
+        self._thread: threading.Thread | None = None
+        self._kicked = threading.Event()
+        self._stopping = False
         # path -> signature we last patched or judged (no work until it changes)
         self._done: dict[Path, tuple[int, int, int]] = {}
         # path -> (signature, first seen, unparsable looks) of a file that is changing
         self._seen: dict[Path, tuple[tuple[int, int, int], float, int]] = {}
         self._broken: dict[Path, Condition] = {}
+
+    def start(self) -> PrometheusConfigKeeper:
+        """Run :meth:`check` on a thread of its own: at each :meth:`kick`, and again when a
+        file that is still settling asks for it."""
+        if self._thread is None and self.targets_configured():
+            self._thread = threading.Thread(
+                target=self._run, name="prometheus-config-keeper", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def kick(self) -> None:
+        """Look again soon (from the poll loop: returns at once)."""
+        self._kicked.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._kicked.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        again: float | None = None
+        while True:
+            self._kicked.wait(timeout=again)
+            self._kicked.clear()
+            if self._stopping:
+                return
+            try:
+                again = self.check()
+            except Exception:  # a bug here must not end the keeping for good
+                log.exception("unexpected error keeping prometheus.yml patched; going on")
+                again = None
+
+    def targets_configured(self) -> bool:
+        prometheus = self.config.prometheus
+        return bool(prometheus.config_file) or prometheus.patch_ray_config
 
     def targets(self) -> list[Path]:
         paths = []

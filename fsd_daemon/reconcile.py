@@ -134,6 +134,10 @@ class Reconciler:
     _listed_servers: set[_ServerKey] = field(default_factory=set, init=False)
     _listed_nodes: set[str] = field(default_factory=set, init=False)
     _listed_at: float | None = field(default=None, init=False)
+    # Listings failed since the last one folded in (Ray away): time without an answer is no
+    # evidence that anything left, so a grace period counts from the first listing that
+    # misses an entry, never from before the outage.
+    _outage: bool = field(default=False, init=False)
     _stale_sessions: bool = field(default=False, init=False)
     _last_snapshot: ClusterSnapshot | None = field(default=None, init=False)
     _pending: _Pending = field(default_factory=_Pending, init=False)
@@ -223,6 +227,7 @@ class Reconciler:
         self.session_changed = False
         if snapshot == self._last_snapshot and not self._pending.any(now):
             self._listed_at = now  # everything the last snapshot listed was seen now
+            self._outage = False
             return None
         if snapshot.session and snapshot.session != self._session:
             self._start_session(snapshot.session)
@@ -235,7 +240,12 @@ class Reconciler:
         self._drop_replaced()
         ports_answered = self._resolve_ports(resolver)
         self._resolve_components(resolver, now, with_ports=ports_answered)
+        self._outage = False
         return self._desired()
+
+    def listing_failed(self) -> None:
+        """A poll could not list the cluster (see ``_outage``)."""
+        self._outage = True
 
     def unresolved_names(self) -> set[tuple[str, str]]:
         """``(ray_namespace, actor_name)`` of live recognised servers without an address yet."""
@@ -341,8 +351,9 @@ class Reconciler:
                 entry.last_seen = now
                 continue
             if key in listed_before and self._listed_at is not None:
-                # Listed by every poll up to the previous one, which may have returned early.
-                entry.last_seen = max(entry.last_seen, self._listed_at)
+                # Listed by every poll up to the previous one, which may have returned early;
+                # after an outage, this is the first listing that misses it.
+                entry.last_seen = max(entry.last_seen, now if self._outage else self._listed_at)
             deadline = entry.last_seen + grace
             if now >= deadline:
                 entries.pop(key)
@@ -403,7 +414,20 @@ class Reconciler:
                 known.last_seen = now
         listed_before, self._listed_nodes = self._listed_nodes, live
         before = self._nodes.keys() - live
-        self._expire(self._nodes, live, listed_before, False, now, "node")
+        # Never emptier than the truth, as rollout.json: a listing with no node at all is a
+        # GCS whose nodes have not registered yet (a cluster always has its head node); and a
+        # node that left keeps its ray.json target while a node listed on its IP (Ray started
+        # again there) has no metrics port yet.
+        waiting_ips = (
+            {n.node.node_ip for key, n in self._nodes.items() if key in live and not n.metrics_port}
+            if self.config.targets.write_ray
+            else set()
+        )
+        for key in before:
+            entry = self._nodes[key]
+            if entry.metrics_port and entry.node.node_ip in waiting_ips:
+                entry.last_seen = now
+        self._expire(self._nodes, live, listed_before, not live, now, "node")
         changed |= before - self._nodes.keys()
 
     def _resolve_ports(self, resolver: Resolver) -> bool:
@@ -458,10 +482,14 @@ class Reconciler:
         rollout_targets, rollout_dropped = self._rollout_targets(cluster)
         built.targets[ROLLOUT_FILE] = rollout_targets
         gpu_port = self.config.targets.gpu_exporter_port
-        for entry in self._nodes.values():
+        listed_ips = {self._nodes[key].node.node_ip for key in self._listed_nodes}
+        for key, entry in self._nodes.items():
             record = entry.node
             who = partial(str.__add__, "node ", record.node_id)
-            if self.config.targets.write_gpu:
+            # A node that left, on an IP where a listed node is now: the new one's gpu target
+            # (same address) replaces it at once; only its ray.json target may still be waited.
+            replaced = key not in self._listed_nodes and record.node_ip in listed_ips
+            if self.config.targets.write_gpu and not replaced:
                 make = partial(_node_target, record, gpu_port, cluster)
                 self._add(built, GPU_FILE, record.node_id, (record, gpu_port), make, who)
             if self.config.targets.write_ray and entry.metrics_port:

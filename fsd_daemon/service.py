@@ -17,6 +17,7 @@ forward to at most ACTOR_EVENT_MIN_GAP_SECONDS after the last one began.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from fsd_daemon.backoff import Backoff
-from fsd_daemon.config import Config, ConfigError, parse_listen
+from fsd_daemon.config import Config, ConfigError, holds_no_settings, parse_listen
 from fsd_daemon.discovery.base import ClusterSource, Resolver
+from fsd_daemon.discovery.ray_auth import ReloadsAuth
 from fsd_daemon.discovery.ray_events import ActorEventWatch
 from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
 from fsd_daemon.grafana_session import keeper_from_config
@@ -50,6 +52,10 @@ _QUICK_FAILURE_SECONDS = 1.0
 # A burst of actor events (a job starting) polls at this pace at most.
 ACTOR_EVENT_MIN_GAP_SECONDS = 0.2
 _REPEAT_TRACEBACK_SECONDS = 300.0
+# A config file is read only once it has settled: unchanged (inode, size, mtime) for this long,
+# or last modified at least this long ago. An editor or `cat new > file` saving in place
+# truncates, then writes; the reload never reads between the two.
+CONFIG_SETTLE_SECONDS = 0.5
 
 
 # Write errors at start-up that someone may fix while the daemon runs; anything else (a file in
@@ -121,10 +127,13 @@ class Service:
         self.config_path = config_path
         self._config_loader = config_loader
         self._loaded_config_bytes = self._config_bytes()
+        # The config file's (inode, size, mtime_ns) at the first look of a pending reload, and
+        # when; the reload waits until it has settled.
+        self._config_seen: tuple[tuple[int, int, int], float] | None = None
+        self._reload_at: float | None = None
         self._clock = clock
         self._backoff = self._new_backoff(config)
         self._fast_until = 0.0
-        self._keeper_again: float | None = None
         self._wake = threading.Event()
         self._stop = False
         self._reload = False
@@ -137,6 +146,7 @@ class Service:
         self._probe: RolloutMetricsProbe | None = None
         self._watcher: Watcher | None = None
         self._actor_events: ActorEventWatch | None = None
+        self._looping = False  # the keeper's thread runs (run() without --once)
         self.loop_errors = 0
         self._last_traceback = -_REPEAT_TRACEBACK_SECONDS
 
@@ -277,6 +287,8 @@ class Service:
             signal.SIGHUP: self.request_reload,
         }
         with handled_signals(signals):
+            self.keeper.start()
+            self._looping = True
             self.notifier.notify(READY=1, STATUS="started, first poll")
             log.info(
                 "fsd-daemon started: Ray %s, writing %s every %.1fs, cluster label %r (%s)",
@@ -313,8 +325,8 @@ class Service:
                 next_poll = now + self._backoff.failed()
             self.notifier.notify(WATCHDOG=1)
             wait = max(0.0, next_poll - self._clock())
-            if self._keeper_again is not None:
-                wait = min(wait, max(0.0, self._keeper_again - self._clock()))
+            if self._reload_at is not None:
+                wait = min(wait, max(0.0, self._reload_at - self._clock()))
             # A backoff may be longer than WatchdogSec: ping while waiting (the interval is
             # already half of WATCHDOG_USEC), so only a stuck loop gets restarted.
             if self.notifier.watchdog_interval is not None:
@@ -323,17 +335,25 @@ class Service:
             self._wake.clear()
 
     def _step(self, next_poll: float) -> float:
-        if self._reload:
+        if self._reload or (self._reload_at is not None and self._clock() >= self._reload_at):
             self._reload = False
-            self.notifier.notify(RELOADING=1)
-            if self.reload_config():
-                next_poll = self._clock()
-            self.notifier.notify(READY=1)
+            wait = self._config_unsettled_for()
+            if wait > 0:
+                self._reload_at = self._clock() + wait  # look again then
+            else:
+                self._reload_at = None
+                self.notifier.notify(RELOADING=1)
+                token_changed = self._reload_ray_token()
+                if self.reload_config() or token_changed:
+                    next_poll = self._clock()
+                self.notifier.notify(READY=1)
         if self._restore:
             with self._restore_lock:
                 names, self._restore = self._restore, set()
             for name in sorted(names):
                 self.poll.restore(name)
+        if self._watcher is not None:
+            self._watcher.refresh()  # the output directory may have been made anew
         if self._poll_now:
             self._poll_now = False
             next_poll = self._clock()
@@ -349,8 +369,6 @@ class Service:
             self.health.clear("loop")
             if self._actor_events is not None:
                 self._actor_events.refresh()  # follows a Ray restart: a readlink and a stat
-        elif self._keeper_again is not None and now >= self._keeper_again:
-            self._keep_prometheus_config()
         return next_poll
 
     def next_delay(self, result: PollResult, took: float = 0.0) -> float:
@@ -382,11 +400,14 @@ class Service:
         self.notifier.notify(STATUS=f"{state}; targets: {summary or 'none yet'}")
 
     def _keep_prometheus_config(self) -> None:
-        """After every poll, watching or not."""
-        again = self.keeper.check()
+        """After every poll, watching or not. The prometheus.yml keeper works on its own
+        thread (a large file must not hold up the polls); a pass with ``run --once`` waits."""
+        if self._looping:
+            self.keeper.kick()
+        else:
+            self.keeper.check()
         if self.dashboards_keeper is not None:
             self.dashboards_keeper.check()  # logs its own filesystem errors, never raises
-        self._keeper_again = None if again is None else self._clock() + again
 
     # -- one pass ----------------------------------------------------------------------------------
 
@@ -425,19 +446,66 @@ class Service:
         except OSError:
             return None
 
+    def _reload_ray_token(self) -> bool:
+        """Find Ray's token again, as at start (a rotated token file); True when it changed."""
+        parts = {id(p): p for p in (self.poll.source, self.poll.resolver)}.values()
+        changed = [p.reload_auth() for p in parts if isinstance(p, ReloadsAuth)]
+        if any(changed):
+            log.info("Ray's token read again: it changed; the next requests send the new one")
+        elif changed:
+            log.info("Ray's token read again: unchanged")
+        return any(changed)
+
+    def _config_unsettled_for(self) -> float:
+        """Seconds to wait before the config file may be read; 0 once it has settled (see
+        CONFIG_SETTLE_SECONDS), or when there is no file to wait for."""
+        if not self.config_path:
+            return 0.0
+        try:
+            st = os.stat(self.config_path)
+        except OSError:
+            self._config_seen = None
+            return 0.0  # missing or unreadable: the loader says so in one line
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        now = self._clock()
+        if self._config_seen is None or self._config_seen[0] != signature:
+            self._config_seen = (signature, now)
+        unchanged_for = now - self._config_seen[1]
+        modified_ago = time.time() - st.st_mtime  # negative for an mtime in the future
+        if unchanged_for >= CONFIG_SETTLE_SECONDS or modified_ago >= CONFIG_SETTLE_SECONDS:
+            return 0.0
+        return CONFIG_SETTLE_SECONDS - unchanged_for
+
     def reload_config(self) -> bool:
         """Load the config again and switch to it, or keep the running one entirely.
 
         An edit is reloaded once: the file watch and a SIGHUP for the same edit find the same
-        bytes, and the second request is a no-op."""
+        bytes, and the second request is a no-op. A file that held a config and now holds none
+        (emptied, or caught between a truncate and a write) is not a new config: the running one
+        stays, and the write that follows is reloaded as an edit. Bytes that change while they
+        are loaded are not taken either: the reload waits for the file to settle again."""
         if self._config_loader is None:
             return False
         current = self._config_bytes()
         if self.config_path and current is not None and current == self._loaded_config_bytes:
             log.debug("config file unchanged since the last reload; nothing to do")
             return False
+        was_config = bool(self._loaded_config_bytes) and not holds_no_settings(
+            self._loaded_config_bytes or b""
+        )
+        if current is not None and was_config and holds_no_settings(current):
+            log.warning(
+                "config file %s holds no settings now (emptied, or being written); "
+                "keeping the running config",
+                self.config_path,
+            )
+            return False
         try:
             new = self._config_loader()
+            if self._config_bytes() != current:
+                log.info("config file changed while it was read; reading it once it settles")
+                self._reload_at = self._clock() + CONFIG_SETTLE_SECONDS
+                return False
             self.apply_config(new)
         except (ConfigError, ReloadRefused) as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
@@ -500,7 +568,10 @@ class Service:
             self._metrics_server = server
             if server is not None:
                 log.info("self-metrics now on http://%s/metrics", new.daemon.metrics_listen)
+        self.keeper.stop()
         self.keeper = PrometheusConfigKeeper(new, clock=self._clock)
+        if self._looping:
+            self.keeper.start().kick()
         self.dashboards_keeper = keeper_from_config(new)
         failures = self._backoff.failures
         self._backoff = self._new_backoff(new)
@@ -527,6 +598,8 @@ class Service:
 
     def shutdown(self) -> None:
         self.notifier.notify(STOPPING=1)
+        self._looping = False
+        self.keeper.stop()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,12 +39,19 @@ def _is_read(event: FileSystemEvent) -> bool:
 
 
 class _OutputDirHandler(FileSystemEventHandler):
-    def __init__(self, names: frozenset[str], on_change: Callable[[str], None]) -> None:
+    def __init__(self, root: str, names: frozenset[str], on_change: Callable[[str], None]) -> None:
+        self.root = root
         self.names = names
         self.on_change = on_change
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or _is_read(event):
+        if _is_read(event):
+            return
+        if event.is_directory:
+            # The directory itself removed or moved away: every file in it is gone.
+            if event.event_type in ("deleted", "moved") and self.root in _paths(event):
+                for name in sorted(self.names):
+                    self.on_change(name)
             return
         for path in _paths(event):
             name = os.path.basename(path)
@@ -87,6 +95,17 @@ class _SessionHandler(FileSystemEventHandler):
             self.on_change()
 
 
+def _dir_id(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of a directory; None when missing or not a directory."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 @dataclass(frozen=True)
 class WatchPlan:
     """What to watch; a None path is not watched."""
@@ -116,15 +135,18 @@ class Watcher:
         self._on_ray_session = on_ray_session
         self._observer: Any = None
         self._config_handler: _ConfigHandler | None = None
+        self._output_dir_id: tuple[int, int] | None = None
 
     def start(self) -> None:
         plan = self.plan
         observer = Observer()
         watched: list[str] = []
-        if plan.output_dir is not None and plan.output_dir.is_dir():
-            handler = _OutputDirHandler(plan.managed_files, self._on_target_file)
-            observer.schedule(handler, str(plan.output_dir), recursive=False)
-            watched.append(str(plan.output_dir))
+        self._output_dir_id = _dir_id(plan.output_dir)
+        if plan.output_dir is not None and self._output_dir_id is not None:
+            root = os.fsdecode(os.path.abspath(plan.output_dir))
+            handler = _OutputDirHandler(root, plan.managed_files, self._on_target_file)
+            observer.schedule(handler, root, recursive=False)
+            watched.append(root)
         if plan.config_file is not None:
             config_path = plan.config_file.absolute()
             if config_path.parent.is_dir():
@@ -141,6 +163,15 @@ class Watcher:
         observer.start()
         self._observer = observer
         log.debug("watching %s", ", ".join(watched))
+
+    def refresh(self) -> None:
+        """Watch the output directory again if it was removed and made anew (or was missing
+        at start): inotify watches an inode, not a path. A stat; called once per loop step."""
+        if self.plan.output_dir is None:
+            return
+        if _dir_id(self.plan.output_dir) != self._output_dir_id:
+            self.stop()
+            self.start()
 
     def replan(self, plan: WatchPlan) -> None:
         if plan == self.plan and self._observer is not None:

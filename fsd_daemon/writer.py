@@ -86,7 +86,7 @@ class TargetFileWriter:
         path = self.directory / name
         try:
             st = path.stat()
-        except FileNotFoundError:
+        except OSError:  # missing, or the directory is gone or replaced by a file
             return False
         known = self._written.get(name)
         if known is not None and known.data == data and known.signature == _signature(st):
@@ -113,7 +113,7 @@ class TargetFileWriter:
         tmp = self.directory / temp_name(name)
         try:
             create_mode = FILE_MODE if like is None else 0o600
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, create_mode)
+            fd = self._create(tmp, create_mode, recreate=like is None)
             try:
                 view = memoryview(data)
                 while view:
@@ -143,6 +143,30 @@ class TargetFileWriter:
         self._fsync_directory()
         self._written[name] = _Written(data, _signature(path.stat()))
         return True
+
+    def _create(self, tmp: Path, mode: int, *, recreate: bool) -> int:
+        """Open ``tmp`` for writing. A directory of ours that someone removed (``rm -rf``, a
+        tmp cleaner) is made again, as at start-up; anything else in the way stays an error."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            return os.open(tmp, flags, mode)
+        except FileNotFoundError:
+            if not recreate or self.directory.exists():
+                raise
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log.warning("output directory %s was gone; made it again", self.directory)
+        return os.open(tmp, flags, mode)
+
+    def written_names(self) -> list[str]:
+        """The files written since start, sorted."""
+        return sorted(self._written)
+
+    def exists(self, name: str) -> bool:
+        """Whether a regular file ``name`` is there now (whatever its content)."""
+        try:
+            return stat.S_ISREG((self.directory / name).stat().st_mode)
+        except OSError:
+            return False
 
     def last_written(self, name: str) -> bytes | None:
         known = self._written.get(name)

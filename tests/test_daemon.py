@@ -184,19 +184,30 @@ def test_process_signals_and_systemd_notify(tmp_path: Path, env: dict[str, Path]
             seen.append(sock.recv(4096).decode())
         assert any("READY=1" in m for m in seen)
         assert any("STATUS=ok; targets:" in m and "2 rollout" in m for m in seen), seen
+        # Read on as systemd does: a unix datagram queue holds 10 messages by default
+        # (net.unix.max_dgram_qlen), and the daemon's sd_notify blocks as libsystemd's does.
+        rest: list[str] = []
+        sock.settimeout(0.5)
+
+        def drain() -> None:
+            while proc.poll() is None or rest[-1:] != ["done"]:
+                try:
+                    rest.append(sock.recv(4096).decode())
+                except TimeoutError:
+                    if proc.poll() is not None:
+                        rest.append("done")
+                except OSError:
+                    return
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
         text = env["config"].read_text()
         env["config"].write_text(text.replace('cluster = "one"', 'cluster = "hup"'))
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: b'"hup"' in (env["out"] / "rollout.json").read_bytes(), timeout=10)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        rest = []
-        sock.settimeout(0.5)
-        try:
-            while True:
-                rest.append(sock.recv(4096).decode())
-        except TimeoutError:
-            pass
+        reader.join(timeout=5)
         assert any("STOPPING=1" in m for m in rest)
     finally:
         if proc.poll() is None:

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -359,3 +360,142 @@ def test_daemon_wins_back_verls_rewrite_without_a_fight(
     assert len(reloads) == 1 and len(patches) == 1, [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     promtool_check(promtool, prom_yml)
+
+
+# -- the patch owns only its keys, follows symlinks, and leaves the rest byte for byte ---------
+
+TLS_USER_FILE = """\
+# Prometheus for the training cluster
+global:
+    scrape_interval: "15s"
+scrape_configs:
+    # the GPU exporters behind TLS and basic auth, as systemd/README.md says
+    - job_name: "gpu"
+      scheme: https
+      tls_config:
+          ca_file: "/etc/prometheus/fsd-ca.crt"
+      basic_auth:
+          username: "prometheus"
+          password_file: "/etc/prometheus/gpu.pass"
+      file_sd_configs:
+          - files: ["/old/place/gpu.json"]
+    - job_name: 'rollout'
+      basic_auth:
+          username: "prometheus"
+          password: 's3cret'
+      relabel_configs:
+          - source_labels: ["replica"]
+            target_label: "rollout_replica"
+      static_configs:
+          - targets: ['127.0.0.1:8000']   # verl's static, unlabelled target
+    - job_name: "node"
+      static_configs:
+          - targets: ['127.0.0.1:9100']
+"""
+
+
+def _jobs(text: str) -> dict[str, dict[str, Any]]:
+    return {j["job_name"]: j for j in yaml.safe_load(text)["scrape_configs"]}
+
+
+def test_patch_keeps_the_users_keys_of_our_jobs(
+    written: Path, tmp_path: Path, promtool: str
+) -> None:
+    """A ``gpu`` job with scheme https, tls_config and basic_auth, a ``rollout`` job with its
+    own basic_auth and relabel_configs: the patch sets the target discovery (verl's static
+    target goes) and adds its relabelling, and keeps every other key; the untouched ``node``
+    job and the file's indentation and quoting stay byte for byte; a second patch changes
+    nothing."""
+    target = tmp_path / "prometheus.yml"
+    target.write_text(TLS_USER_FILE)
+    result = run_cli("prometheus-config", "--config", str(written), "--patch", str(target))
+    assert result.returncode == 0, result.stderr
+    text = target.read_text()
+    jobs = _jobs(text)
+    before = _jobs(TLS_USER_FILE)
+    gpu, rollout = jobs["gpu"], jobs["rollout"]
+    for key in ("scheme", "tls_config", "basic_auth"):
+        assert gpu[key] == before["gpu"][key], key
+    assert gpu["file_sd_configs"][0]["files"][0].endswith("/targets/gpu.json")
+    assert rollout["basic_auth"] == before["rollout"]["basic_auth"]
+    assert rollout["relabel_configs"] == before["rollout"]["relabel_configs"]
+    assert "static_configs" not in rollout
+    assert rollout["file_sd_configs"][0]["files"][0].endswith("/targets/rollout.json")
+    assert rollout["metric_relabel_configs"][0]["target_label"] == "__name__"
+    assert jobs["node"] == before["node"]
+    for line in (
+        "    # the GPU exporters behind TLS and basic auth, as systemd/README.md says",
+        '          ca_file: "/etc/prometheus/fsd-ca.crt"',
+        "          password: 's3cret'",
+        "    - job_name: 'rollout'",
+        '    - job_name: "node"',
+        "          - targets: ['127.0.0.1:9100']",
+    ):
+        assert line in text.splitlines(), line
+    promtool_check(promtool, target)
+    again = run_cli("prometheus-config", "--config", str(written), "--patch", str(target))
+    assert again.returncode == 0 and "already up to date" in again.stderr
+    assert target.read_text() == text
+
+
+def test_running_keeper_keeps_a_tls_gpu_job(written: Path, tmp_path: Path) -> None:
+    """The daemon as a process, keeping a prometheus.yml whose gpu job the user secured: after
+    its patch and many polls, scheme, tls_config and basic_auth are still there."""
+    target = tmp_path / "prometheus.yml"
+    target.write_text(TLS_USER_FILE)
+    settings = {
+        "daemon.poll_interval_seconds": 0.2,
+        "prometheus.config_file": str(target),
+    }
+    described = tmp_path / "cluster.json"
+    with DaemonProcess(f"file:{described}", tmp_path / "targets", clean_env=True, **settings) as d:
+        wait_for(lambda: "patched" in d.output(), timeout=20)
+        time.sleep(2.0)  # ten more polls
+        gpu = _jobs(target.read_text())["gpu"]
+        assert gpu["scheme"] == "https" and "tls_config" in gpu and "basic_auth" in gpu
+        assert d.output().count("patched ") == 1
+
+
+def test_patch_follows_a_symlink(written: Path, tmp_path: Path) -> None:
+    """prometheus.yml a symlink (config management links it): the link stays a link, the
+    file it points to is patched, its backup is made next to it."""
+    real = tmp_path / "managed" / "prometheus.yml"
+    real.parent.mkdir()
+    real.write_text(TLS_USER_FILE)
+    link = tmp_path / "etc" / "prometheus.yml"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    result = run_cli("prometheus-config", "--config", str(written), "--patch", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and link.resolve() == real
+    assert "job_name: ray" in real.read_text()
+    assert (real.parent / "prometheus.yml.fsd-orig").read_text() == TLS_USER_FILE
+    assert not (link.parent / "prometheus.yml.fsd-orig").exists()
+
+
+def test_large_prometheus_yml_does_not_hold_up_the_polls(tmp_path: Path) -> None:
+    """A 2 MB prometheus.yml to keep: the patch leaves every line of the user's jobs as it
+    was (only additions), and while it works the polls go on: a cluster change is written
+    within a couple of seconds, and /healthz answers."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from promconfig_patch import synthetic
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    target = tmp_path / "prometheus.yml"
+    original = synthetic(2 * 1024 * 1024).replace('  - job_name: "gpu"', '  - job_name: "gpu-old"')
+    target.write_text(original)
+    described = tmp_path / "cluster.json"
+    described.write_bytes(orjson.dumps(cluster(server(0))))
+    settings = {"daemon.poll_interval_seconds": 0.2, "prometheus.config_file": str(target)}
+    with DaemonProcess(f"file:{described}", tmp_path / "targets", clean_env=True, **settings) as d:
+        wait_for(lambda: len(d.rollout()) == 1, timeout=20)
+        for count in (2, 3, 4):
+            described.write_bytes(orjson.dumps(cluster(*(server(i) for i in range(count)))))
+            took = wait_for(lambda c=count: len(d.rollout()) == c, timeout=3.0, step=0.02)
+            print(f"{count} servers written {took:.2f} s after the change")
+            assert d.health()[0] == 200
+        wait_for(lambda: "patched" in d.output(), timeout=120)
+    text = target.read_text()
+    assert text.startswith(original.rstrip("\n"))  # ours are added after the user's jobs
+    assert {"rollout", "gpu", "ray"} <= set(_jobs(text))

@@ -404,3 +404,27 @@ def test_real_bridge_replaced_between_polls_still_resolves_real_servers(tmp_path
         finally:
             bridge.close()
             job.stop()
+
+
+def test_child_output_reaches_the_log_one_line_per_event(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The bridge child writes a C++ stack dump and a Python traceback to its stderr: nothing
+    of it reaches the daemon's own stderr raw; the log has one WARNING line for each event,
+    naming the child, the traceback's line being its exception."""
+    caplog.set_level(logging.INFO, logger="fsd_daemon")
+    bridge = RayBridge("fake:1", backend="tests.support.slowray:NoisyFailingBackend")
+    try:
+        assert not bridge.wait_ready(5)
+        time.sleep(1.5)  # the reader's quiet time: the last event is complete
+    finally:
+        bridge.close()
+    raw = capfd.readouterr()
+    assert "Traceback" not in raw.err and "StackTrace" not in raw.err, raw.err
+    events = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "fsd_daemon.childlog" and r.levelno == logging.WARNING
+    ]
+    assert any("global_state_accessor.cc:111" in e and "lines at DEBUG" in e for e in events)
+    assert any("ConnectionError: InvalidAuthToken" in e for e in events), events

@@ -104,11 +104,12 @@ def test_unexpected_error_after_a_poll_is_logged_counted_and_the_loop_goes_on(
     service = make_service(paths)
     calls = {"n": 0}
 
-    def broken_check() -> float | None:
+    def broken_check() -> None:
         calls["n"] += 1
         raise OSError(5, "Input/output error")
 
-    service.keeper.check = broken_check  # type: ignore[method-assign]
+    # What runs after each poll on the loop (the prometheus.yml keeper is kicked from here).
+    service._keep_prometheus_config = broken_check  # type: ignore[method-assign]
     with Running(service) as s:
         wait_for(lambda: calls["n"] >= 3)
         paths["cluster"].write_bytes(orjson.dumps(cluster(server(0), server(1), server(2))))

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 # Ray's names (python/ray/_private/authentication/authentication_constants.py).
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
@@ -161,6 +162,15 @@ def resolve_auth(env: Mapping[str, str] | None = None) -> RayAuth:
             "or ~/.ray/auth_token",
         )
     return RayAuth(True, found[1], f"{AUTH_MODE_VAR} unset and a token was found", found[0])
+
+
+@runtime_checkable
+class ReloadsAuth(Protocol):
+    """A Ray client that can read its token again (a rotated token file)."""
+
+    def reload_auth(self) -> bool:
+        """Find the token again; True when what is sent changed."""
+        ...
 
 
 def is_rejection(text: str) -> bool:

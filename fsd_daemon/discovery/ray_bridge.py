@@ -50,6 +50,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from fsd_daemon.backoff import Backoff
+from fsd_daemon.childlog import follow
 from fsd_daemon.discovery.base import ActorRecord, Resolution
 from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, is_rejection, load_auth
 from fsd_daemon.mixin import names
@@ -92,6 +93,8 @@ class RayBridge:
         self.backend = backend
         self.backend_options = dict(backend_options or {})
         self._auth = auth
+        self._auth_given = auth is not None  # fixed by the caller: never read again
+        self._rejected = False
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.RLock()  # the poll thread and the idle stopper
         self._proc: Any = None
@@ -165,6 +168,31 @@ class RayBridge:
         self._idle.stop()
         with self._lock:
             self._stop_child()
+
+    def _child_said(self, summary: str) -> None:
+        """An event in the child's output; a token rejection means the token may have been
+        rotated: read it again before the next start."""
+        if is_rejection(summary):
+            self._rejected = True
+
+    def reload_auth(self) -> bool:
+        """Decide token mode and find the token again (SIGHUP, a rejection): a rotated token
+        file is read anew. A change restarts the child with it. True when it changed."""
+        with self._lock:
+            self._rejected = False
+            if self._auth_given:
+                return False
+            try:
+                auth = load_auth()
+            except RayAuthError:
+                self._auth = None  # the next start says why, in one line
+                return True
+            if auth == self._auth:
+                return False
+            self._auth = auth
+            self._stop_child()
+            self._next_start = 0.0
+            return True
 
     def restart(self) -> None:
         """Drop the child now (a new Ray session); the next request starts a fresh one.
@@ -259,6 +287,8 @@ class RayBridge:
                     self._set_problem(None)
                     log.info("Ray bridge (pid %s) connected: %s", self.pid, payload)
                     return True
+                if is_rejection(str(payload)):
+                    self._rejected = True  # read the token again before the next start
                 self._set_problem(f"Ray bridge cannot connect: {payload}")
                 self._fail()
                 return False
@@ -277,6 +307,8 @@ class RayBridge:
             if self._conn is not None and self._conn.poll(0):
                 kind, payload = self._conn.recv()
                 if kind == "error":
+                    if is_rejection(str(payload)):
+                        self._rejected = True  # read the token again before the next start
                     return f"Ray bridge cannot connect: {payload}"
         except (EOFError, OSError, ValueError, TypeError):
             pass
@@ -304,6 +336,8 @@ class RayBridge:
         return auth.child_env()
 
     def _start_child(self) -> None:
+        if self._rejected:
+            self.reload_auth()
         env = self._child_env()
         if isinstance(env, str):
             self._set_problem(f"Ray bridge not started: {env}")
@@ -311,10 +345,12 @@ class RayBridge:
             return
         hint = self._auth.rejected_hint() if self._auth is not None else ""
         parent_conn, child_conn = self._ctx.Pipe()
+        output_read, output_write = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=bridge_main,
             args=(child_conn, self.address, os.getpid()),
             kwargs={
+                "output": output_write,
                 "env": env,
                 "backend": self.backend,
                 "backend_options": self.backend_options,
@@ -326,6 +362,11 @@ class RayBridge:
         )
         proc.start()
         child_conn.close()
+        output_write.close()
+        # The child's stdout and stderr (Ray's driver: tracebacks, C++ stack dumps) reach our
+        # log as one line per event.
+        follow(os.dup(output_read.fileno()), f"Ray bridge (pid {proc.pid})", self._child_said)
+        output_read.close()
         self._proc, self._conn = proc, parent_conn
         self._ready = False
         self._answered = 0
@@ -543,12 +584,17 @@ def bridge_main(
     parent_pid: int,
     *,
     env: Mapping[str, str] | None = None,
+    output: Connection | None = None,
     backend: str = DEFAULT_BACKEND,
     backend_options: Mapping[str, Any] | None = None,
     concurrency: int = 32,
     auth_hint: str = "",
 ) -> None:
     """Entry point of the child process: connect to Ray and answer requests."""
+    if output is not None:  # everything written to stdout or stderr goes to the parent's log
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        output.close()
     # Before Ray is imported: Ray reads its auth mode from the environment once.
     os.environ.update(env or {})
     logging.basicConfig(level=logging.WARNING, format="fsd-ray-bridge: %(levelname)s %(message)s")

@@ -60,6 +60,10 @@ _DEAD = (("state", "=", "DEAD"),)  # filtered inside the GCS, like ALIVE
 FULL_LISTING_INTERVAL = 30.0
 
 
+class _TokenChanged(SourceError):
+    """Ray rejected a token that has been replaced since (a rotated token file)."""
+
+
 class RayStateSource:
     """Lists ALIVE actors and nodes. Raises :class:`SourceError`; never returns partial data."""
 
@@ -81,13 +85,12 @@ class RayStateSource:
         self.full_listing_interval = full_listing_interval
         self.lookup_timeout = lookup_timeout
         self._auth_error: str | None = None
+        self._auth_given = auth is not None  # fixed by the caller: never read again
+        self.auth = RayAuth(token_mode=False, source="", why="unusable auth settings")
         if auth is None:
-            try:
-                auth = load_auth()
-            except RayAuthError as exc:
-                self._auth_error = str(exc)
-                auth = RayAuth(token_mode=False, source="", why="unusable auth settings")
-        self.auth = auth
+            self.reload_auth()
+        else:
+            self.auth = auth
         self._client: DashboardClient | None = None
         self._looking_up: concurrent.futures.Future[str] | None = None
         self._last_url: str | None = None  # where the dashboard answered last
@@ -105,10 +108,53 @@ class RayStateSource:
 
     # -- one poll ------------------------------------------------------------------------------
 
+    def reload_auth(self) -> bool:
+        """Decide token mode and find the token again, as at start: a rotated token file is
+        read anew (SIGHUP, a rejection, every poll while the settings are unusable). True when
+        what we send changed; the next request uses it."""
+        if self._auth_given:
+            return False
+        try:
+            auth = load_auth()
+        except RayAuthError as exc:
+            changed = self._auth_error != str(exc)
+            self._auth_error = str(exc)
+            return changed
+        changed = self._auth_error is not None or auth != self.auth
+        self._auth_error = None
+        if auth != self.auth:
+            self.auth = auth
+            self._client = None  # built again with the new header; found where it was
+            self._looking_up = None  # a lookup under way asks with the old token
+        return changed
+
+    def _rotated(self) -> SourceError:
+        """A rejection of a token that has changed since: the message must not blame the
+        token we send from now on."""
+        return _TokenChanged(
+            "auth",
+            f"Ray rejected the token; it has changed since ({self.auth.describe()}), and the "
+            "new one was rejected too",
+        )
+
     def snapshot(self) -> ClusterSnapshot:
+        try:
+            return self._snapshot()
+        except _TokenChanged:
+            # Rotated: ask again with the new token now, not after the failure backoff.
+            return self._snapshot()
+
+    def _snapshot(self) -> ClusterSnapshot:
         if self._auth_error is not None:
-            raise SourceError("auth", self._auth_error)
-        client = self._connect()
+            self.reload_auth()  # an operator may have fixed it
+            if self._auth_error is not None:
+                raise SourceError("auth", self._auth_error)
+        try:
+            client = self._connect()
+        except SourceError as exc:
+            if exc.kind == "auth" and self.reload_auth():
+                raise self._rotated() from None
+            raise
         try:
             quick = self._quick(client)
             if quick is not None:
@@ -128,6 +174,8 @@ class RayStateSource:
             if exc.kind == "unreachable" and not is_dashboard_url(self.address):
                 # The dashboard may come back elsewhere (a Ray restart picks its URL anew).
                 self._client = None
+            if exc.kind == "auth" and self.reload_auth():
+                raise self._rotated() from None
             raise SourceError(exc.kind, str(exc)) from None
         if truncated:
             now = time.monotonic()
@@ -223,11 +271,20 @@ class RayStateSource:
             url = self._where_it_was(self._last_url)
         except DashboardError as exc:
             self._looking_up = None
-            raise SourceError(exc.kind, str(exc)) from None
+            # A look-up that ran out of time while this poll did not wait (it ran on its own
+            # thread) means the GCS is not there yet, not that Ray is slow: the service then
+            # polls again at the poll interval, not after the failure backoff, and sees Ray's
+            # return within a poll.
+            quick = self._last_url is not None and exc.kind == "timeout"
+            raise SourceError("unreachable" if quick else exc.kind, str(exc)) from None
         self._looking_up = None  # a lookup still running is left to end by itself
         self._client = DashboardClient(url, self.auth)
+        # News once: found again where it was (after every failed request while the
+        # dashboard is down) is not; that outage is logged by the poll, at its start, every
+        # few minutes, and at its end.
+        level = logging.INFO if url != self._last_url else logging.DEBUG
         self._last_url = url
-        log.info("Ray state API at %s (via %s)", url, self.address)
+        log.log(level, "Ray state API at %s (via %s)", url, self.address)
         return self._client
 
     def _where_it_was(self, url: str) -> str:

@@ -27,7 +27,8 @@ import hashlib
 import hmac
 import ssl
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,16 @@ _MAX_CREDENTIAL_BYTES = 1024
 # Successful checks remembered (bcrypt costs ~50 ms a check; Prometheus scrapes every few
 # seconds with the same credentials). exporter-toolkit caches the same way.
 _CACHE_SIZE = 100
+# Failed checks remembered too, so that a client retrying the same wrong password (a
+# misconfigured Prometheus, a script) costs one hash, not one per request.
+_FAILED_CACHE_SIZE = 1000
+# Hashes of credentials not in either cache, per second at most (a token bucket of this
+# size refilled at this rate): a tenth of a core of bcrypt at cost 10. A stranger trying
+# passwords on a listener bound to 0.0.0.0 is refused without hashing beyond that; a good
+# password, once checked, is served from the cache and never waits for the bucket. The price:
+# while such an attack lasts, a client whose good password is not cached yet (the exporter
+# just restarted) may be refused a few times before one of its scrapes gets a check.
+_NEW_CHECKS_PER_SECOND = 2.0
 
 
 class WebConfigError(ValueError):
@@ -207,13 +218,25 @@ class BasicAuth:
     """Checks an ``Authorization: Basic`` header against bcrypt hashes, with a small cache of
     good credentials (keyed by their SHA-256, never the password itself)."""
 
-    def __init__(self, users: Mapping[str, bytes]) -> None:
+    def __init__(
+        self,
+        users: Mapping[str, bytes],
+        *,
+        checks_per_second: float = _NEW_CHECKS_PER_SECOND,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._users = dict(users)
         # A hash to check unknown users against, so that a wrong user name costs the same
         # time as a wrong password (exporter-toolkit does the same).
         self._dummy = bcrypt.hashpw(b"fsd-gpu-exporter", bcrypt.gensalt(rounds=10))
         self._good: dict[bytes, None] = {}
+        self._failed: dict[bytes, None] = {}
+        self._rate = checks_per_second
+        self._tokens = checks_per_second
+        self._clock = clock
+        self._refilled = clock()
         self._lock = threading.Lock()
+        self.hashes = 0  # bcrypt checks made (for the benches)
 
     def __call__(self, header: str | None) -> bool:
         credentials = _parse_basic(header)
@@ -224,15 +247,28 @@ class BasicAuth:
         with self._lock:
             if any(hmac.compare_digest(digest, good) for good in self._good):
                 return True
+            if digest in self._failed or not self._take_token():
+                return False
+            self.hashes += 1
         hashed = self._users.get(user.decode("utf-8", "replace"))
         ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
         ok = ok and hashed is not None
-        if ok:
-            with self._lock:
-                if len(self._good) >= _CACHE_SIZE:
-                    self._good.pop(next(iter(self._good)))
-                self._good[digest] = None
+        with self._lock:
+            cache, size = (self._good, _CACHE_SIZE) if ok else (self._failed, _FAILED_CACHE_SIZE)
+            if len(cache) >= size:
+                cache.pop(next(iter(cache)))
+            cache[digest] = None
         return ok
+
+    def _take_token(self) -> bool:
+        """One new check allowed now? (Called with the lock held.)"""
+        now = self._clock()
+        self._tokens = min(self._rate, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 def _parse_basic(header: str | None) -> tuple[bytes, bytes] | None:

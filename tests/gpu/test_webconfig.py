@@ -9,6 +9,7 @@ a plain-HTTP client gets nothing. A bad file is one line on stderr and exit 2.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import ssl
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import psutil
 import pytest
 
 from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
@@ -113,6 +115,14 @@ def web_config(path: Path, certs: Path, **extra: Any) -> Path:
 
 @pytest.fixture
 def exporter(tmp_path: Path, certs: Path) -> Iterator[tuple[int, Path]]:
+    with running_exporter(tmp_path, certs) as (_, port, log):
+        yield port, log
+
+
+@contextlib.contextmanager
+def running_exporter(
+    tmp_path: Path, certs: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     port = free_port()
     config = web_config(tmp_path / "web.yml", certs)
     log = tmp_path / "exporter.log"
@@ -134,7 +144,7 @@ def exporter(tmp_path: Path, certs: Path) -> Iterator[tuple[int, Path]]:
     try:
         wait_for(lambda: proc.poll() is not None or b"serving" in log.read_bytes(), 60, 0.1)
         assert proc.poll() is None, log.read_text()
-        yield port, log
+        yield proc, port, log
     finally:
         proc.terminate()
         try:
@@ -291,3 +301,51 @@ def test_basic_auth_checks() -> None:
         "Basic " + "A" * 5000,
     ):
         assert not auth(header)
+
+
+def test_failed_logins_cost_no_hash_each(tmp_path: Path, certs: Path) -> None:
+    """200 requests with the same wrong password, then 200 with a new wrong password each (a
+    stranger guessing), on the exporter run as users run it: the exporter spends well under
+    the 200 x 50 ms of bcrypt each would cost (a failed check is remembered; new ones are
+    rate-limited), and the right password still gets the metrics at once."""
+    with running_exporter(tmp_path, certs) as (proc, port, _):
+        base = f"https://127.0.0.1:{port}"
+        ca = certs / "ca.crt"
+        assert get(f"{base}/metrics", ca, "prometheus", PASSWORD) == 200
+        cpu = psutil.Process(proc.pid)
+        before = sum(cpu.cpu_times()[:2])
+        for _ in range(200):
+            assert get(f"{base}/metrics", ca, "prometheus", "wrong") == 401
+        for i in range(200):
+            assert get(f"{base}/metrics", ca, "prometheus", f"guess-{i}") == 401
+        spent = sum(cpu.cpu_times()[:2]) - before
+        assert get(f"{base}/metrics", ca, "prometheus", PASSWORD) == 200
+        print(f"400 failed logins cost the exporter {spent:.2f} CPU-s")
+        # bcrypt at cost 10 is ~50 ms a check: 400 checks would be ~20 s.
+        assert spent < 5.0
+
+
+def test_basic_auth_remembers_failures_and_limits_new_checks() -> None:
+    """At the seam: a repeated wrong password is hashed once; new ones beyond the bucket are
+    refused without hashing until it refills; the good password, cached, is never refused."""
+    now = [0.0]
+    auth = BasicAuth(
+        {"u": bcrypt.hashpw(b"p", bcrypt.gensalt(rounds=4))},
+        checks_per_second=5,
+        clock=lambda: now[0],
+    )
+
+    def header(password: str) -> str:
+        return "Basic " + base64.b64encode(f"u:{password}".encode()).decode()
+
+    assert auth(header("p"))
+    for _ in range(50):
+        assert not auth(header("wrong"))
+    assert auth.hashes == 2
+    for i in range(50):
+        assert not auth(header(f"guess-{i}"))
+    assert auth.hashes == 5  # the bucket: 5, two of them spent above
+    assert auth(header("p"))  # cached: no token needed
+    now[0] += 1.0
+    assert not auth(header("guess-new"))
+    assert auth.hashes == 6

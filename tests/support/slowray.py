@@ -103,3 +103,26 @@ class FailingBackend:
 
     def components(self, timeout: float) -> dict[str, str]:
         return {}
+
+
+class NoisyFailingBackend(FailingBackend):
+    """A driver that writes what Ray's does when the GCS turns it away before it fails: a
+    glog C++ stack dump (ray/_raylet.so, global_state_accessor.cc, as seen after a GCS restart)
+    and a Python traceback, on its stderr, at the file descriptor."""
+
+    def connect(self, address: str) -> str:
+        import os
+        import traceback
+
+        dump = (
+            "[2026-12-04 07:37:55,508 C 28146 28160] global_state_accessor.cc:111:  An "
+            "unexpected system state has occurred.\n*** StackTrace Information ***\n"
+            "/x/ray/_raylet.so(+0x1812b9a) [0x7f2170412b9a] ray::operator<<()\n"
+            "/lib/x86_64-linux-gnu/libc.so.6(+0x891f5) [0x7f21716a71f5]\n\n"
+        )
+        os.write(2, dump.encode())
+        try:
+            raise ConnectionError(self.message)
+        except ConnectionError:
+            traceback.print_exc()
+        raise ConnectionError(self.message)
