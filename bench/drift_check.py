@@ -13,7 +13,7 @@ own table of it:
 - vLLM and SGLang (:mod:`fsd_daemon.engines`): every series the table lists for the release (or,
   for a release it does not know, for its newest shape): defined, of the same type, with the
   same label names (the collector's base labels plus the family's own);
-- verl (:mod:`fsd_daemon.discovery.patterns`): every ``*HttpServer*`` class, every actor name
+- verl (:mod:`fsd_daemon.verl`): every ``*HttpServer*`` class, every actor name
   verl's rollout code builds (rendered with sample values) recognised by the default patterns;
   every Ray actor class verl creates for GPU work known to the GPU role table; the rollout
   config keys that switch metrics on, and RL-Insight's switch;
@@ -41,9 +41,9 @@ import yaml
 
 from fsd_daemon import engines
 from fsd_daemon.discovery.base import ActorRecord
-from fsd_daemon.discovery.patterns import DEFAULT_GPU_ROLES, DEFAULT_PATTERNS
 from fsd_daemon.discovery.recognise import Recogniser, ServerIdentity
 from fsd_daemon.mixin import names
+from fsd_daemon.verl import DEFAULT_GPU_ROLES, DEFAULT_PATTERNS
 
 PACKAGES = ("verl", names.ENGINE_VLLM, names.ENGINE_SGLANG, "ray")
 

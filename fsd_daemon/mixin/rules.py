@@ -23,6 +23,7 @@ import yaml
 
 from fsd_daemon import engines
 from fsd_daemon.mixin import names as n
+from fsd_daemon.verl import LOG_STATS, METRICS_FIX_BY_ENGINE, TRTLLM_METRICS_PATH
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "assets" / "prometheus" / "rules"
 _WIDTH = 100  # comment and description lines wrap here
@@ -123,8 +124,8 @@ def _verl_fix_template() -> str:
     """Alert text naming the verl key to set, chosen by the target's engine label."""
     return (
         f'{{{{ if eq $labels.engine "{n.ENGINE_SGLANG}" }}}}'
-        f"{n.VERL_FIX_BY_ENGINE[n.ENGINE_SGLANG]}"
-        f"{{{{ else }}}}{n.VERL_FIX_BY_ENGINE[n.ENGINE_VLLM]}{{{{ end }}}}"
+        f"{METRICS_FIX_BY_ENGINE[n.ENGINE_SGLANG]}"
+        f"{{{{ else }}}}{METRICS_FIX_BY_ENGINE[n.ENGINE_VLLM]}{{{{ end }}}}"
     )
 
 
@@ -136,7 +137,7 @@ def _route_fix_template() -> str:
     return (
         f'{{{{ if eq $labels.engine "{n.ENGINE_VLLM}" "{n.ENGINE_SGLANG}" }}}}{verl}'
         f'{{{{ else if eq $labels.engine "{n.ENGINE_TRTLLM}" }}}}TRT-LLM serves Prometheus text '
-        "at /prometheus/metrics only with its perf metrics on (return_perf_metrics): turn them "
+        f"at {TRTLLM_METRICS_PATH} only with its perf metrics on (return_perf_metrics): turn them "
         "on in the engine's config."
         "{{ else }}fsd-daemon does not know where this engine serves metrics: check its "
         "configuration.{{ end }}"
@@ -921,8 +922,8 @@ def rollout_alerts() -> tuple[Alert, ...]:
             f'up{{job="{n.JOB_ROLLOUT}", {n.ENGINE}=~"{_CHECKED_ENGINES}"}} == 1\n'
             f"unless on ({n.JOB}, {n.INSTANCE}) (\n  {engine_series}\n)",
             "Is a rollout server scraped fine but without any engine series? vLLM under verl's "
-            "default disable_log_stats=True serves /metrics with only process and Python "
-            "series, so every panel of the job is empty and nothing else alerts.",
+            f"default {LOG_STATS.dotted}={LOG_STATS.default} serves /metrics with only process "
+            "and Python series, so every panel of the job is empty and nothing else alerts.",
             summary="Rollout server {{ $labels.actor_name }} ({{ $labels.engine }}) exports no "
             "engine metrics",
             description="Prometheus scrapes {{ $labels.instance }}, the {{ $labels.engine }} "
