@@ -366,6 +366,15 @@ GPU_HOLDERS: tuple[GpuHolder, ...] = (
     GpuHolder("vLLMOmniHttpServer", ROLE_ROLLOUT, _OLDER, "verl/workers/rollout/vllm_rollout/"),
 )
 
+# Actor classes verl wraps in ray.remote whose names end in Worker but that hold no GPU: not GPU
+# holders, so the role table need not know them (bench/drift_check.py reports them as such).
+CPU_ACTORS: Mapping[str, str] = {
+    "AgentLoopWorker": "CPU actor: runs agent loops, calls the servers over HTTP",
+    "ExecutionWorker": "CPU actor: a tool's sandbox execution pool",
+    "SearchExecutionWorker": "CPU actor: the search tool's execution pool",
+    "VisualExecutionWorker": "CPU actor: the image tool's execution pool",
+}
+
 # Which role a GPU holder plays, by Ray actor class name (exact match first, then regex).
 DEFAULT_GPU_ROLES: Mapping[str, str] = {
     # Colocated and standalone replicas' worker groups: rollout unless their worker-group name
