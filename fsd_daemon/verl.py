@@ -438,3 +438,51 @@ RL_INSIGHT_ENV = "VERL_RL_INSIGHT_ENABLE"
 RL_INSIGHT = f"{RL_INSIGHT_ENV}=1"
 # ... with trainer.logger including this logger's name (verl/utils/tracking.py).
 RL_INSIGHT_LOGGER = "rl_insight"
+
+# --- The run's other metric endpoints ----------------------------------------------------------
+# Found by fsd_daemon/endpoints.py for doctor; what each upstream file says is summarised there.
+
+
+@dataclass(frozen=True)
+class EndpointKind:
+    """A metrics server of a verl run that is not a rollout server, by the Ray actor serving it."""
+
+    component: str  # short name, used in doctor's subject
+    class_name: str  # the Ray actor class, exactly
+    name: str  # regex the whole actor name must match (ASCII, bounded)
+    namespace: str  # "" = any namespace (the driver's anonymous one)
+    port: int  # 0 = chosen at run time: the address cannot be known
+    source: str  # upstream file and version
+    # What to set when the address cannot be known (port 0) or does not answer.
+    fix: str
+
+
+TRANSFER_QUEUE = EndpointKind(
+    component="TransferQueue",
+    class_name="TransferQueueController",
+    name=r"TransferQueueController",
+    namespace="transfer_queue",
+    port=0,
+    source="transferqueue 0.1.11 transfer_queue/interface.py, controller.py (start_metrics)",
+    fix=(
+        "set transfer_queue.metrics.enabled=True and a fixed transfer_queue.metrics.port=PORT "
+        "in the verl job's config (0, the default, picks a port at run time that only the "
+        "controller knows), then scrape NODE_IP:PORT (a static job); its storage units' "
+        "endpoints always use run-time ports"
+    ),
+)
+ASYNC_FLOW = EndpointKind(
+    component="AsyncFlow",
+    class_name="PrometheusMetricsServer",
+    name=r"prometheus_server_[0-9a-f]{8}",
+    namespace="",
+    port=9400,
+    source="verl-recipe 48ea0a79 async_flow/utils/metric/prometheus_metrics_server.py",
+    fix=(
+        "the server is bound to 127.0.0.1 unless told otherwise: start it with "
+        "AF_PROMETHEUS_METRICS_BIND_ALL=true (or AF_PROMETHEUS_METRICS_BIND=NODE_IP) and "
+        "AF_PROMETHEUS_METRICS_ENABLE=true in the environment of start_prometheus_servers, then "
+        "scrape NODE_IP:9400 (a static job)"
+    ),
+)
+METRICS_ENDPOINTS = (TRANSFER_QUEUE, ASYNC_FLOW)

@@ -156,6 +156,7 @@ def _spelled_facts() -> tuple[re.Pattern[str], list[str]]:
         *(f.class_name for f in verl.WORKER_GROUP_FORMS),
         *(h.class_name for h in verl.GPU_HOLDERS),
         *verl.CPU_ACTORS,
+        *(e.class_name for e in verl.METRICS_ENDPOINTS),
     }
     words = re.compile(
         r"(?<![A-Za-z0-9_])(?:" + "|".join(map(re.escape, sorted(classes))) + r")(?![A-Za-z0-9])"

@@ -101,7 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sglang", type=int, default=0, help="SGLang rollout replicas")
     p.add_argument("--reward", type=int, default=0, help="vLLM reward replicas")
     p.add_argument("--nodes-per-replica", type=int, default=1, help="node ranks per replica")
-    p.add_argument("--legacy", type=int, default=0, help="verl <= 0.5 vLLM replicas (no metrics route)")
+    p.add_argument(
+        "--legacy", type=int, default=0, help="verl <= 0.5 vLLM replicas (no metrics route)"
+    )
     p.add_argument(
         "--hang", type=int, default=0, help="extra vLLM replicas whose get_server_address() hangs"
     )
