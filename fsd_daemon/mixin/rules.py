@@ -23,7 +23,13 @@ import yaml
 
 from fsd_daemon import engines
 from fsd_daemon.mixin import names as n
-from fsd_daemon.verl import LOG_STATS, METRICS_FIX_BY_ENGINE, TRTLLM_METRICS_PATH
+from fsd_daemon.verl import (
+    ENGINES,
+    LOG_STATS,
+    METRICS_FIX_BY_ENGINE,
+    SERVING_ROLES,
+    TRTLLM_METRICS_PATH,
+)
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "assets" / "prometheus" / "rules"
 _WIDTH = 100  # comment and description lines wrap here
@@ -386,12 +392,17 @@ def gpu_file() -> RuleFile:
 
 # --- Rollout load, the long tail, fsd-daemon --------------------------------------------------
 
-ROLLOUT_HEADER = """\
+ROLLOUT_HEADER = (
+    """\
 Rollout server load (vLLM and SGLang under one set of names), asleep versus idle engines, the
 long tail of a rollout batch, why a server's metrics are missing, and the health of fsd-daemon.
 
 Inputs: scrape job "rollout" (targets written by fsd-daemon into rollout.json, target labels
-engine (vllm, sglang, trtllm, dynamo), role (rollout, reward, teacher), disaggregation (prefill,
+engine ("""
+    + ", ".join(ENGINES)
+    + "), role ("
+    + ", ".join(SERVING_ROLES)
+    + """), disaggregation (prefill,
 decode; absent when the replica is not disaggregated), teacher (the teacher key, on
 role="teacher" only), replica, node_ip, node_id, ray_job_id, ray_namespace, ray_session,
 actor_name, cluster, and metrics_route="absent" on verl <= 0.5 servers, which have no metrics
@@ -429,6 +440,7 @@ Summing rules: vLLM engines (data-parallel ranks, exported_engine) are summed. E
 tensor/pipeline rank of a scheduler reports the same batch, so SGLang is reduced with max over
 tp_rank/pp_rank first and summed over dp_rank only. Histogram buckets are summed as they come:
 duplicate ranks scale every bucket alike and leave quantiles unchanged."""
+)
 
 
 def _load_records() -> tuple[Record, ...]:
