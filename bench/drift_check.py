@@ -13,8 +13,9 @@ own table of it:
 - vLLM and SGLang (:mod:`fsd_daemon.engines`): every series the table lists for the release (or,
   for a release it does not know, for its newest shape): defined, of the same type, with the
   same label names (the collector's base labels plus the family's own);
-- verl (:mod:`fsd_daemon.discovery.patterns`): every ``*HttpServer*`` class, every actor name
-  verl's rollout code builds (rendered with sample values) recognised by the default patterns;
+- verl (:mod:`fsd_daemon.verl`, the table of what verl creates): every ``*HttpServer*``
+  class, every actor name verl's rollout code builds (rendered with sample values)
+  recognised by the default patterns;
   every Ray actor class verl creates for GPU work known to the GPU role table; the rollout
   config keys that switch metrics on, and RL-Insight's switch;
 - Ray: the state API fields the daemon reads (``ray/util/state/common.py``) and what Ray's own
@@ -39,13 +40,15 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from fsd_daemon import engines
+from fsd_daemon import engines, verl
 from fsd_daemon.discovery.base import ActorRecord
-from fsd_daemon.discovery.patterns import DEFAULT_GPU_ROLES, DEFAULT_PATTERNS
 from fsd_daemon.discovery.recognise import Recogniser, ServerIdentity
 from fsd_daemon.mixin import names
+from fsd_daemon.verl import DEFAULT_GPU_ROLES, DEFAULT_PATTERNS
 
 PACKAGES = ("verl", names.ENGINE_VLLM, names.ENGINE_SGLANG, "ray")
+# The server class an actor name of no other form is checked as.
+_VLLM_SERVER = next(f for f in verl.SERVER_FORMS if f.engine == names.ENGINE_VLLM)
 
 
 # --- Reading a release -------------------------------------------------------------------------
@@ -286,16 +289,6 @@ def _render(joined: ast.JoinedStr, prefix: str) -> str | None:
     return "".join(parts)
 
 
-# Actor classes verl wraps in ray.remote whose names end in Worker but that hold no GPU: they
-# are not GPU holders, so the role table need not know them.
-CPU_ACTORS = {
-    "AgentLoopWorker": "CPU actor: runs agent loops, calls the servers over HTTP",
-    "ExecutionWorker": "CPU actor: a tool's sandbox execution pool",
-    "SearchExecutionWorker": "CPU actor: the search tool's execution pool",
-    "VisualExecutionWorker": "CPU actor: the image tool's execution pool",
-}
-
-
 def gpu_worker_classes(tree: Tree, defined: set[str]) -> set[str]:
     """Ray actor classes verl creates for GPU work: every class a worker group is built from
     (``RayClassWithInitArgs(cls=...)``, following ``X = ray.remote(Cls)`` one level; verl
@@ -366,6 +359,15 @@ def _server_prefix(module: ast.Module) -> str:
     return "vllm_"
 
 
+def _server_class_named(name: str) -> str:
+    """The table's server class whose names start as ``name`` does (verl's vLLM server for a
+    prefix of its own: vLLMRollout names servers by its rollout name)."""
+    for form in verl.SERVER_FORMS:
+        if name.startswith(form.name_template.split("{", 1)[0]):
+            return form.class_name
+    return _VLLM_SERVER.class_name
+
+
 def check_verl(tree: Tree, version: str) -> list[Finding]:
     component = f"verl {version}"
     findings: list[Finding] = []
@@ -391,7 +393,7 @@ def check_verl(tree: Tree, version: str) -> list[Finding]:
             if name is None or template in seen:
                 continue
             seen.add(template)
-            server_class = "vLLMHttpServer" if "vllm" in name else "SGLangHttpServer"
+            server_class = _server_class_named(name)
             verdict = recogniser.classify(
                 ActorRecord(f"drift-{len(seen)}", server_class, name, "", "", "", 0)
             )
@@ -404,8 +406,10 @@ def check_verl(tree: Tree, version: str) -> list[Finding]:
             findings.append(Finding(component, f"actor name {template} ({path})", ok, detail))
     for worker in sorted(gpu_worker_classes(tree, set(classes))):
         role = DEFAULT_GPU_ROLES.get(worker)
-        if role is None and worker in CPU_ACTORS:
-            findings.append(Finding(component, f"worker class {worker}", True, CPU_ACTORS[worker]))
+        if role is None and worker in verl.CPU_ACTORS:
+            findings.append(
+                Finding(component, f"worker class {worker}", True, verl.CPU_ACTORS[worker])
+            )
             continue
         findings.append(
             Finding(
@@ -422,36 +426,31 @@ def check_verl(tree: Tree, version: str) -> list[Finding]:
 
 
 def _verl_metrics_switches(tree: Tree, component: str) -> list[Finding]:
-    path = "verl/trainer/config/rollout/rollout.yaml"
+    path = verl.ROLLOUT_CONFIG_FILE
     text = tree.files.get(path)
     if text is None:
         return [Finding(component, path, False, "missing")]
     config = yaml.safe_load(text) or {}
-    prometheus = config.get("prometheus") or {}
 
     def default(mapping: Mapping[str, object], key: str) -> str:
         return f"default {mapping[key]!r}" if key in mapping else "absent"
 
-    findings = [
-        Finding(
-            component,
-            "rollout.disable_log_stats",
-            "disable_log_stats" in config,
-            default(config, "disable_log_stats"),
-        ),
-        Finding(
-            component,
-            "rollout.prometheus.enable",
-            "enable" in prometheus,
-            default(prometheus, "enable"),
-        ),
-    ]
+    findings = []
+    for switch in verl.METRICS_SWITCHES:
+        *parents, key = switch.key
+        section: Mapping[str, object] = config
+        for parent in parents:
+            inner = section.get(parent)
+            section = inner if isinstance(inner, Mapping) else {}
+        findings.append(
+            Finding(component, f"rollout.{switch.dotted}", key in section, default(section, key))
+        )
     # RL-Insight (verl >= 0.9) also turns SGLang's metrics on; doctor names its switch.
-    insight = any('"VERL_RL_INSIGHT_ENABLE"' in t for _, t in tree.under("verl/"))
+    insight = any(f'"{verl.RL_INSIGHT_ENV}"' in t for _, t in tree.under("verl/"))
     findings.append(
         Finding(
             component,
-            "VERL_RL_INSIGHT_ENABLE",
+            verl.RL_INSIGHT_ENV,
             insight,
             "read" if insight else "absent: doctor's RL-Insight hint does not apply",
         )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsd_daemon.discovery.patterns import (
+from fsd_daemon.verl import (
     DEFAULT_GPU_ROLES,
     DEFAULT_METRICS_PATH,
     DEFAULT_PATTERNS,

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from fsd_daemon import endpoints
+from fsd_daemon import endpoints, verl
 from fsd_daemon import probe as probing
 from fsd_daemon.config import Config
 from fsd_daemon.mixin import names
@@ -45,9 +45,6 @@ ENDPOINTS = "endpoints"
 CHECKS = (RAY, SERVERS, ENDPOINTS, METRICS, EXPORTER, PROMETHEUS)
 
 _RESTART = " in the verl job's config (or on its command line) and restart the job"
-# verl >= 0.9 (verl/utils/tracking.py RLInsightLogger.ENABLE_ENV; sglang_rollout/
-# async_sglang_server.py sets enable_metrics with prometheus.enable or this).
-VERL_RL_INSIGHT = "VERL_RL_INSIGHT_ENABLE=1"
 
 
 @dataclass(frozen=True)
@@ -312,7 +309,7 @@ def _server_finding(result: probing.ProbeResult) -> Finding:
             False,
             subject,
             f"HTTP 200 but no {prefix} series: the engine's statistics are off",
-            f"set {names.VERL_FIX_BY_ENGINE[engine]}{_RESTART}",
+            f"set {verl.METRICS_FIX_BY_ENGINE[engine]}{_RESTART}",
         )
     if verdict == probing.ROUTE_MISSING:
         return Finding(METRICS, False, subject, "HTTP 404: no metrics route", _route_fix(t))
@@ -348,14 +345,15 @@ def _route_fix(target: Target) -> str:
         )
     if engine == names.ENGINE_SGLANG:
         return (
-            f"set {names.VERL_FIX_BY_ENGINE[engine]}{_RESTART} (SGLang gets --enable-metrics); "
-            f"verl's RL-Insight switch {VERL_RL_INSIGHT} (with trainer.logger including "
-            "rl_insight) turns SGLang's metrics on as well, also with disable_log_stats=False"
+            f"set {verl.METRICS_FIX_BY_ENGINE[engine]}{_RESTART} (SGLang gets --enable-metrics); "
+            f"verl's RL-Insight switch {verl.RL_INSIGHT} (with trainer.logger including "
+            f"{verl.RL_INSIGHT_LOGGER}) turns SGLang's metrics on as well, also with "
+            f"{verl.LOG_STATS.dotted}={verl.LOG_STATS.on}"
         )
     if engine == names.ENGINE_TRTLLM:
         return (
-            "TRT-LLM serves Prometheus text at /prometheus/metrics only with its perf metrics "
-            "on: enable them in the engine's config"
+            f"TRT-LLM serves Prometheus text at {verl.TRTLLM_METRICS_PATH} only with its perf "
+            "metrics on: enable them in the engine's config"
         )
     # Dynamo: where its frontend serves metrics is taken from verl-recipe's comments only.
     return f"the {engine or 'unknown'} server has no metrics route here: look at its configuration"

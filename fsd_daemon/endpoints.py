@@ -1,10 +1,11 @@
-"""The other metric endpoints of a verl run (beyond the rollout servers), and how to reach them.
+"""The other metric endpoints of a verl run (beyond the rollout servers): where they are.
 
-One entry per kind of endpoint: the Ray actor that serves it (class, anchored name pattern,
-namespace), the port when upstream fixes one, and what a user sets where the address cannot be
-known or reached. ``fsd-daemon doctor`` reads this table (:func:`locate`, then a probe where
-the port is known); the daemon writes no targets for these endpoints, because neither address
-can be known safely from Ray:
+The endpoints are entries of the table of what verl creates (:data:`fsd_daemon.verl
+.METRICS_ENDPOINTS`: the Ray actor that serves each (class, anchored name pattern, namespace),
+the port when upstream fixes one, and what a user sets where the address cannot be known or
+reached). ``fsd-daemon doctor`` finds them here (:func:`locate`, then a probe where the port is
+known); the daemon writes no targets for these endpoints, because neither address can be known
+safely from Ray:
 
 - TransferQueue (pip ``transferqueue`` 0.1.11): ``transfer_queue/interface.py`` ``init`` creates
   the controller as ``TransferQueueController.options(name="TransferQueueController",
@@ -29,49 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fsd_daemon.discovery.base import ClusterSnapshot
+from fsd_daemon.verl import METRICS_ENDPOINTS, EndpointKind
 
-
-@dataclass(frozen=True)
-class EndpointKind:
-    component: str  # short name, used in doctor's subject
-    class_name: str  # the Ray actor class, exactly
-    name: str  # regex the whole actor name must match (ASCII, bounded)
-    namespace: str  # "" = any namespace (the driver's anonymous one)
-    port: int  # 0 = chosen at run time: the address cannot be known
-    source: str  # upstream file and version
-    # What to set when the address cannot be known (port 0) or does not answer.
-    fix: str
-
-
-TRANSFER_QUEUE = EndpointKind(
-    component="TransferQueue",
-    class_name="TransferQueueController",
-    name=r"TransferQueueController",
-    namespace="transfer_queue",
-    port=0,
-    source="transferqueue 0.1.11 transfer_queue/interface.py, controller.py (start_metrics)",
-    fix=(
-        "set transfer_queue.metrics.enabled=True and a fixed transfer_queue.metrics.port=PORT "
-        "in the verl job's config (0, the default, picks a port at run time that only the "
-        "controller knows), then scrape NODE_IP:PORT (a static job); its storage units' "
-        "endpoints always use run-time ports"
-    ),
-)
-ASYNC_FLOW = EndpointKind(
-    component="AsyncFlow",
-    class_name="PrometheusMetricsServer",
-    name=r"prometheus_server_[0-9a-f]{8}",
-    namespace="",
-    port=9400,
-    source="verl-recipe 48ea0a79 async_flow/utils/metric/prometheus_metrics_server.py",
-    fix=(
-        "the server is bound to 127.0.0.1 unless told otherwise: start it with "
-        "AF_PROMETHEUS_METRICS_BIND_ALL=true (or AF_PROMETHEUS_METRICS_BIND=NODE_IP) and "
-        "AF_PROMETHEUS_METRICS_ENABLE=true in the environment of start_prometheus_servers, then "
-        "scrape NODE_IP:9400 (a static job)"
-    ),
-)
-KINDS = (TRANSFER_QUEUE, ASYNC_FLOW)
 _NAME_LIMIT = 256  # longer names are not one of these actors; never matched
 
 
@@ -90,7 +50,9 @@ class Located:
         return f"{host}:{self.kind.port}"
 
 
-def locate(snapshot: ClusterSnapshot, kinds: Iterable[EndpointKind] = KINDS) -> list[Located]:
+def locate(
+    snapshot: ClusterSnapshot, kinds: Iterable[EndpointKind] = METRICS_ENDPOINTS
+) -> list[Located]:
     """The actors of ``snapshot`` that serve one of ``kinds``, sorted by kind and name."""
     compiled = [(k, re.compile(k.name + r"\Z", re.ASCII)) for k in kinds]
     ips = {node.node_id: node.node_ip for node in snapshot.nodes}

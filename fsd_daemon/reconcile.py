@@ -20,7 +20,6 @@ from typing import Any
 
 from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord, Resolver
-from fsd_daemon.discovery.patterns import DEFAULT_METRICS_PATH
 from fsd_daemon.discovery.recognise import Recogniser, Rejected, ServerIdentity, describe
 from fsd_daemon.mixin import names
 from fsd_daemon.render import (
@@ -31,6 +30,7 @@ from fsd_daemon.render import (
     parse_address,
     validate_target,
 )
+from fsd_daemon.verl import DEFAULT_METRICS_PATH
 
 log = logging.getLogger(__name__)
 

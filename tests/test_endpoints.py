@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from fsd_daemon import doctor, endpoints
+from fsd_daemon import doctor, endpoints, verl
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord
 from fsd_daemon.sim.launch import stop_process
 from tests.support.cli import run_cli
@@ -91,12 +91,12 @@ def test_doctor_probes_a_known_port_and_says_what_to_set(metrics_server: int) ->
     """An AsyncFlow server answering at NODE_IP:PORT passes (and is named as a static target to
     add); one that does not answer fails with the bind variables to set; TransferQueue with a
     run-time port fails with the verl keys to set."""
-    answering = dataclasses.replace(endpoints.ASYNC_FLOW, port=metrics_server)
-    silent = dataclasses.replace(endpoints.ASYNC_FLOW, port=free_port())
+    answering = dataclasses.replace(verl.ASYNC_FLOW, port=metrics_server)
+    silent = dataclasses.replace(verl.ASYNC_FLOW, port=free_port())
     located = [
         endpoints.Located(answering, "prometheus_server_00000001", "127.0.0.1"),
         endpoints.Located(silent, "prometheus_server_00000002", "127.0.0.1"),
-        endpoints.Located(endpoints.TRANSFER_QUEUE, "TransferQueueController", "127.0.0.1"),
+        endpoints.Located(verl.TRANSFER_QUEUE, "TransferQueueController", "127.0.0.1"),
     ]
     ok, down, tq = doctor.endpoint_findings(located, timeout=5)
     assert ok.ok and f"127.0.0.1:{metrics_server}" in ok.detail

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fsd_daemon.discovery import patterns
+from fsd_daemon import verl
 from fsd_daemon.gpu import ownership
 from fsd_daemon.mixin import names
 from fsd_daemon.probe import MetricsProbeCollector, ProbeResult
@@ -187,9 +187,9 @@ def test_simulated_servers_export_every_engine_series_a_rule_reads(engine: str) 
 
 def test_engine_label_values_are_the_recognisers() -> None:
     """The engine values the rules and doctor know are exactly those a target can carry
-    (fsd_daemon/discovery/patterns.py), dynamo included; each one either has a checked series
+    (fsd_daemon/verl.py), dynamo included; each one either has a checked series
     prefix or is knowingly left without one (TRT-LLM, Dynamo: names not checked upstream)."""
-    assert names.ENGINES == patterns.ENGINES
+    assert names.ENGINES == verl.ENGINES
     assert set(names.ENGINE_PREFIXES) < set(names.ENGINES)
     assert set(names.ENGINES) - set(names.ENGINE_PREFIXES) == {
         names.ENGINE_TRTLLM,

@@ -54,19 +54,22 @@ from dataclasses import dataclass
 import psutil
 
 from fsd_daemon.config import RecognitionPattern
-from fsd_daemon.discovery.patterns import (
-    HYBRID_TRAINER_CLASS,
-    MODE_HYBRID,
-    ROLLOUT_WORKER_GROUP_PREFIX,
-    WORKER_GROUP_FORMS,
-    WORKER_GROUP_MODES,
-    WORKER_RANK_SUFFIX,
-)
 from fsd_daemon.discovery.recognise import MAX_ACTOR_NAME_LENGTH, Recogniser
 from fsd_daemon.gpu.proctable import Proc, ProcessTable, read_cmdline
 from fsd_daemon.gpu.raylookup import ActorKey, ActorNameResolver, raylet_info, title_class
 from fsd_daemon.gpu.sampler import Snapshot
 from fsd_daemon.periodic import PeriodicWorker
+from fsd_daemon.verl import (
+    HYBRID_TRAINER_CLASS,
+    MODE_HYBRID,
+    ROLE_TEACHER,
+    ROLLOUT_WORKER_GROUP_PREFIX,
+    SERVING_ROLES,
+    WORKER_GROUP_FORMS,
+    WORKER_GROUP_MODES,
+    WORKER_GROUP_PREFIX_ENV,
+    WORKER_RANK_SUFFIX,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,11 @@ STATE_RESERVED = "reserved"
 ROLE_OTHER = "other"
 # Roles whose actors are given GPUs ahead of use (rollout, reward and teacher servers): only
 # their CUDA_VISIBLE_DEVICES counts as a reservation. A training worker always holds its GPU.
-RESERVING_ROLES = frozenset({"rollout", "reward", "teacher"})
+RESERVING_ROLES = frozenset(SERVING_ROLES)
 # Roles an actor's name may give (verl's reward and teacher servers are vLLMHttpServer actors
 # named ..._server_reward_... and ..._server_teacher_...); "prefill" or "decode" in a name are
 # kinds of rollout, not roles.
 NAME_ROLES = RESERVING_ROLES
-ROLE_TEACHER = "teacher"
 WORKER_GROUP_CLASSES = frozenset(form.class_name for form in WORKER_GROUP_FORMS)
 # How far up from a holder to look for its Ray actor (engine core -> worker -> actor is 2).
 _MAX_DEPTH = 16
@@ -107,7 +109,7 @@ class Owner:
     actor_name: str = ""
     ray_job_id: str = ""
     teacher: str = ""  # the teacher key, on role="teacher" only
-    mode: str = ""  # verl's rollout mode of the replica (patterns.ROLLOUT_MODES), "" unknown
+    mode: str = ""  # verl's rollout mode of the replica (verl.ROLLOUT_MODES), "" unknown
 
     @property
     def replica_key(self) -> ReplicaKey:
@@ -468,7 +470,7 @@ class OwnershipTracker:
                 node_id=node,
                 devices=visible_devices(environ.get("CUDA_VISIBLE_DEVICES")),
                 # Bounded here; matched (anchored) only for worker-group classes.
-                wg_prefix=environ.get("WG_PREFIX", "")[: MAX_ACTOR_NAME_LENGTH + 1],
+                wg_prefix=environ.get(WORKER_GROUP_PREFIX_ENV, "")[: MAX_ACTOR_NAME_LENGTH + 1],
             )
             self._envs[cache_key] = env
         return _Actor(

@@ -36,6 +36,7 @@ from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 
+from fsd_daemon import verl
 from fsd_daemon.assets import DASHBOARDS_DIR
 from fsd_daemon.mixin import names
 
@@ -934,7 +935,8 @@ def gpu_idleness() -> dict[str, Any]:
             "Busy fraction by role",
             (
                 "Mean busy fraction (share of time a kernel ran, last minute) of the GPUs of "
-                "each role: rollout, reward, train, other, and none for GPUs nobody holds. A "
+                f"each role: {', '.join((*verl.SERVING_ROLES, verl.ROLE_TRAIN))}, other, and none "
+                "for GPUs nobody holds. A "
                 "GPU shared by two roles counts in both."
             ),
             [
@@ -1071,7 +1073,7 @@ def gpu_idleness() -> dict[str, Any]:
             "GPU owners: state and busy fraction",
             (
                 "Every GPU with an owner (fsd_gpu_owner_info), one row per owning Ray actor, "
-                "with its state, verl's rollout mode (hybrid, colocated, standalone) and the "
+                f"with its state, verl's rollout mode ({', '.join(verl.ROLLOUT_MODES)}) and the "
                 "GPU's busy fraction over the last minute. state=reserved: the GPU was handed "
                 "to the replica (CUDA_VISIBLE_DEVICES, or held only by its verl worker group) "
                 "but its engine holds no memory on it yet; a reserved GPU that stays idle is a "

@@ -200,7 +200,7 @@ BUSY_SOURCE_METHOD = "method"
 # (active) or the GPU was handed to an actor through CUDA_VISIBLE_DEVICES only (reserved).
 OWNER_STATE = "state"
 # GPU_OWNER_INFO's verl rollout mode of a replica's GPU: hybrid, colocated or standalone
-# (fsd_daemon/discovery/patterns.py ROLLOUT_MODES); empty where it cannot be told. Beside it the
+# (fsd_daemon/verl.py ROLLOUT_MODES); empty where it cannot be told. Beside it the
 # owner series carry TEACHER, the teacher key of a teacher replica's GPUs.
 ROLLOUT_MODE = "rollout_mode"
 OWNER_ACTIVE = "active"
@@ -360,17 +360,6 @@ ALERT_DAEMON_DOWN = "FsdDaemonDown"
 ALERT_DAEMON_STALE = "FsdDaemonStale"
 ALERT_DAEMON_UNHEALTHY = "FsdDaemonUnhealthy"
 ALERT_DAEMON_DROPPING_TARGETS = "FsdDaemonDroppingTargets"
-
-# --- What a verl user sets to get the metrics (verl main, rollout.yaml) -----------------------
-# vLLM serves /metrics without any vllm: series while disable_log_stats is True (verl's default).
-VERL_KEY_LOG_STATS = "actor_rollout_ref.rollout.disable_log_stats=False"
-# SGLang gets --enable-metrics (hence a /metrics route) only from prometheus.enable, and verl's
-# LLMServerManager refuses prometheus.enable with disable_log_stats=True (llm_server.py).
-VERL_KEY_PROMETHEUS = "actor_rollout_ref.rollout.prometheus.enable=True"
-VERL_FIX_BY_ENGINE = {
-    ENGINE_VLLM: VERL_KEY_LOG_STATS,
-    ENGINE_SGLANG: f"{VERL_KEY_PROMETHEUS} and {VERL_KEY_LOG_STATS}",
-}
 
 
 # --- Helpers ----------------------------------------------------------------------------------

@@ -23,6 +23,13 @@ import yaml
 
 from fsd_daemon import engines
 from fsd_daemon.mixin import names as n
+from fsd_daemon.verl import (
+    ENGINES,
+    LOG_STATS,
+    METRICS_FIX_BY_ENGINE,
+    SERVING_ROLES,
+    TRTLLM_METRICS_PATH,
+)
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "assets" / "prometheus" / "rules"
 _WIDTH = 100  # comment and description lines wrap here
@@ -123,8 +130,8 @@ def _verl_fix_template() -> str:
     """Alert text naming the verl key to set, chosen by the target's engine label."""
     return (
         f'{{{{ if eq $labels.engine "{n.ENGINE_SGLANG}" }}}}'
-        f"{n.VERL_FIX_BY_ENGINE[n.ENGINE_SGLANG]}"
-        f"{{{{ else }}}}{n.VERL_FIX_BY_ENGINE[n.ENGINE_VLLM]}{{{{ end }}}}"
+        f"{METRICS_FIX_BY_ENGINE[n.ENGINE_SGLANG]}"
+        f"{{{{ else }}}}{METRICS_FIX_BY_ENGINE[n.ENGINE_VLLM]}{{{{ end }}}}"
     )
 
 
@@ -136,7 +143,7 @@ def _route_fix_template() -> str:
     return (
         f'{{{{ if eq $labels.engine "{n.ENGINE_VLLM}" "{n.ENGINE_SGLANG}" }}}}{verl}'
         f'{{{{ else if eq $labels.engine "{n.ENGINE_TRTLLM}" }}}}TRT-LLM serves Prometheus text '
-        "at /prometheus/metrics only with its perf metrics on (return_perf_metrics): turn them "
+        f"at {TRTLLM_METRICS_PATH} only with its perf metrics on (return_perf_metrics): turn them "
         "on in the engine's config."
         "{{ else }}fsd-daemon does not know where this engine serves metrics: check its "
         "configuration.{{ end }}"
@@ -385,12 +392,17 @@ def gpu_file() -> RuleFile:
 
 # --- Rollout load, the long tail, fsd-daemon --------------------------------------------------
 
-ROLLOUT_HEADER = """\
+ROLLOUT_HEADER = (
+    """\
 Rollout server load (vLLM and SGLang under one set of names), asleep versus idle engines, the
 long tail of a rollout batch, why a server's metrics are missing, and the health of fsd-daemon.
 
 Inputs: scrape job "rollout" (targets written by fsd-daemon into rollout.json, target labels
-engine (vllm, sglang, trtllm, dynamo), role (rollout, reward, teacher), disaggregation (prefill,
+engine ("""
+    + ", ".join(ENGINES)
+    + "), role ("
+    + ", ".join(SERVING_ROLES)
+    + """), disaggregation (prefill,
 decode; absent when the replica is not disaggregated), teacher (the teacher key, on
 role="teacher" only), replica, node_ip, node_id, ray_job_id, ray_namespace, ray_session,
 actor_name, cluster, and metrics_route="absent" on verl <= 0.5 servers, which have no metrics
@@ -428,6 +440,7 @@ Summing rules: vLLM engines (data-parallel ranks, exported_engine) are summed. E
 tensor/pipeline rank of a scheduler reports the same batch, so SGLang is reduced with max over
 tp_rank/pp_rank first and summed over dp_rank only. Histogram buckets are summed as they come:
 duplicate ranks scale every bucket alike and leave quantiles unchanged."""
+)
 
 
 def _load_records() -> tuple[Record, ...]:
@@ -921,8 +934,8 @@ def rollout_alerts() -> tuple[Alert, ...]:
             f'up{{job="{n.JOB_ROLLOUT}", {n.ENGINE}=~"{_CHECKED_ENGINES}"}} == 1\n'
             f"unless on ({n.JOB}, {n.INSTANCE}) (\n  {engine_series}\n)",
             "Is a rollout server scraped fine but without any engine series? vLLM under verl's "
-            "default disable_log_stats=True serves /metrics with only process and Python "
-            "series, so every panel of the job is empty and nothing else alerts.",
+            f"default {LOG_STATS.dotted}={LOG_STATS.default} serves /metrics with only process "
+            "and Python series, so every panel of the job is empty and nothing else alerts.",
             summary="Rollout server {{ $labels.actor_name }} ({{ $labels.engine }}) exports no "
             "engine metrics",
             description="Prometheus scrapes {{ $labels.instance }}, the {{ $labels.engine }} "

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fsd_daemon import verl
 from fsd_daemon.report.data import GpuKey, ReplicaKey, ReportData
 
 DEFINITIONS = """\
@@ -187,7 +188,7 @@ def gpu_states(data: ReportData) -> StateSeries:
             if not tag or np.isnan(ratio[t]):
                 continue
             role, job, replica, _state = tag.split("|")
-            if role != "rollout":
+            if role != verl.ROLE_ROLLOUT:
                 continue
             sleep = data.asleep.get((job, replica))
             if sleep is not None and np.nan_to_num(sleep[t]) > 0:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fsd_daemon import engines
+from fsd_daemon import engines, verl
 from fsd_daemon.mixin import names
 from fsd_daemon.report.prom import Prometheus, PrometheusError, Series
 
@@ -178,7 +178,7 @@ def duration_seconds(text: str) -> float:
 
 
 # Which owner names a GPU that has several (lowest first); other roles after these.
-_OWNER_PRIORITY = {names.ROLE_ROLLOUT: 0, "reward": 1, "teacher": 2, "train": 3}
+_OWNER_PRIORITY = {role: i for i, role in enumerate((*verl.SERVING_ROLES, verl.ROLE_TRAIN))}
 
 
 def _fetch_gpus(

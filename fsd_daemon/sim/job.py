@@ -46,7 +46,7 @@ from typing import Any
 
 import orjson
 
-from fsd_daemon import engines
+from fsd_daemon import engines, verl
 from fsd_daemon.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.sim import SIMULATED_GPU_CONTEXTS_ENV, SIMULATED_GPU_MEMORY_ENV
 from fsd_daemon.sim.scenario import SCENARIOS
@@ -101,7 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sglang", type=int, default=0, help="SGLang rollout replicas")
     p.add_argument("--reward", type=int, default=0, help="vLLM reward replicas")
     p.add_argument("--nodes-per-replica", type=int, default=1, help="node ranks per replica")
-    p.add_argument("--legacy", type=int, default=0, help="verl <= 0.5 AsyncvLLMServer replicas")
+    p.add_argument(
+        "--legacy", type=int, default=0, help="verl <= 0.5 vLLM replicas (no metrics route)"
+    )
     p.add_argument(
         "--hang", type=int, default=0, help="extra vLLM replicas whose get_server_address() hangs"
     )
@@ -228,20 +230,23 @@ def _run(ray: Any, args: argparse.Namespace) -> int:
     devices = [d for d in args.cuda_visible_devices.split(",") if d]
     placement = parse_placement(args.place)
     plan: list[tuple[type, str, int]] = []
+    # Each server under the name verl gives it (fsd_daemon/verl.py SERVER_FORMS).
     for r in range(args.vllm):
         for n in range(args.nodes_per_replica):
-            plan.append((sim.vLLMHttpServer, f"vllm_server_{r}_{n}", r))
+            plan.append((sim.vLLMHttpServer, sim.actor_name(sim.vLLMHttpServer, r, n), r))
     for r in range(args.sglang):
         for n in range(args.nodes_per_replica):
-            plan.append((sim.SGLangHttpServer, f"sglang_server_{r}_{n}", r))
+            plan.append((sim.SGLangHttpServer, sim.actor_name(sim.SGLangHttpServer, r, n), r))
     for r in range(args.reward):
-        plan.append((sim.vLLMHttpServer, f"vllm_server_reward_{r}_0", r))
+        name = sim.actor_name(sim.vLLMHttpServer, r, role=verl.ROLE_REWARD)
+        plan.append((sim.vLLMHttpServer, name, r))
     for r in range(args.legacy):
-        plan.append((sim.AsyncvLLMServer, f"async_llm_server_{r}", r))
+        plan.append((sim.AsyncvLLMServer, sim.actor_name(sim.AsyncvLLMServer, r), r))
     hanging: set[str] = set()
     for replica in range(args.vllm, args.vllm + args.hang):
-        hanging.add(f"vllm_server_{replica}_0")
-        plan.append((sim.vLLMHttpServer, f"vllm_server_{replica}_0", replica))
+        name = sim.actor_name(sim.vLLMHttpServer, replica)
+        hanging.add(name)
+        plan.append((sim.vLLMHttpServer, name, replica))
 
     actors: list[tuple[str, Any]] = []
     placed = _place_verl_modes(ray, args)
@@ -327,7 +332,7 @@ def _place_verl_modes(ray: Any, args: argparse.Namespace) -> dict[str, list[Any]
     their worker groups, their servers (started) and the engines' processes. Rollout replicas
     are numbered after the ``--vllm`` ones."""
     from fsd_daemon.sim import rollout_server as sim
-    from fsd_daemon.sim import verl_modes as verl
+    from fsd_daemon.sim import verl_modes as modes
 
     g = args.gpus_per_replica
     servers: list[dict[str, Any]] = []
@@ -336,10 +341,10 @@ def _place_verl_modes(ray: Any, args: argparse.Namespace) -> dict[str, list[Any]
     # handle is gone (verl's RayWorkerGroup holds them the same way).
     groups: list[Any] = []
 
-    def describe(group: verl.Group, mode: str, role: str, replica: int | None) -> None:
+    def describe(group: modes.Group, mode: str, role: str, replica: int | None) -> None:
         groups.append(group)
         for name, handle in group.workers:
-            _, gpu = verl.node_and_gpu(ray, handle)
+            _, gpu = modes.node_and_gpu(ray, handle)
             pid = ray.get(handle.pid.remote())
             workers.append(
                 {"name": name, "pid": pid, "gpu": gpu, "mode": mode, "role": role,
@@ -354,15 +359,15 @@ def _place_verl_modes(ray: Any, args: argparse.Namespace) -> dict[str, list[Any]
         memory: int,
         engine: str = "vllm",
     ) -> None:
-        name = verl.server_name(replica, role, engine=engine)
         server_cls = sim.SGLangHttpServer if engine == "sglang" else sim.vLLMHttpServer
+        name = sim.actor_name(server_cls, replica, role=role)
         init = {
             "seed": args.seed * 1000 + len(servers),
             "launch_delay": args.launch_delay,
             "load": {"step_seconds": args.step_seconds},
             "options": server_options(args, replica),
         }
-        handle, node_id, devices = verl.launch_server(ray, server_cls, name, group, **init)
+        handle, node_id, devices = modes.launch_server(ray, server_cls, name, group, **init)
         engine = ray.get(handle.start_engine.remote(memory))
         servers.append(
             {"name": name, "handle": handle, "role": role or "rollout", "replica": replica,
@@ -373,20 +378,20 @@ def _place_verl_modes(ray: Any, args: argparse.Namespace) -> dict[str, list[Any]
     offset = args.sglang if args.verl_standalone_engine == "sglang" else args.vllm
     for i in range(args.verl_standalone):
         r = offset + i
-        group = verl.standalone_workers(ray, r, g, context=args.checkpoint_engine_context)
+        group = modes.standalone_workers(ray, r, g, context=args.checkpoint_engine_context)
         describe(group, "standalone", "rollout", r)
         memory = 0 if r in args.engine_loading else SIMULATED_ENGINE_BYTES
         serve(r, "", "standalone", group.workers, memory, args.verl_standalone_engine)
     trainer_gpus = max(args.verl_hybrid, args.verl_colocated_reward) * g
     if trainer_gpus:
-        pool = verl.trainer(ray, trainer_gpus)
+        pool = modes.trainer(ray, trainer_gpus)
         describe(pool, "", "train", None)
         for i in range(args.verl_hybrid):
             r = args.vllm + i
             serve(r, "", "hybrid", pool.workers[i * g : (i + 1) * g], SIMULATED_ENGINE_BYTES)
         for r in range(args.verl_colocated_reward):
             bundles = list(range(r * g, (r + 1) * g))
-            group = verl.colocated_workers(
+            group = modes.colocated_workers(
                 ray, r, pool, bundles, role="reward", context=args.checkpoint_engine_context
             )
             describe(group, "colocated", "reward", r)

@@ -54,7 +54,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from fsd_daemon import engines
+from fsd_daemon import engines, verl
 from fsd_daemon.mixin import names as n
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
@@ -573,3 +573,10 @@ class AsyncvLLMServer(_SimulatedServerBase):
 
     ENGINE = "vllm"
     HAS_METRICS_ROUTE = False
+
+
+def actor_name(
+    server_cls: type, replica: int, node: int = 0, role: str = "", suffix: str = ""
+) -> str:
+    """The actor name verl gives a server of this class (fsd_daemon/verl.py SERVER_FORMS)."""
+    return verl.SERVER_FORMS_BY_CLASS[server_cls.__name__].actor_name(replica, node, role, suffix)

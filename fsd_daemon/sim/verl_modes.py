@@ -41,6 +41,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from fsd_daemon import verl
 from fsd_daemon.sim import register_gpu_context
 
 TRAINER_MAX_COLOCATE_COUNT = 3  # ResourcePoolManager's default (single_controller/ray/base.py)
@@ -95,7 +96,7 @@ def _env(prefix: str, rank: int, world_size: int) -> dict[str, str]:
     env = {
         "WORLD_SIZE": str(world_size),
         "RANK": str(rank),
-        "WG_PREFIX": prefix,
+        verl.WORKER_GROUP_PREFIX_ENV: prefix,
         "WG_BACKEND": "ray",
         "RAY_LOCAL_WORLD_SIZE": str(world_size),
         "MASTER_ADDR": "127.0.0.1",
@@ -138,7 +139,7 @@ def worker_group(
         env = _env(prefix, rank, len(bundles))
         if memory_bytes:
             env[SIMULATED_GPU_MEMORY_ENV] = str(memory_bytes)
-        name = f"{prefix}{cls.__name__}_0:{bundle}"
+        name = verl.worker_name(prefix, cls.__name__, 0, bundle)
         handle = (
             ray.remote(cls)
             .options(
@@ -170,13 +171,6 @@ def trainer(ray: Any, gpus: int) -> Group:
     )
 
 
-def rollout_prefix(mode: str, replica: int, role: str = "", suffix: str = "") -> str:
-    """``rollout_[reward_|teacher_]{colocate|standalone}_{replica}{suffix}``."""
-    word = {"colocated": "colocate", "standalone": "standalone"}[mode]
-    role_part = f"{role}_" if role in ("reward", "teacher") else ""
-    return f"rollout_{role_part}{word}_{replica}{f'_{suffix}' if suffix else ''}"
-
-
 def standalone_workers(
     ray: Any, replica: int, gpus: int, *, role: str = "", context: bool = False
 ) -> Group:
@@ -185,7 +179,7 @@ def standalone_workers(
         ray,
         CheckpointEngineWorker,
         pg,
-        rollout_prefix("standalone", replica, role),
+        verl.worker_group_prefix(verl.MODE_STANDALONE, replica, role),
         bundles=list(range(gpus)),
         max_colocate_count=STANDALONE_MAX_COLOCATE_COUNT,
         memory_bytes=CONTEXT_BYTES if context else 0,
@@ -200,7 +194,7 @@ def colocated_workers(
         ray,
         CheckpointEngineWorker,
         pool.placement_group,
-        rollout_prefix("colocated", replica, role),
+        verl.worker_group_prefix(verl.MODE_COLOCATED, replica, role),
         bundles=bundles,
         max_colocate_count=TRAINER_MAX_COLOCATE_COUNT,
         memory_bytes=CONTEXT_BYTES if context else 0,
@@ -219,15 +213,6 @@ def node_and_gpu(ray: Any, handle: Any) -> tuple[str, str]:
 
     node_id, gpu = ray.get(handle.__ray_call__.remote(ask))
     return str(node_id), str(gpu)
-
-
-def server_name(
-    replica: int, role: str = "", suffix: str = "", node_rank: int = 0, engine: str = "vllm"
-) -> str:
-    """``{engine}_server_[reward_|teacher_]{replica}_{node_rank}{suffix}`` (vLLM's and
-    SGLang's launch_servers name them alike: sglang_rollout/async_sglang_server.py)."""
-    role_part = f"{role}_" if role in ("reward", "teacher") else ""
-    return f"{engine}_server_{role_part}{replica}_{node_rank}{f'_{suffix}' if suffix else ''}"
 
 
 def launch_server(
