@@ -73,6 +73,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
+from tests.support.fs import remove_tree
+
 VENV_BIN = Path(sys.executable).parent
 GRACE_SECONDS = 10.0  # the daemon's built-in daemon.grace_period_seconds
 POLL_SECONDS = 2.0  # its built-in daemon.poll_interval_seconds
@@ -550,12 +552,7 @@ class OperatorFaults(threading.Thread):
         print("-- operator: rm -rf of the output directory", flush=True)
         window = [time.time()]
         self.windows.append(window)
-        # As ``rm -rf`` again: the daemon may put a file back between the unlinks and the
-        # rmdir (the directory is then not empty).
-        for _ in range(20):
-            shutil.rmtree(self.out_dir, ignore_errors=True)
-            if not self.out_dir.exists():
-                break
+        remove_tree(self.out_dir)
         names = ("rollout.json", "gpu.json", "ray.json")
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -352,8 +352,10 @@ class Service:
                 names, self._restore = self._restore, set()
             for name in sorted(names):
                 self.poll.restore(name)
-        if self._watcher is not None:
-            self._watcher.refresh()  # the output directory may have been made anew
+        # The output directory may have been made anew. A file removed from it before it was
+        # watched raised no event: look at every file once more.
+        if self._watcher is not None and self._watcher.refresh():
+            self.poll.keep_files()
         if self._poll_now:
             self._poll_now = False
             next_poll = self._clock()

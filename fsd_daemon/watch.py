@@ -164,14 +164,17 @@ class Watcher:
         self._observer = observer
         log.debug("watching %s", ", ".join(watched))
 
-    def refresh(self) -> None:
+    def refresh(self) -> bool:
         """Watch the output directory again if it was removed and made anew (or was missing
-        at start): inotify watches an inode, not a path. A stat; called once per loop step."""
+        at start): inotify watches an inode, not a path. A stat; called once per loop step.
+        True when it watches a new directory: what happened there before is not seen."""
         if self.plan.output_dir is None:
-            return
+            return False
         if _dir_id(self.plan.output_dir) != self._output_dir_id:
             self.stop()
             self.start()
+            return True
+        return False
 
     def replan(self, plan: WatchPlan) -> None:
         if plan == self.plan and self._observer is not None:

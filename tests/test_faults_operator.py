@@ -8,7 +8,6 @@ poll, says what is true at that moment, and puts back what it owns.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import orjson
 from fsd_daemon.sim.launch import free_port, stop_process
 from tests.support.clusterfile import cluster, server
 from tests.support.daemonproc import DaemonProcess, wait_for
+from tests.support.fs import remove_tree
 
 
 def _described(tmp_path: Path, count: int = 2) -> Path:
@@ -48,7 +48,7 @@ def test_removed_output_directory_is_made_again_within_one_poll(tmp_path: Path) 
         wait_for(lambda: len(d.rollout()) == 2, timeout=20)
         good = (out / "rollout.json").read_bytes()
         for _ in range(2):
-            shutil.rmtree(out)
+            remove_tree(out)
             took = wait_for(
                 lambda: (
                     (out / "rollout.json").exists() and (out / "rollout.json").read_bytes() == good
@@ -69,7 +69,7 @@ def test_removed_output_directory_is_watched_again(tmp_path: Path) -> None:
     with DaemonProcess(f"file:{_described(tmp_path)}", out, clean_env=True, **settings) as d:
         wait_for(lambda: len(d.rollout()) == 2, timeout=20)
         good = (out / "rollout.json").read_bytes()
-        shutil.rmtree(out)
+        remove_tree(out)
         wait_for(lambda: (out / "rollout.json").exists(), timeout=2.5, step=0.01)
         (out / "rollout.json").unlink()
         took = wait_for(
@@ -92,7 +92,7 @@ def test_output_directory_replaced_by_a_file_is_reported_then_restored(tmp_path:
     with DaemonProcess(f"file:{described}", out, clean_env=True, **settings) as d:
         wait_for(lambda: len(d.rollout()) == 2, timeout=20)
         good = (out / "rollout.json").read_bytes()
-        shutil.rmtree(out)
+        remove_tree(out)
         out.write_text("not a directory\n")
         wait_for(lambda: d.health()[0] == 503, timeout=4.0, step=0.02)
         _, body = d.health()

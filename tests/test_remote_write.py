@@ -127,8 +127,12 @@ def test_report_and_dashboards_from_the_store_after_the_cluster_is_gone(
     # this cluster's series only, split where a step starts (a split at a fixed time can cut the
     # only step of A in two on a loaded machine). The scripted load is the same in both: so are
     # the figures.
-    assert len(before["steps"]) >= 2, before["steps"]
-    middle = before["steps"][len(before["steps"]) // 2]["start"]
+    steps = before["steps"]
+    assert len(steps) >= 2, steps
+    # Midway between a step's end and the next one's start: whole seconds either side of it
+    # (the report's --from/--to) still hold each step whole.
+    last_of_a, first_of_b = steps[len(steps) // 2 - 1], steps[len(steps) // 2]
+    middle = (last_of_a["start"] + last_of_a["seconds"] + first_of_b["start"]) / 2
     compared = tmp_path / "compare"
     done = subprocess.run(
         [str(BIN / "fsd-daemon"), "report", "--prometheus", victoria_metrics, "--cluster", "demo",
