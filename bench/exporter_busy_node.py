@@ -15,7 +15,8 @@ processes and one CPU burner per core (plain Python loops at normal priority, ea
    the driver periods those ticks covered (a tick covers the driver's samples up to the last
    1/6 s boundary before it read them; only ticks whose read window lies within one period are
    used, so the covered end is known exactly). A sampler starved of CPU reads late; it must
-   still count every period.
+   still count every period. After the scrapes the exporter is stopped outright (SIGSTOP) for
+   ``--freeze-seconds`` and read once more, so the window also spans a stall of that length.
 
 The exporter's code is this checkout's unless ``--code DIR`` names another checkout (its
 ``fsd_daemon`` is imported instead of this one's): run once with the code before the
@@ -31,6 +32,7 @@ import contextlib
 import itertools
 import math
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -174,6 +176,19 @@ def run_one(args: argparse.Namespace, gpus: int) -> dict[str, Any]:
             "static": cpu_seconds(static.pid) - cpu0["static"],
         }
         load1 = os.getloadavg()[0]
+        if args.freeze_seconds > 0:
+            # Starved outright: the whole exporter stopped (SIGSTOP) for longer than any
+            # scheduler would starve it, then scraped again once it has ticked.
+            os.kill(exporter.pid, signal.SIGSTOP)
+            try:
+                time.sleep(args.freeze_seconds)
+            finally:
+                os.kill(exporter.pid, signal.SIGCONT)
+            for _ in range(10):  # until a tick whose covered end is exact
+                time.sleep(1.0)
+                ticks.append(Tick(parse_metrics(http_get(url).decode()), gpus))
+                if ticks[-1].covered_to is not None:
+                    break
     finally:
         stop_pid(static)
         stop_pid(exporter)
@@ -198,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scrapes", type=int, default=400)
     p.add_argument("--scrape-gap", type=float, default=0.05, help="seconds between scrapes")
     p.add_argument("--settle-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--freeze-seconds",
+        type=float,
+        default=12.0,
+        help="after the scrapes, stop the exporter (SIGSTOP) this long; the busy-time window "
+        "spans it (under the driver's 20 s buffer; 0: no freeze)",
+    )
     p.add_argument("--code", type=Path, help="checkout whose exporter to run (default: this)")
     args = p.parse_args(argv)
 
