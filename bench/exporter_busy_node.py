@@ -204,6 +204,43 @@ def run_one(args: argparse.Namespace, gpus: int) -> dict[str, Any]:
     }
 
 
+def render_costs(gpu_counts: list[int], repeats: int = 200) -> list[list[str]]:
+    """CPU ms of one render of each form, in this process (what the exporter now spends once
+    per sampler tick for each form scrapers ask for, and before spent on every scrape)."""
+    import gzip
+
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    from fsd_daemon.config import load_config
+    from fsd_daemon.gpu.exporter import Exporter
+
+    rows = []
+    for gpus in gpu_counts:
+        ex = Exporter(
+            SimulatedNvml(gpus),
+            load_config(None, environ={}),
+            node="bench",
+            backend_name="simulated",
+            listen=("127.0.0.1", 0),
+        )
+        ex.sampler.sample_once()
+        ex.ownership.refresh()
+        for form, render in (("text", generate_latest), ("OpenMetrics", generate_openmetrics)):
+            started = time.process_time()
+            for _ in range(repeats):
+                body = render(ex.registry)
+            rendered = (time.process_time() - started) / repeats
+            started = time.process_time()
+            for _ in range(repeats):
+                gzip.compress(body)
+            zipped = (time.process_time() - started) / repeats
+            rows.append(
+                [str(gpus), form, f"{len(body):,}", f"{rendered * 1e3:.2f}", f"{zipped * 1e3:.2f}"]
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gpus", default="8,16", help="comma-separated simulated GPU counts")
@@ -221,9 +258,19 @@ def main(argv: list[str] | None = None) -> int:
         "spans it (under the driver's 20 s buffer; 0: no freeze)",
     )
     p.add_argument("--code", type=Path, help="checkout whose exporter to run (default: this)")
+    p.add_argument(
+        "--render-cost",
+        action="store_true",
+        help="only measure one render of each form in this process (no load, no servers)",
+    )
     args = p.parse_args(argv)
 
     print(f"machine: {machine()}", flush=True)
+    if args.render_cost:
+        gpu_counts = [int(g) for g in args.gpus.split(",")]
+        header = ["GPUs", "form", "bytes", "render CPU ms", "gzip CPU ms"]
+        print(table(header, render_costs(gpu_counts)))
+        return 0
     print(f"command: python bench/exporter_busy_node.py {' '.join(argv or sys.argv[1:])}")
     sleepers, sleeper_pids = start_sleepers(args.processes)
     burners: list[subprocess.Popen[bytes]] = []
