@@ -29,6 +29,7 @@ Authenticate = Callable[[str | None], bool]
 # URL path -> the JSON body to serve now, or None: 503 (nothing to serve yet).
 JsonRoutes = Mapping[str, Callable[[], "bytes | None"]]
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -71,8 +72,10 @@ def build_app(
     health: HealthCheck | None = None,
     authenticate: Authenticate | None = None,
     json_routes: JsonRoutes | None = None,
-) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    metrics_app = make_wsgi_app(registry)
+    metrics_app: WsgiApp | None = None,
+) -> WsgiApp:
+    if metrics_app is None:
+        metrics_app = make_wsgi_app(registry)
     routes = dict(json_routes or {})
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -110,7 +113,8 @@ def build_app(
 
 class MetricsServer:
     """Serves ``registry`` on ``host:port`` in daemon threads until :meth:`stop`; over TLS
-    with ``ssl_context``, and only to requests that ``authenticate`` allows."""
+    with ``ssl_context``, and only to requests that ``authenticate`` allows. ``metrics_app``
+    serves /metrics in place of prometheus_client's (``fsd_daemon.metricscache``)."""
 
     def __init__(
         self,
@@ -122,11 +126,12 @@ class MetricsServer:
         ssl_context: ssl.SSLContext | None = None,
         authenticate: Authenticate | None = None,
         json_routes: JsonRoutes | None = None,
+        metrics_app: WsgiApp | None = None,
     ) -> None:
         self._server = make_server(
             host,
             port,
-            build_app(registry, health, authenticate, json_routes),
+            build_app(registry, health, authenticate, json_routes, metrics_app),
             server_class=_server_class(host, port),
             handler_class=_QuietHandler,
         )

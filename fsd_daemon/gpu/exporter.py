@@ -23,6 +23,7 @@ from fsd_daemon.gpu.raylookup import ActorNameResolver
 from fsd_daemon.gpu.sampler import Sampler
 from fsd_daemon.gpu.webconfig import BasicAuth, WebConfig
 from fsd_daemon.httpserve import MetricsServer
+from fsd_daemon.metricscache import RenderedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Exporter:
             interval=ex.sample_interval_seconds,
             retry_interval=ex.nvml_retry_seconds,
             clock=clock,
+            on_snapshot=self._data_changed,
         )
         self.resolver = ActorNameResolver(
             # The child process imports Ray (about a second) before its own request timeout.
@@ -64,6 +66,7 @@ class Exporter:
             patterns=config.patterns,
             interval=ex.ownership_interval_seconds,
             resolver=self.resolver,
+            on_refresh=self._data_changed,
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = GpuCollector(
@@ -75,9 +78,17 @@ class Exporter:
             python_version=python_version,
         )
         self.registry.register(self.collector)
+        # Scrapes serve bytes rendered when a snapshot is replaced (on the sampler's and the
+        # tracker's threads), not rendered per scrape: see fsd_daemon.metricscache.
+        self.metrics = RenderedMetrics(
+            self.registry, lambda: (self.sampler.snapshot, self.ownership.ownership)
+        )
         self.listen = listen if listen is not None else parse_listen(ex.listen, "exporter.listen")
         self.web_config = web_config
         self._server: MetricsServer | None = None
+
+    def _data_changed(self) -> None:
+        self.metrics.refresh()
 
     def _names_arrived(self) -> None:
         self.ownership.wake()
@@ -97,6 +108,7 @@ class Exporter:
             port,
             self.registry,
             health=self.health,
+            metrics_app=self.metrics,
             ssl_context=web.ssl_context if web is not None else None,
             authenticate=BasicAuth(web.users) if web is not None and web.users else None,
         )

@@ -280,8 +280,10 @@ class OwnershipTracker:
         wall_clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
         proc_dir: str = "/proc",
+        on_refresh: Callable[[], None] | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self._on_refresh = on_refresh  # on the tracker's thread, after each refresh
         self._proc = proc_dir
         self._processes = ProcessTable(proc_dir)
         self.roles = RoleMap(roles)
@@ -322,6 +324,8 @@ class OwnershipTracker:
 
     def _tick(self) -> None:
         self.refresh()
+        if self._on_refresh is not None:
+            self._on_refresh()
 
     # -- one refresh --------------------------------------------------------------------------
 

@@ -102,8 +102,11 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
+        on_snapshot: Callable[[], None] | None = None,
     ) -> None:
         self.backend = backend
+        # Called on the sampler's thread after each tick has replaced the snapshot.
+        self._on_snapshot = on_snapshot
         self.interval = interval
         self.retry_interval = retry_interval
         self._clock = clock
@@ -139,6 +142,8 @@ class Sampler:
 
     def _tick(self) -> None:
         self.sample_once()
+        if self._on_snapshot is not None:
+            self._on_snapshot()
 
     # -- one tick -----------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ from the driver's samples to the rendered exposition is the production code.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from fsd_daemon.gpu.backend import UtilSample
@@ -105,3 +107,32 @@ def test_rate_integrator_caps_a_long_step() -> None:
     integ.feed(50.0, 2.0)
     integ.feed(100.0, 60.0)
     assert integ.busy_seconds == pytest.approx(1.0 + 3.0)
+
+
+def test_a_sampler_starved_of_cpu_loses_no_busy_time() -> None:
+    """A sampler that runs late (a node whose CPUs are busy with training) still counts every
+    driver period: each read asks for the samples after the last one it saw, so ticks 0.2 s
+    to 19 s apart (inside the driver's 20 s buffer) integrate the very samples that ticks
+    every second do, and the counter is the same to the microsecond."""
+    rng = random.Random(7)
+    start = 1_700_000_000.0
+    on_time_clock, late_clock = FakeClock(start), FakeClock(start)
+    script = (DutyCycle(2.0, 0.3), DutyCycle(0.5, 0.05, 0.1))  # 15% and 10%, bursts of 50 ms
+    on_time = Sampler(SimulatedNvml(2, script=script, clock=on_time_clock), clock=on_time_clock)
+    late = Sampler(SimulatedNvml(2, script=script, clock=late_clock), clock=late_clock)
+    end = start + 600.0
+    on_time.sample_once()
+    late.sample_once()
+    while on_time_clock.now < end:
+        on_time_clock.advance(1.0)
+        on_time.sample_once()
+    while late_clock.now < end:
+        late_clock.advance(min(rng.choice((0.2, 1.3, 4.0, 11.0, 19.0)), end - late_clock.now))
+        late.sample_once()
+    for gpu in (0, 1):
+        kept = on_time.snapshot.gpus[gpu].busy_seconds
+        assert kept is not None and kept > 10.0
+        assert late.snapshot.gpus[gpu].busy_seconds == pytest.approx(kept, abs=1e-6)
+        # And both are the script's truth over the window they cover, within 1 point.
+        truth = SimulatedNvml(2, script=script).true_busy_seconds(gpu, start, end)
+        assert abs(kept - truth) / (end - start) < 0.01
