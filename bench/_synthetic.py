@@ -131,8 +131,14 @@ def plan() -> Cluster:
             for node, gpu in gpus:
                 pid += 1
                 owner = Owner(
-                    gpu, "active", pid, n.ROLE_ROLLOUT, str(replica),
-                    _ACTOR_CLASS[job.engine], server.actor_name, job.job_id,
+                    gpu,
+                    "active",
+                    pid,
+                    n.ROLE_ROLLOUT,
+                    str(replica),
+                    _ACTOR_CLASS[job.engine],
+                    server.actor_name,
+                    job.job_id,
                 )
                 nodes[node].owners.append(owner)
                 if job.colocated:
@@ -247,8 +253,11 @@ def exporter_registry(node: Node, busy: Callable[[int], float], now: float) -> C
         driver=DriverInfo("550.54.15", "12.550.54.15"),
         gpus=tuple(
             GpuReading(
-                GpuIdentity(i, f"GPU-{node.index:04d}{i:04d}-aaaa-bbbb-cccc-{node.index:012d}",
-                            "NVIDIA H200"),
+                GpuIdentity(
+                    i,
+                    f"GPU-{node.index:04d}{i:04d}-aaaa-bbbb-cccc-{node.index:012d}",
+                    "NVIDIA H200",
+                ),
                 busy_seconds=busy(i),
                 busy_method="samples",
                 utilization_ratio=0.5,

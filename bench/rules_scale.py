@@ -37,12 +37,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, Prometheus, http_get, stop_pid  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+import _synthetic
+from _common import REPO, Prometheus, http_get, stop_pid
+from prometheus_client.parser import text_string_to_metric_families
 
-import _synthetic  # noqa: E402
-from fsd_daemon.config import Config  # noqa: E402
-from fsd_daemon.promconfig import full_config  # noqa: E402
+from fsd_daemon.config import Config
+from fsd_daemon.promconfig import full_config
 
 RULES_DIR = REPO / "fsd_daemon" / "assets" / "prometheus" / "rules"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -198,11 +198,15 @@ def main(argv: list[str] | None = None) -> int:
                 for g, v in sorted(samples.items())
             },
             "rules_by_cost": [
-                {"group": g, "rule": r, "median_s": round(statistics.median(v), 5),
-                 "max_s": round(max(v), 5)}
-                for (g, r), v in sorted(
-                    per_rule.items(), key=lambda kv: -statistics.median(kv[1])
-                )[:12]
+                {
+                    "group": g,
+                    "rule": r,
+                    "median_s": round(statistics.median(v), 5),
+                    "max_s": round(max(v), 5),
+                }
+                for (g, r), v in sorted(per_rule.items(), key=lambda kv: -statistics.median(kv[1]))[
+                    :12
+                ]
             ],
         }
         print(json.dumps(result, indent=1))
