@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _synthetic
+import dashboard_queries
 from _common import REPO, Prometheus, http_get, stop_pid
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -145,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=150.0)
     parser.add_argument("--window", type=float, default=300.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--panels",
+        action="store_true",
+        help="then time every dashboard panel's query over the data gathered (bench/"
+        "dashboard_queries.py against the Prometheus with rules)",
+    )
     args = parser.parse_args(argv)
     if args.serve:
         return serve_main(args.serve)
@@ -154,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     proms: dict[str, Prometheus] = {}
     try:
         cluster = start_cluster(targets_dir)
+        started = time.time()
         for name, with_rules in (("rules", True), ("norules", False)):
             proms[name] = Prometheus(prometheus_yaml(targets_dir, with_rules), name=name).start()
         print(f"targets in {targets_dir}; warming up {args.warmup:.0f} s", flush=True)
@@ -209,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             ],
         }
+        if args.panels:
+            since_start = time.time() - started
+            result["panels_range_s"] = round(since_start)
+            result["panels"] = dashboard_queries.run(proms["rules"].url, since_start, time.time())
         print(json.dumps(result, indent=1))
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))
