@@ -140,6 +140,26 @@ def scraped_up(prom: Prometheus) -> tuple[int, int]:
     return up, len(prom.active_targets())
 
 
+def timed_report(url: str, since_s: float, output: Path) -> dict[str, Any]:
+    cli = Path(sys.executable).with_name("fsd-daemon")
+    command = ["/usr/bin/time", "-v", str(cli), "report", "--prometheus", url]
+    command += ["--since", f"{since_s:.0f}s", "--output", str(output)]
+    t0 = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    wall = time.monotonic() - t0
+    peak_kib = next(
+        (int(line.split()[-1]) for line in done.stderr.splitlines() if "Maximum resident" in line),
+        0,
+    )
+    return {
+        "rc": done.returncode,
+        "wall_s": round(wall, 2),
+        "peak_rss_mib": peak_kib // 1024,
+        "stdout_tail": done.stdout[-600:],
+        "stderr_tail": done.stderr[-300:] if done.returncode else "",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
@@ -151,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then time every dashboard panel's query over the data gathered (bench/"
         "dashboard_queries.py against the Prometheus with rules)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="then run `fsd-daemon report --since <run>` into this directory under "
+        "/usr/bin/time -v (wall time, peak RSS)",
     )
     args = parser.parse_args(argv)
     if args.serve:
@@ -221,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             since_start = time.time() - started
             result["panels_range_s"] = round(since_start)
             result["panels"] = dashboard_queries.run(proms["rules"].url, since_start, time.time())
+        if args.report:
+            result["report"] = timed_report(proms["rules"].url, time.time() - started, args.report)
         print(json.dumps(result, indent=1))
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))

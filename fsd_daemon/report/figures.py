@@ -42,6 +42,8 @@ def _when(t: float) -> datetime:
 
 
 def _format_time_axis(ax: plt.Axes) -> None:
+    # At most 6 labels: "HH:MM:SS" labels run into each other on the narrower panels.
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=6, tz=timezone.utc))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=timezone.utc))
     ax.set_xlabel("time (UTC)")
 
