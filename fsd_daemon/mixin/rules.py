@@ -589,10 +589,21 @@ def _ratio_of_finished(numerator_selector: str, total: str) -> str:
     )
 
 
+def _ratio_of_recorded_finished(reason: str) -> str:
+    """vLLM's share of finished requests with ``reason``, read from the per-job finished rate
+    recorded earlier in the same group (evaluated in order): the same sums as from the raw
+    counter, without a second and third rate() over every server's finished_reason series."""
+    vllm = f'{n.ENGINE}="{n.ENGINE_VLLM}"'
+    finished = n.JOB_ROLE_REQUESTS_FINISHED_RATE
+    return (
+        f'(\n  sum by ({JR}) ({finished}{{{vllm}, {n.FINISHED_REASON}="{reason}"}})\n'
+        f"  or\n  0 * sum by ({JR}) ({finished}{{{vllm}}})\n)\n"
+        f"/\nclamp_min(sum by ({JR}) ({finished}{{{vllm}}}), 1e-9)"
+    )
+
+
 def _long_tail_records() -> tuple[Record, ...]:
     reason = n.FINISHED_REASON
-    vllm_length = f'{n.VLLM_REQUEST_SUCCESS}{{{reason}="{n.FINISHED_LENGTH}"}}'
-    vllm_abort = f'{n.VLLM_REQUEST_SUCCESS}{{{reason}="{n.FINISHED_ABORT}"}}'
     return (
         Record(
             n.JOB_ROLE_GENERATION_TOKENS_BUCKETS,
@@ -635,13 +646,13 @@ def _long_tail_records() -> tuple[Record, ...]:
         ),
         Record(
             n.JOB_ROLE_TRUNCATED_RATIO,
-            _ratio_of_finished(vllm_length, n.VLLM_REQUEST_SUCCESS),
+            _ratio_of_recorded_finished(n.FINISHED_LENGTH),
             "Long tail: what share of the requests finished in the last minute were cut at "
             "max_tokens? (0-1, vLLM) A high share means response_length caps the tail.",
         ),
         Record(
             n.JOB_ROLE_ABORTED_RATIO,
-            _ratio_of_finished(vllm_abort, n.VLLM_REQUEST_SUCCESS)
+            _ratio_of_recorded_finished(n.FINISHED_ABORT)
             + "\nor\n"
             + _ratio_of_finished(n.SGLANG_ABORTED_REQUESTS, n.SGLANG_REQUESTS),
             "Long tail: what share of the requests finished in the last minute were aborted? "

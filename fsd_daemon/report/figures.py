@@ -5,6 +5,7 @@ Each figure has a fixed size in pixels (:data:`FIGURE_SIZES`), so a page and a t
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +26,12 @@ IDLENESS_PNG = "idleness.png"
 COMPARE_PNG = "compare.png"  # drawn by fsd_daemon.report.compare
 FIGURE_SIZES = {LONG_TAIL_PNG: (1200, 750), IDLENESS_PNG: (1200, 650), COMPARE_PNG: (1200, 750)}
 STATE_COLOURS = {"busy": "#2b8cbe", "idle": "#fdae61", "asleep": "#bababa"}
+# Up to this many replicas get a line and a legend entry each; more are drawn as their
+# distribution (median, 10-90% band, range) plus the few that ran longest, named: a legend of
+# hundreds of lines cannot be read.
+MAX_REPLICA_LINES = 10
+# The replicas named beside the distribution: those with requests running latest.
+SLOWEST_NAMED = 5
 
 
 def _times(data: ReportData) -> list[datetime]:
@@ -36,6 +43,8 @@ def _when(t: float) -> datetime:
 
 
 def _format_time_axis(ax: plt.Axes) -> None:
+    # At most 6 labels: "HH:MM:SS" labels run into each other on the narrower panels.
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=6, tz=timezone.utc))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=timezone.utc))
     ax.set_xlabel("time (UTC)")
 
@@ -46,33 +55,89 @@ def _figure(name: str) -> plt.Figure:
 
 
 def _note(ax: plt.Axes, text: str) -> None:
+    """Words instead of an empty frame: no axes, no ticks, only ``text``."""
+    ax.set_axis_off()
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
-def draw_long_tail(data: ReportData, analysis: Analysis, path: Path) -> None:
+def data_span(data: ReportData) -> tuple[float, float] | None:
+    """First and last grid time where any replica or GPU has a sample (None: no data at all).
+
+    The figures' time axes end here rather than at the asked range: a 2-minute run reported
+    with ``--since 10m`` is drawn over its 2 minutes."""
+    present = np.zeros(len(data.grid), dtype=bool)
+    for series in (*data.running.values(), *data.gpu_busy.values()):
+        present |= np.isfinite(series)
+    if not present.any():
+        return None
+    idx = np.flatnonzero(present)
+    # The last point is drawn as a step lasting one grid step.
+    return float(data.grid[idx[0]]), float(data.grid[idx[-1]]) + data.step
+
+
+def _fit_time_axis(ax: plt.Axes, data: ReportData) -> None:
+    span = data_span(data)
+    if span is not None:
+        ax.set_xlim(float(mdates.date2num(_when(span[0]))), float(mdates.date2num(_when(span[1]))))
+
+
+def _replica_label(key: tuple[str, str], jobs: list[str]) -> str:
+    job, replica = key
+    return f"replica {replica}" if len(jobs) == 1 else f"{job} / replica {replica}"
+
+
+def _last_running(values: np.ndarray) -> int:
+    """Index of the last point with requests running (-1: never)."""
+    idx = np.flatnonzero(np.nan_to_num(values) > 0)
+    return int(idx[-1]) if len(idx) else -1
+
+
+def _draw_running(ax: plt.Axes, data: ReportData) -> str:
+    """Requests running per replica: one line each up to MAX_REPLICA_LINES, else the
+    distribution over replicas and the SLOWEST_NAMED that ran latest. Returns the title."""
+    times = mdates.date2num(_times(data))
+    jobs = data.jobs
+    ordered = sorted(data.running.items())
+    if len(ordered) <= MAX_REPLICA_LINES:
+        for key, values in ordered:
+            ax.step(times, values, where="post", linewidth=1.2, label=_replica_label(key, jobs))
+        return (
+            "Requests running per rollout replica; shaded: the tail, from the median replica's "
+            "finish to the slowest's"
+        )
+    matrix = np.vstack([values for _, values in ordered])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns outside the run
+        low, p10, median, p90, high = np.nanpercentile(matrix, [0, 10, 50, 90, 100], axis=0)
+    ax.fill_between(times, low, high, step="post", color="#c6dbef", label="range (min-max)")
+    ax.fill_between(times, p10, p90, step="post", color="#6baed6", label="10-90% of replicas")
+    ax.step(times, median, where="post", color="#08306b", linewidth=1.5, label="median replica")
+    slowest = sorted(ordered, key=lambda kv: _last_running(kv[1]), reverse=True)[:SLOWEST_NAMED]
+    for key, values in slowest:
+        ax.step(times, values, where="post", linewidth=0.9, label=_replica_label(key, jobs))
+    return (
+        f"Requests running over {len(ordered)} rollout replicas: median, 10-90% band and range, "
+        f"with the {len(slowest)} that ran latest; shaded red: the tail"
+    )
+
+
+def long_tail_figure(data: ReportData, analysis: Analysis) -> plt.Figure:
     fig = _figure(LONG_TAIL_PNG)
     top, bottom = fig.subplots(2, 1, height_ratios=[3, 2])
-    times = _times(data)
     jobs = data.jobs
     if not data.running:
         _note(top, "No rollout engine series in the range: the long tail cannot be drawn.")
-    for key, values in sorted(data.running.items()):
-        job, replica = key
-        label = f"replica {replica}" if len(jobs) == 1 else f"{job} / replica {replica}"
-        top.step(times, values, where="post", linewidth=1.2, label=label)
+    else:
+        title = _draw_running(top, data)
     for step in analysis.steps:
         top.axvspan(_when(step.median_finish), _when(step.end), color="#d7301f", alpha=0.15)
         top.axvline(_when(step.median_finish), color="#555555", linestyle="--", linewidth=0.8)
     if data.running:
         top.set_ylabel("requests running")
-        top.set_title(
-            "Requests running per rollout replica; shaded: the tail, from the median replica's "
-            "finish to the slowest's"
-        )
+        top.set_title(title, fontsize="medium")
         top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
         _format_time_axis(top)
+        _fit_time_axis(top, data)
     if analysis.steps:
         labels = [
             f"{s.index + 1}" if len(jobs) == 1 else f"{s.job[:8]}:{s.index + 1}"
@@ -109,11 +174,16 @@ def draw_long_tail(data: ReportData, analysis: Analysis, path: Path) -> None:
             "No complete rollout step in the range (a step ends when running "
             "requests fall to zero).",
         )
+    return fig
+
+
+def draw_long_tail(data: ReportData, analysis: Analysis, path: Path) -> None:
+    fig = long_tail_figure(data, analysis)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def draw_idleness(data: ReportData, analysis: Analysis, path: Path) -> None:
+def idleness_figure(data: ReportData, analysis: Analysis) -> plt.Figure:
     fig = _figure(IDLENESS_PNG)
     left, right = fig.subplots(1, 2, width_ratios=[3, 2])
     states = analysis.states
@@ -136,6 +206,7 @@ def draw_idleness(data: ReportData, analysis: Analysis, path: Path) -> None:
         left.legend(loc="upper left", fontsize="small")
         left.set_ylim(0, float(np.nanmax(states.busy + states.idle + states.asleep)) * 1.3 or 1)
         _format_time_axis(left)
+        _fit_time_axis(left, data)
     if analysis.idle_gpu_hours:
         groups = sorted(analysis.idle_gpu_hours.items(), key=lambda kv: -kv[1])[:12]
         names = [f"{role} / {job[:10] or '-'}" for (role, job), _ in groups]
@@ -151,5 +222,10 @@ def draw_idleness(data: ReportData, analysis: Analysis, path: Path) -> None:
         right.set_xlim(0, max(values) * 1.25 or 1)
     else:
         _note(right, "Idle GPU-hours need fsd-gpu-exporter series; none in the range.")
+    return fig
+
+
+def draw_idleness(data: ReportData, analysis: Analysis, path: Path) -> None:
+    fig = idleness_figure(data, analysis)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -1,0 +1,89 @@
+"""The report's figures on hand-made data (no Prometheus): readable at 256 replicas, drawn over
+the time that has data, and words, not an empty frame, where there is nothing to draw."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import numpy as np
+
+from fsd_daemon.report.analysis import Analysis, analyse
+from fsd_daemon.report.data import ReportData
+from fsd_daemon.report.figures import MAX_REPLICA_LINES, idleness_figure, long_tail_figure
+
+START = 1_700_000_000.0
+
+
+def run_of(replicas: int, asked_seconds: int, run_seconds: int) -> ReportData:
+    """``replicas`` replicas with samples for the first ``run_seconds`` of an asked range of
+    ``asked_seconds`` (the rest NaN: the run had not started or had ended)."""
+    grid = START + np.arange(asked_seconds, dtype=float)
+    data = ReportData(start=START, end=grid[-1], step=1.0, grid=grid)
+    rng = np.random.default_rng(0)
+    for r in range(replicas):
+        values = np.full(asked_seconds, np.nan)
+        finish = int(rng.integers(10, run_seconds))
+        values[:run_seconds] = 0.0
+        values[1:finish] = 4.0
+        data.running[("01000000", str(r))] = values
+        data.engines[("01000000", str(r))] = "vllm"
+    return data
+
+
+def x_seconds(ax: plt.Axes) -> tuple[float, float]:
+    lo, hi = ax.get_xlim()
+    return mdates.num2date(lo).timestamp(), mdates.num2date(hi).timestamp()
+
+
+def test_256_replicas_draw_a_distribution_with_a_short_legend() -> None:
+    data = run_of(256, 120, 120)
+    fig = long_tail_figure(data, analyse(data))
+    top = fig.axes[0]
+    legend = top.get_legend()
+    assert legend is not None
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert len(texts) <= MAX_REPLICA_LINES
+    assert "median replica" in texts
+    assert "256 rollout replicas" in top.get_title()
+    plt.close(fig)
+
+
+def test_a_few_replicas_keep_one_line_each() -> None:
+    data = run_of(4, 120, 120)
+    fig = long_tail_figure(data, analyse(data))
+    legend = fig.axes[0].get_legend()
+    assert legend is not None
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts == [f"replica {r}" for r in range(4)]
+    plt.close(fig)
+
+
+def test_a_two_minute_run_asked_for_ten_minutes_is_drawn_over_its_two_minutes() -> None:
+    data = run_of(3, 600, 120)
+    fig = long_tail_figure(data, analyse(data))
+    lo, hi = x_seconds(fig.axes[0])
+    assert abs(lo - START) < 1.0
+    assert abs(hi - (START + 120)) < 1.0, datetime.fromtimestamp(hi, tz=timezone.utc)
+    plt.close(fig)
+
+
+def test_no_complete_step_is_said_in_words_not_an_empty_frame() -> None:
+    data = run_of(3, 60, 60)
+    for values in data.running.values():
+        values[:] = 2.0  # running the whole range: no step ends
+    analysis = analyse(data)
+    assert not analysis.steps
+    fig = long_tail_figure(data, analysis)
+    bottom = fig.axes[1]
+    assert not bottom.axison
+    assert any("No complete rollout step" in t.get_text() for t in bottom.texts)
+    plt.close(fig)
+
+
+def test_idleness_without_data_is_words() -> None:
+    data = run_of(1, 60, 60)
+    fig = idleness_figure(data, Analysis())
+    assert all(not ax.axison for ax in fig.axes)
+    plt.close(fig)
