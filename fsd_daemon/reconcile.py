@@ -684,12 +684,18 @@ def _component_target(component: str, value: str, head: NodeRecord | None, clust
     """The target of Ray's dashboard or autoscaler, written as Ray's own file lists it
     ("host:port", from the GCS): labelled with its component and, where it runs on the head
     node's address (as Ray starts both), with the head node's labels."""
-    labels = {names.RAY_COMPONENT: component, "cluster": cluster}
+    labels = {names.RAY_COMPONENT: component, names.CLUSTER: cluster}
     host = value.rpartition(":")[0].strip("[]")
     if host:
-        labels["node_ip"] = host
+        labels[names.NODE_IP] = host
     if head is not None and host == head.node_ip:
-        labels.update(node_id=head.node_id, node_name=head.node_name, is_head_node="true")
+        labels.update(
+            {
+                names.NODE_ID: head.node_id,
+                names.NODE_NAME: head.node_name,
+                "is_head_node": "true",
+            }
+        )
     return Target.of(value, labels)
 
 
