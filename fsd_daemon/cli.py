@@ -20,6 +20,7 @@ from fsd_daemon.config import (
     resolve_config_path,
     to_toml_dict,
 )
+from fsd_daemon.mixin import names
 from fsd_daemon.process import configure_logging
 
 log = logging.getLogger("fsd_daemon")
@@ -249,10 +250,10 @@ def _targets(config: Config, *, as_json: bool) -> int:
                     t.address,
                     t.label("engine"),
                     t.label("role"),
-                    t.label("replica"),
-                    t.label("ray_job_id"),
-                    t.label("node_ip"),
-                    t.label("actor_name"),
+                    t.label(names.REPLICA),
+                    t.label(names.RAY_JOB_ID),
+                    t.label(names.NODE_IP),
+                    t.label(names.ACTOR_NAME),
                 )
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -646,20 +646,20 @@ def _rollout_target(
     return Target.of(
         address,
         {
-            "engine": ident.engine,
-            "role": ident.role,
-            "disaggregation": ident.disaggregation,
-            "teacher": ident.teacher,
-            "replica": ident.replica,
-            "node_ip": node_ip,
-            "node_id": actor.node_id,
-            "ray_job_id": actor.job_id,
-            "ray_namespace": actor.namespace,
+            names.ENGINE: ident.engine,
+            names.ROLE: ident.role,
+            names.DISAGGREGATION: ident.disaggregation,
+            names.TEACHER: ident.teacher,
+            names.REPLICA: ident.replica,
+            names.NODE_IP: node_ip,
+            names.NODE_ID: actor.node_id,
+            names.RAY_JOB_ID: actor.job_id,
+            names.RAY_NAMESPACE: actor.namespace,
             "ray_session": session,
-            "actor_name": actor.name,
-            "cluster": cluster,
+            names.ACTOR_NAME: actor.name,
+            names.CLUSTER: cluster,
             # verl <= 0.5 servers have no metrics route: rules tell them from a server down.
-            "metrics_route": "" if ident.has_metrics_route else "absent",
+            names.METRICS_ROUTE: "" if ident.has_metrics_route else "absent",
             METRICS_PATH_LABEL: (
                 "" if ident.metrics_path == DEFAULT_METRICS_PATH else ident.metrics_path
             ),
@@ -669,9 +669,9 @@ def _rollout_target(
 
 def _node_target(record: NodeRecord, port: int, cluster: str, *, ray: bool = False) -> Target:
     labels = {
-        "node_id": record.node_id,
-        "node_ip": record.node_ip,
-        "node_name": record.node_name,
+        names.NODE_ID: record.node_id,
+        names.NODE_IP: record.node_ip,
+        names.NODE_NAME: record.node_name,
         "is_head_node": "true" if record.is_head else "false",
         "cluster": cluster,
     }
