@@ -10,15 +10,16 @@
 
 Bodies are real expositions, rendered by the project's own code: the rollout servers' from the
 simulated engines of :mod:`fsd_daemon.sim.rollout_server` (series, types and label names from
-:mod:`fsd_daemon.engines`, histograms filled by a few minutes of the load model), the
+:mod:`fsd_daemon.recognition.engines`, histograms filled by a few minutes of the load model), the
 exporters' by :class:`fsd_daemon.gpu.collector.GpuCollector` over a synthetic snapshot and
 ownership (owner labels exactly as the exporter writes them). Each body is pre-rendered once
 as a template; a scrape only re-multiplies its counters (so rates are not zero) by a factor that
 grows with time. Every server of one kind shares one template: the series are told apart by the
 target labels Prometheus attaches, as on a real cluster.
 
-Targets are written as fsd-daemon writes them (:func:`fsd_daemon.render.render` of the same
-label sets :mod:`fsd_daemon.reconcile` builds); every address is 127.0.0.1 on its own port, the
+Targets are written as fsd-daemon writes them (:func:`fsd_daemon.pipeline.render.render` of the same
+label sets :mod:`fsd_daemon.pipeline.reconcile` builds); every address is 127.0.0.1 on its own
+port, the
 ``node_ip`` label is the synthetic node's address.
 """
 
@@ -39,7 +40,7 @@ from fsd_daemon.gpu.collector import GpuCollector
 from fsd_daemon.gpu.ownership import Owner, Ownership
 from fsd_daemon.gpu.sampler import GpuReading, Snapshot
 from fsd_daemon.mixin import names as n
-from fsd_daemon.render import Target, render
+from fsd_daemon.pipeline.render import Target, render
 from fsd_daemon.sim.rollout_server import LoadModel, ServerOptions, SimulatedEngine
 
 NODES = 125

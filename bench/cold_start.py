@@ -73,7 +73,7 @@ def count_targets(path: Path) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fsd_daemon.config import load_config
     from fsd_daemon.discovery.ray_bridge import RayBridge
-    from fsd_daemon.poll import Poll
+    from fsd_daemon.pipeline.poll import Poll
     from tests.support.slowray import address_of
 
     snapshot = cluster(args.servers)

@@ -10,10 +10,11 @@ Each wheel is fetched with ``pip download --no-deps NAME[==VERSION]`` and read a
 sources are parsed (``ast``), never imported or installed. Checked, each against the project's
 own table of it:
 
-- vLLM and SGLang (:mod:`fsd_daemon.engines`): every series the table lists for the release (or,
+- vLLM and SGLang (:mod:`fsd_daemon.recognition.engines`): every series the table lists for the
+  release (or,
   for a release it does not know, for its newest shape): defined, of the same type, with the
   same label names (the collector's base labels plus the family's own);
-- verl (:mod:`fsd_daemon.verl`, the table of what verl creates): every ``*HttpServer*``
+- verl (:mod:`fsd_daemon.recognition.verl`, the table of what verl creates): every ``*HttpServer*``
   class, every actor name verl's rollout code builds (rendered with sample values)
   recognised by the default patterns;
   every Ray actor class verl creates for GPU work known to the GPU role table; the rollout
@@ -40,11 +41,11 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from fsd_daemon import engines, verl
 from fsd_daemon.discovery.base import ActorRecord
-from fsd_daemon.discovery.recognise import Recogniser, ServerIdentity
 from fsd_daemon.mixin import names
-from fsd_daemon.verl import DEFAULT_GPU_ROLES, DEFAULT_PATTERNS
+from fsd_daemon.recognition import engines, verl
+from fsd_daemon.recognition.recognise import Recogniser, ServerIdentity
+from fsd_daemon.recognition.verl import DEFAULT_GPU_ROLES, DEFAULT_PATTERNS
 
 PACKAGES = ("verl", names.ENGINE_VLLM, names.ENGINE_SGLANG, "ray")
 # The server class an actor name of no other form is checked as.

@@ -33,7 +33,7 @@ import bcrypt  # noqa: E402
 import orjson  # noqa: E402
 
 from fsd_daemon.config import load_config  # noqa: E402
-from fsd_daemon.service import Service  # noqa: E402
+from fsd_daemon.service.daemon import Service  # noqa: E402
 from fsd_daemon.sim.launch import free_port  # noqa: E402
 
 PASSWORD = "bench"

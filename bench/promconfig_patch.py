@@ -3,7 +3,8 @@
 A synthetic prometheus.yml of the size asked for (jobs written the way people write them:
 four-space indentation, quoted strings, comments, relabelling; a ``gpu`` job with TLS and
 basic auth that the patch must keep) is patched twice, each in a process of its own:
-``text`` is the patch as shipped (``fsd_daemon.promconfig.patch_text``), ``ruamel`` the
+``text`` is the patch as shipped (``fsd_daemon.prometheus.scrape_config.patch_text``), ``ruamel``
+the
 whole-document round trip the patch used before (kept here for comparison, and in the code as
 the fallback for layouts the text edits do not handle). Reported: wall seconds, peak RSS, how
 many of the original's lines are no longer in the result, and the size change.
@@ -74,7 +75,7 @@ def synthetic(size: int) -> str:
 def _measure(how: str, path: str) -> None:
     """Child: patch ``path`` one way; print JSON (seconds, peak RSS, result size, lost lines)."""
     from fsd_daemon.config import load_config
-    from fsd_daemon.promconfig import _round_trip, patch_text, patched
+    from fsd_daemon.prometheus.scrape_config import _round_trip, patch_text, patched
 
     config = load_config(None, environ={}, overrides={"daemon.output_dir": "/var/lib/fsd"})
     text = Path(path).read_text()

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
     from fsd_daemon.config import load_config
-    from fsd_daemon.promconfig import scrape_jobs
+    from fsd_daemon.prometheus.scrape_config import scrape_jobs
     from fsd_daemon.sim.rollout_server import vLLMHttpServer
 
     work = Path(tempfile.mkdtemp(prefix="fsd-bench-quiet-"))

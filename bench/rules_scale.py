@@ -3,7 +3,8 @@
 Starts the synthetic cluster of bench/_synthetic.py (125 GPU exporters of 8 GPUs, 256 vLLM and
 SGLang servers in four Ray jobs, one colocated job's engines asleep) in one serving process,
 writes rollout.json and gpu.json as fsd-daemon does, and runs two Prometheus 2.42 side by side
-on the same targets, configured by ``fsd_daemon.promconfig.full_config`` (15 s scrape and
+on the same targets, configured by ``fsd_daemon.prometheus.scrape_config.full_config`` (15 s scrape
+and
 evaluation interval): one with the shipped rule files, one without. Both scrape the same bodies
 under the same machine load, so the CPU ratio between them is the rules' cost even on a shared
 machine.
@@ -43,7 +44,7 @@ from _common import REPO, Prometheus, http_get, stop_pid
 from prometheus_client.parser import text_string_to_metric_families
 
 from fsd_daemon.config import Config
-from fsd_daemon.promconfig import full_config
+from fsd_daemon.prometheus.scrape_config import full_config
 
 RULES_DIR = REPO / "fsd_daemon" / "assets" / "prometheus" / "rules"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -244,7 +244,7 @@ class ListingSource:
 
     def snapshot(self) -> Any:
         from fsd_daemon.discovery.base import ClusterSnapshot
-        from fsd_daemon.gcpause import paused_gc
+        from fsd_daemon.plumbing.gcpause import paused_gc
 
         if self.fresh is not None:
             return self.fresh
@@ -318,7 +318,7 @@ def worker(
 ) -> dict[str, Any]:
     from fsd_daemon.config import load_config
     from fsd_daemon.discovery.static import StaticCluster
-    from fsd_daemon.poll import Poll
+    from fsd_daemon.pipeline.poll import Poll
 
     # The daemon logs at "info" by default, and a changed poll then summarises its changes
     # (Poll._log_changes): that is part of a changed poll's cost. The lines go nowhere here.

@@ -104,7 +104,7 @@ def churn_main(argv: Sequence[str]) -> int:
 
     import ray
 
-    from fsd_daemon.process import STOP_SIGNALS, handled_signals
+    from fsd_daemon.plumbing.process import STOP_SIGNALS, handled_signals
     from fsd_daemon.sim.rollout_server import SGLangHttpServer, vLLMHttpServer
 
     ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)

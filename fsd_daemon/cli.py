@@ -21,7 +21,7 @@ from fsd_daemon.config import (
     to_toml_dict,
 )
 from fsd_daemon.mixin import names
-from fsd_daemon.process import configure_logging
+from fsd_daemon.plumbing.process import configure_logging
 
 log = logging.getLogger("fsd_daemon")
 
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="POST URL/-/reload after a real change (prometheus.reload_url)",
     )
-    from fsd_daemon.promcentral import add_arguments as add_central_arguments
+    from fsd_daemon.prometheus.central import add_arguments as add_central_arguments
 
     add_central_arguments(prom)
 
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check-config":
         return _check_config(config, config_path)
     if command == "run":
-        from fsd_daemon.service import Service, StartupError
+        from fsd_daemon.service.daemon import Service, StartupError
 
         service = Service(config, config_loader=load, config_path=config_path)
         try:
@@ -186,12 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "targets":
         return _targets(config, as_json=args.json)
     if command == "prometheus-config":
-        from fsd_daemon.promcentral import central_prometheus_config
+        from fsd_daemon.prometheus.central import central_prometheus_config
 
         central = central_prometheus_config(config, args)
         if central is not None:
             return central
-        from fsd_daemon.promconfig import prometheus_config_command
+        from fsd_daemon.prometheus.scrape_config import prometheus_config_command
 
         return prometheus_config_command(config, patch=args.patch)
     if command == "demo":
@@ -215,8 +215,8 @@ def _check_config(config: Config, path: str | None) -> int:
 
 def _targets(config: Config, *, as_json: bool) -> int:
     from fsd_daemon.discovery.base import SourceError
-    from fsd_daemon.poll import default_components
-    from fsd_daemon.reconcile import Reconciler
+    from fsd_daemon.pipeline.poll import default_components
+    from fsd_daemon.pipeline.reconcile import Reconciler
 
     source, resolver = default_components(config)
     reconciler = Reconciler(config)
@@ -265,7 +265,7 @@ def _targets(config: Config, *, as_json: bool) -> int:
 
 
 def _render(targets: Any) -> bytes:
-    from fsd_daemon.render import render
+    from fsd_daemon.pipeline.render import render
 
     return render(targets)
 

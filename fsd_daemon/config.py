@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsd_daemon.verl import (
+from fsd_daemon.recognition.verl import (
     DEFAULT_GPU_ROLES,
     DEFAULT_METRICS_PATH,
     DEFAULT_PATTERNS,
@@ -138,7 +138,7 @@ class PrometheusSection:
     # patched, following Ray restarts.
     patch_ray_config: bool = False
     # Keep the shipped dashboards in <ray_temp_dir>/session_latest's Grafana dashboards
-    # directory (fsd_daemon.grafana_session), following Ray restarts.
+    # directory (fsd_daemon.service.grafana_session), following Ray restarts.
     ray_grafana_dashboards: bool = False
     ray_temp_dir: str = "/tmp/ray"
     rule_files: tuple[str, ...] = ()

@@ -44,8 +44,8 @@ import orjson
 
 from fsd_daemon.assets.install import install_prometheus_rules
 from fsd_daemon.config import Config, load_config
-from fsd_daemon.process import STOP_SIGNALS, handled_signals
-from fsd_daemon.promconfig import full_config, render_yaml
+from fsd_daemon.plumbing.process import STOP_SIGNALS, handled_signals
+from fsd_daemon.prometheus.scrape_config import full_config, render_yaml
 from fsd_daemon.sim.launch import Job, free_port, start_job, start_logged, stop_process
 
 # Which rollout GPUs are idle, and how idle (a recording rule of assets/prometheus/rules).
@@ -289,7 +289,7 @@ rule_files = [{", ".join(_toml(r) for r in rules)}]
         daemon_config = load_config(self.daemon_config_path)
         if self.remote_write:
             # What `fsd-daemon prometheus-config --remote-write URL` prints.
-            from fsd_daemon.promcentral import CentralOptions, central_config
+            from fsd_daemon.prometheus.central import CentralOptions, central_config
 
             doc = central_config(daemon_config, CentralOptions(remote_write=self.remote_write))
         else:
@@ -406,7 +406,7 @@ def check_demo_args(args: argparse.Namespace) -> None:
     if not args.duration >= 0 or args.duration == float("inf"):
         raise DemoArgumentError(f"demo: --duration must be 0 or more seconds (got {args.duration})")
     if args.remote_write:
-        from fsd_daemon.promclient import ClientConfigError, check_http_url
+        from fsd_daemon.prometheus.client import ClientConfigError, check_http_url
 
         try:
             check_http_url(args.remote_write, "--remote-write")

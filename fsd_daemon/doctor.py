@@ -30,17 +30,18 @@ from typing import Any
 
 import yaml
 
-from fsd_daemon import endpoints, verl
 from fsd_daemon import probe as probing
 from fsd_daemon.config import Config
 from fsd_daemon.mixin import names
-from fsd_daemon.render import Target
+from fsd_daemon.pipeline.render import Target
+from fsd_daemon.recognition import endpoints, verl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ROLLOUT_FILE, GPU_FILE = "rollout.json", "gpu.json"
 
 RAY, SERVERS, METRICS, EXPORTER, PROMETHEUS = "ray", "servers", "metrics", "exporter", "prometheus"
-# The run's other metric endpoints: TransferQueue, verl-recipe AsyncFlow (fsd_daemon/endpoints.py).
+# The run's other metric endpoints: TransferQueue, verl-recipe AsyncFlow
+# (fsd_daemon/recognition/endpoints.py).
 ENDPOINTS = "endpoints"
 CHECKS = (RAY, SERVERS, ENDPOINTS, METRICS, EXPORTER, PROMETHEUS)
 
@@ -156,10 +157,10 @@ def _discover(
     config: Config, findings: list[Finding], timeout: float = 5.0
 ) -> dict[str, tuple[Target, ...]] | None:
     """Ray, then the servers it lists, as ``fsd-daemon targets`` sees them, and the run's other
-    metric endpoints (:mod:`fsd_daemon.endpoints`)."""
+    metric endpoints (:mod:`fsd_daemon.recognition.endpoints`)."""
     from fsd_daemon.discovery.base import SourceError
-    from fsd_daemon.poll import default_components
-    from fsd_daemon.reconcile import Reconciler
+    from fsd_daemon.pipeline.poll import default_components
+    from fsd_daemon.pipeline.reconcile import Reconciler
 
     where = f"Ray at {config.ray.address}"
     try:

@@ -11,7 +11,7 @@ This module tells the cases apart, for ``fsd-daemon doctor`` and for fsd-daemon 
   ``fsd_daemon_rollout_metrics_probe_engine_series``, which the alert
   ``FsdRolloutMetricsRouteMissing`` reads and ``FsdRolloutTargetDown`` uses to leave 404s out.
 
-* :class:`RolloutMetricsProbe`: both on a :class:`~fsd_daemon.periodic.PeriodicWorker`, for
+* :class:`RolloutMetricsProbe`: both on a :class:`~fsd_daemon.plumbing.periodic.PeriodicWorker`, for
   the daemon. Wiring (the poll itself stays free of calls to the servers)::
 
       probe = RolloutMetricsProbe(self_metrics.registry, lambda: last_rollout_targets)
@@ -32,8 +32,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from fsd_daemon.mixin import names
-from fsd_daemon.periodic import PeriodicWorker
-from fsd_daemon.render import Target
+from fsd_daemon.pipeline.render import Target
+from fsd_daemon.plumbing.periodic import PeriodicWorker
 
 # A vLLM /metrics page is a few hundred kB; stop reading well before a hostile server's body
 # could hurt.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from fsd_daemon.backoff import Backoff, backoff_step
-from fsd_daemon.periodic import PeriodicWorker
+from fsd_daemon.plumbing.backoff import Backoff, backoff_step
+from fsd_daemon.plumbing.periodic import PeriodicWorker
 
 
 def test_backoff_doubles_then_caps() -> None:

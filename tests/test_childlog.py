@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from fsd_daemon.childlog import EventLines, follow
+from fsd_daemon.plumbing.childlog import EventLines, follow
 
 RAY_DUMP = """\
 [2026-12-04 07:37:55,508 C 28146 28160] global_state_accessor.cc:111:  An unexpected system state has occurred.
@@ -44,7 +44,7 @@ def test_events_are_grouped() -> None:
 def test_follow_logs_one_line_per_event(caplog: pytest.LogCaptureFixture) -> None:
     """Through a real pipe, read to its end: four WARNING lines, the dumps at DEBUG."""
     read, write = os.pipe()
-    caplog.set_level(logging.DEBUG, logger="fsd_daemon.childlog")
+    caplog.set_level(logging.DEBUG, logger="fsd_daemon.plumbing.childlog")
     seen: list[str] = []
     thread = follow(read, "child (pid 1)", seen.append)
     os.write(write, RAY_DUMP.encode())

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from fsd_daemon.config import load_config
-from fsd_daemon.service import Service as Daemon
+from fsd_daemon.service.daemon import Service as Daemon
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
 from tests.support.harness import targets_in

@@ -86,7 +86,7 @@ def test_engine_report_panels() -> None:
     speculative-decoding acceptance and tokens per step, prefill versus decode time, and the
     engine's own idle time beside its GPUs' idle time (joined on cluster, ray_job_id,
     replica). No panel reads SGLang's rank-labelled or streaming-split series directly: the
-    rules reduce them (fsd_daemon/engines.py)."""
+    rules reduce them (fsd_daemon/recognition/engines.py)."""
     text = json.dumps(_exprs(dashboards.rollout_overview()))
     for metric in (
         names.REPLICA_PREFIX_CACHE_HIT_RATIO,

@@ -29,7 +29,7 @@ from fsd_daemon import doctor, probe
 from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.mixin import names
 from fsd_daemon.mixin.rules import RULES_DIR
-from fsd_daemon.render import Target
+from fsd_daemon.pipeline.render import Target
 from fsd_daemon.sim.launch import free_port, stop_process
 from tests.support.cli import run_cli
 from tests.support.raycluster import LocalRayCluster

@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from fsd_daemon import engines
+from fsd_daemon.recognition import engines
 
 REPO = Path(__file__).resolve().parent.parent
 

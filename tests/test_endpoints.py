@@ -1,7 +1,8 @@
 """The other metric endpoints of a verl run: found in Ray's actor list, probed where the port is
 known, and ``fsd-daemon doctor`` saying what to set where it is not.
 
-Upstream (fsd_daemon/endpoints.py cites the files): TransferQueue's controller is the actor
+Upstream (fsd_daemon/recognition/endpoints.py cites the files): TransferQueue's controller is the
+actor
 ``TransferQueueController`` in namespace ``transfer_queue`` and serves ``/metrics`` on its node
 IP at ``transfer_queue.metrics.port`` (0 by default: a run-time port); verl-recipe AsyncFlow's
 ``PrometheusMetricsServer`` actors are named ``prometheus_server_{node_id[:8]}`` and listen on
@@ -23,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from fsd_daemon import doctor, endpoints, verl
+from fsd_daemon import doctor
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord
+from fsd_daemon.recognition import endpoints, verl
 from fsd_daemon.sim.launch import stop_process
 from tests.support.cli import run_cli
 from tests.support.raycluster import LocalRayCluster, free_port

@@ -1,4 +1,5 @@
-"""The engine table (fsd_daemon/engines.py) against the rules that read it and the upstream facts.
+"""The engine table (fsd_daemon/recognition/engines.py) against the rules that read it and the
+upstream facts.
 
 The table is what the rules, dashboards and simulation read; these tests tie it to both ends:
 every engine series a shipped rule or panel reads is declared in the table for the newest
@@ -15,8 +16,8 @@ import re
 
 import pytest
 
-from fsd_daemon import engines
 from fsd_daemon.mixin import names
+from fsd_daemon.recognition import engines
 from tests import promql
 
 

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from fsd_daemon.config import load_config
 from fsd_daemon.discovery.static import StaticCluster
-from fsd_daemon.reconcile import Reconciler
-from fsd_daemon.render import render
-from fsd_daemon.writer import TargetFileWriter
+from fsd_daemon.pipeline.reconcile import Reconciler
+from fsd_daemon.pipeline.render import render
+from fsd_daemon.plumbing.atomic_files import AtomicFileWriter
 from tests.support.clusterfile import cluster, node, server
 from tests.support.daemonproc import DaemonProcess, read_groups, wait_for
 from tests.support.fs import fill, remount, small_tmpfs
@@ -294,7 +294,7 @@ def test_hostile_actor_data_never_makes_prometheus_reject_a_file(
     """Unicode, control characters, huge values, IPv6, ports 0 and 65536, duplicates: every file
     written is accepted by promtool, and every target dropped was logged, naming the actor."""
     out = tmp_path / "sd"
-    writer = TargetFileWriter(out)
+    writer = AtomicFileWriter(out)
     writer.prepare()
     config = load_config(None, environ={}, overrides={"daemon.output_dir": str(out)})
     counter = {"examples": 0, "written": 0, "dropped": 0}

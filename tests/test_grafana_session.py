@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fsd_daemon.assets.install import dashboard_files
-from fsd_daemon.grafana_session import RaySessionDashboardsKeeper, _provider_path
+from fsd_daemon.service.grafana_session import RaySessionDashboardsKeeper, _provider_path
 from fsd_daemon.sim.launch import stop_process
 from tests.report.helpers import clean_env
 
@@ -146,7 +146,7 @@ def test_config_key_turns_the_keeper_on(tmp_path: Path) -> None:
     """Off by default; ``[prometheus] ray_grafana_dashboards = true`` gives a keeper that
     follows ``ray_temp_dir``."""
     from fsd_daemon.config import load_config
-    from fsd_daemon.grafana_session import keeper_from_config
+    from fsd_daemon.service.grafana_session import keeper_from_config
 
     assert keeper_from_config(load_config(None, environ={})) is None
     config_file = tmp_path / "fsd-daemon.toml"

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from fsd_daemon.config import Config, load_config
-from fsd_daemon.service import Service
+from fsd_daemon.service.daemon import Service
 from fsd_daemon.sim.launch import free_port
 from tests.support.clusterfile import cluster, node, server
 from tests.support.harness import wait_for as _wait_for

@@ -21,8 +21,8 @@ import pytest
 from fsd_daemon.config import load_config
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, Resolution
 from fsd_daemon.discovery.ray_state import ListingParser
-from fsd_daemon.reconcile import Desired, Reconciler
-from fsd_daemon.render import Renderer, Target, render
+from fsd_daemon.pipeline.reconcile import Desired, Reconciler
+from fsd_daemon.pipeline.render import Renderer, Target, render
 
 
 def raw_actor(actor_id: str, name: str, node_id: str, pid: int) -> dict[str, Any]:
@@ -210,7 +210,7 @@ def test_renderer_gives_render_bytes_for_any_sequence() -> None:
 def test_paused_gc_restores_the_collector_state() -> None:
     import gc
 
-    from fsd_daemon.gcpause import paused_gc
+    from fsd_daemon.plumbing.gcpause import paused_gc
 
     assert gc.isenabled()
     with pytest.raises(RuntimeError), paused_gc():

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from fsd_daemon.config import environment_variables, load_config
-from fsd_daemon.promcentral import http_sd_jobs
-from fsd_daemon.promclient import HttpClient
+from fsd_daemon.prometheus.central import http_sd_jobs
+from fsd_daemon.prometheus.client import HttpClient
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "kubernetes"

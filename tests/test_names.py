@@ -4,7 +4,8 @@ The rules, dashboards, report and doctor read their metric names from ``names``;
 tie those names to the expositions they come from: the GPU exporter's reference exposition
 (tests/gpu/reference_exposition.txt, itself checked against the collector), the daemon's own
 registry, the probe's gauges and the simulated vLLM / SGLang servers (which follow the newest
-checked releases in fsd_daemon/engines.py: vLLM 0.34's ``vllm/v1/metrics/loggers.py`` and SGLang
+checked releases in fsd_daemon/recognition/engines.py: vLLM 0.34's ``vllm/v1/metrics/loggers.py``
+and SGLang
 0.5.23's ``observability/metrics_collector.py``).
 """
 
@@ -17,12 +18,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fsd_daemon import verl
 from fsd_daemon.gpu import ownership
 from fsd_daemon.mixin import names
+from fsd_daemon.pipeline.render import Target
 from fsd_daemon.probe import MetricsProbeCollector, ProbeResult
-from fsd_daemon.render import Target
-from fsd_daemon.selfmetrics import SelfMetrics
+from fsd_daemon.recognition import verl
+from fsd_daemon.service.selfmetrics import SelfMetrics
 from fsd_daemon.sim.rollout_server import LoadModel, ServerOptions, SimulatedEngine
 from tests import promql
 
@@ -187,7 +188,7 @@ def test_simulated_servers_export_every_engine_series_a_rule_reads(engine: str) 
 
 def test_engine_label_values_are_the_recognisers() -> None:
     """The engine values the rules and doctor know are exactly those a target can carry
-    (fsd_daemon/verl.py), dynamo included; each one either has a checked series
+    (fsd_daemon/recognition/verl.py), dynamo included; each one either has a checked series
     prefix or is knowingly left without one (TRT-LLM, Dynamo: names not checked upstream)."""
     assert names.ENGINES == verl.ENGINES
     assert set(names.ENGINE_PREFIXES) < set(names.ENGINES)

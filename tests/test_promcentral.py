@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from fsd_daemon.config import load_config
-from fsd_daemon.promcentral import CentralOptions, central_config
-from fsd_daemon.promclient import HttpClient
+from fsd_daemon.prometheus.central import CentralOptions, central_config
+from fsd_daemon.prometheus.client import HttpClient
 
 pytestmark = [pytest.mark.prometheus]
 

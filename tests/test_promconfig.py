@@ -22,7 +22,7 @@ import yaml
 
 from fsd_daemon.config import load_config
 from fsd_daemon.demo import start_prometheus, wait_http_ok
-from fsd_daemon.service import Service
+from fsd_daemon.service.daemon import Service
 from fsd_daemon.sim.launch import stop_process
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server

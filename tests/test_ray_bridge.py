@@ -424,7 +424,7 @@ def test_child_output_reaches_the_log_one_line_per_event(
     events = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "fsd_daemon.childlog" and r.levelno == logging.WARNING
+        if r.name == "fsd_daemon.plumbing.childlog" and r.levelno == logging.WARNING
     ]
     assert any("global_state_accessor.cc:111" in e and "lines at DEBUG" in e for e in events)
     assert any("ConnectionError: InvalidAuthToken" in e for e in events), events

@@ -31,14 +31,14 @@ from hypothesis import strategies as st
 
 from fsd_daemon.config import load_config
 from fsd_daemon.discovery.base import ActorRecord
-from fsd_daemon.discovery.recognise import (
+from fsd_daemon.recognition.recognise import (
     MAX_ACTOR_NAME_LENGTH,
     Recogniser,
     Rejected,
     ServerIdentity,
     bounded_number,
 )
-from fsd_daemon.verl import DEFAULT_PATTERNS, RecognitionPattern
+from fsd_daemon.recognition.verl import DEFAULT_PATTERNS, RecognitionPattern
 from tests.support.daemonproc import DaemonProcess, wait_for
 from tests.support.raycluster import LocalRayCluster
 from tests.support.scripted_driver import scripted_driver

@@ -13,7 +13,13 @@ import pytest
 from fsd_daemon.config import load_config
 from fsd_daemon.discovery.base import ActorRecord, Resolution, SourceError
 from fsd_daemon.discovery.static import StaticCluster
-from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE, Reconciler, summarize_changes
+from fsd_daemon.pipeline.reconcile import (
+    GPU_FILE,
+    RAY_FILE,
+    ROLLOUT_FILE,
+    Reconciler,
+    summarize_changes,
+)
 from tests.support.clusterfile import cluster, node, server
 
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fsd_daemon.demo import start_prometheus, wait_http_ok
-from fsd_daemon.render import InvalidTarget, Target, parse_address, render, validate_target
+from fsd_daemon.pipeline.render import InvalidTarget, Target, parse_address, render, validate_target
 from fsd_daemon.sim.launch import free_port
 
 

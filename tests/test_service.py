@@ -22,9 +22,9 @@ import pytest
 from fsd_daemon.config import Config, load_config
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, Resolution, SourceError
 from fsd_daemon.discovery.static import StaticCluster
-from fsd_daemon.poll import Poll, PollResult
-from fsd_daemon.service import FAST_POLL_WINDOW_SECONDS, Service
-from fsd_daemon.writer import WriteError
+from fsd_daemon.pipeline.poll import Poll, PollResult
+from fsd_daemon.plumbing.atomic_files import WriteError
+from fsd_daemon.service.daemon import FAST_POLL_WINDOW_SECONDS, Service
 from tests.support.clusterfile import cluster, node, server
 from tests.support.harness import targets_in
 from tests.support.harness import wait_for as _wait_for

@@ -1,13 +1,14 @@
-"""``fsd_daemon.verl`` is the one table of what verl creates, and everything reads it.
+"""``fsd_daemon.recognition.verl`` is the one table of what verl creates, and everything reads it.
 
 Two things are checked:
 
 - round trip: every actor name the simulation gives (its servers through
   :func:`fsd_daemon.sim.rollout_server.actor_name`, its worker groups through the table's
-  :func:`~fsd_daemon.verl.worker_group_prefix` / :func:`~fsd_daemon.verl.worker_name`, as
+  :func:`~fsd_daemon.recognition.verl.worker_group_prefix` /
+  :func:`~fsd_daemon.recognition.verl.worker_name`, as
   ``fsd_daemon/sim/verl_modes.py`` builds them) is recognised by the table's patterns with the
   role, replica, teacher key and mode it was given; so is every name of every form in the table
-  (upstream files cited per entry in ``fsd_daemon/verl.py``);
+  (upstream files cited per entry in ``fsd_daemon/recognition/verl.py``);
 - one place: no module of ``fsd_daemon/`` other than ``verl.py`` spells a verl class name, a
   name-template prefix or a verl key in a string (docstrings and comments, which cite upstream,
   excepted).
@@ -23,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from fsd_daemon import verl
 from fsd_daemon.discovery.base import ActorRecord
-from fsd_daemon.discovery.recognise import Recogniser, ServerIdentity
 from fsd_daemon.gpu.ownership import NameMatcher, RoleMap
+from fsd_daemon.recognition import verl
+from fsd_daemon.recognition.recognise import Recogniser, ServerIdentity
 from fsd_daemon.sim import rollout_server as sim
 from fsd_daemon.sim import verl_modes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fsd_daemon.writer import TargetFileWriter, WriteError, temp_name
+from fsd_daemon.plumbing.atomic_files import AtomicFileWriter, WriteError, temp_name
 from tests.support.fs import fill, remount, small_tmpfs
 
 
@@ -25,7 +25,7 @@ def test_write_creates_0644_file_whatever_the_umask(tmp_path: Path) -> None:
     """A new file gets mode 0644 even under umask 077, so a Prometheus user can read it."""
     old = os.umask(0o077)
     try:
-        w = TargetFileWriter(tmp_path / "out")
+        w = AtomicFileWriter(tmp_path / "out")
         w.prepare()
         assert w.write("rollout.json", b"[]\n")
     finally:
@@ -38,12 +38,12 @@ def test_write_creates_0644_file_whatever_the_umask(tmp_path: Path) -> None:
 
 def test_unchanged_bytes_mean_no_write(tmp_path: Path) -> None:
     """Writing the same bytes again keeps inode and mtime, here and after a restart."""
-    w = TargetFileWriter(tmp_path)
+    w = AtomicFileWriter(tmp_path)
     assert w.write("gpu.json", b"[1]\n")
     before = (tmp_path / "gpu.json").stat()
     for _ in range(50):
         assert not w.write("gpu.json", b"[1]\n")
-    restarted = TargetFileWriter(tmp_path)  # a new process: compares the bytes on disk
+    restarted = AtomicFileWriter(tmp_path)  # a new process: compares the bytes on disk
     assert not restarted.write("gpu.json", b"[1]\n")
     after = (tmp_path / "gpu.json").stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -53,7 +53,7 @@ def test_unchanged_bytes_mean_no_write(tmp_path: Path) -> None:
 
 def test_outside_edit_is_detected_and_restored(tmp_path: Path) -> None:
     """A file changed or deleted by someone else is rewritten by restore()."""
-    w = TargetFileWriter(tmp_path)
+    w = AtomicFileWriter(tmp_path)
     w.write("ray.json", b"[]\n")
     (tmp_path / "ray.json").write_bytes(b"garbage")
     assert w.restore("ray.json")
@@ -69,7 +69,7 @@ def test_prepare_sweeps_leftover_temp_files(tmp_path: Path) -> None:
     (tmp_path / ".rollout.json.12345.tmp").write_bytes(b"half")
     (tmp_path / "rollout.json").write_bytes(b"[]\n")
     (tmp_path / "notes.txt").write_bytes(b"keep")
-    TargetFileWriter(tmp_path).prepare()
+    AtomicFileWriter(tmp_path).prepare()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "rollout.json"]
 
 
@@ -77,7 +77,7 @@ def test_interrupt_during_write_leaves_old_file_and_no_temp(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A KeyboardInterrupt between write and rename keeps the old file and removes the temp."""
-    w = TargetFileWriter(tmp_path)
+    w = AtomicFileWriter(tmp_path)
     w.write("rollout.json", b"[old]\n")
 
     def interrupted(fd: int) -> None:
@@ -94,7 +94,7 @@ def test_full_disk_keeps_old_file_and_no_temp(tmp_path: Path) -> None:
     """ENOSPC on a full tmpfs: WriteError naming it, old file intact, no temp file left."""
     size = 256 * 1024
     with small_tmpfs(tmp_path / "small", size) as mnt:
-        w = TargetFileWriter(mnt)
+        w = AtomicFileWriter(mnt)
         w.write("rollout.json", b"[old]\n")
         filler = fill(mnt)
         with pytest.raises(WriteError) as info:
@@ -110,7 +110,7 @@ def test_read_only_filesystem_keeps_old_file(tmp_path: Path) -> None:
     """EROFS: WriteError, the old file is still there and readable."""
     size = 64 * 1024
     with small_tmpfs(tmp_path / "ro", size) as mnt:
-        w = TargetFileWriter(mnt)
+        w = AtomicFileWriter(mnt)
         w.write("gpu.json", b"[old]\n")
         remount(mnt, read_only=True, size_bytes=size)
         with pytest.raises(WriteError) as info:

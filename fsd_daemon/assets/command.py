@@ -13,7 +13,7 @@ from fsd_daemon.assets.install import (
     install_grafana_provisioning,
     install_prometheus_rules,
 )
-from fsd_daemon.writer import WriteError
+from fsd_daemon.plumbing.atomic_files import WriteError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -1,6 +1,6 @@
 """Install the shipped rules and dashboards where Prometheus and Grafana read them.
 
-Every file is written atomically and only when its bytes differ (:class:`TargetFileWriter`):
+Every file is written atomically and only when its bytes differ (:class:`AtomicFileWriter`):
 Prometheus globs ``*.yml`` and Grafana ``*.json``, and the writer's temp names
 (``.NAME.PID.tmp``) match neither, so a reader never sees half a file. Installing twice changes
 nothing. Files this package never shipped are left alone (a directory may hold other rules).
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsd_daemon.assets import DASHBOARDS_DIR, RULES_DIR
-from fsd_daemon.writer import TargetFileWriter
+from fsd_daemon.plumbing.atomic_files import AtomicFileWriter
 
 # The provider and data source file names in Grafana's provisioning directories.
 # JSON strings are YAML strings: a path or URL with any character stays one YAML scalar.
@@ -31,7 +31,7 @@ class Installed:
     changed: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
 
-    def add(self, writer: TargetFileWriter, name: str, data: bytes) -> None:
+    def add(self, writer: AtomicFileWriter, name: str, data: bytes) -> None:
         path = writer.directory / name
         (self.changed if writer.write(name, data) else self.unchanged).append(path)
 
@@ -49,7 +49,7 @@ def dashboard_files() -> list[Path]:
 def install_files(sources: list[Path], directory: Path, into: Installed | None = None) -> Installed:
     """Copy ``sources`` into ``directory`` (created if missing), keeping their names."""
     result = into if into is not None else Installed()
-    writer = TargetFileWriter(directory)
+    writer = AtomicFileWriter(directory)
     writer.directory.mkdir(parents=True, exist_ok=True)
     for source in sources:
         result.add(writer, source.name, source.read_bytes())
@@ -112,10 +112,10 @@ def install_grafana_provisioning(provisioning: Path, prometheus_url: str = "") -
     provisioning = provisioning.absolute()
     dashboards = provisioning / "dashboards" / DASHBOARDS_SUBDIR
     result = install_files(dashboard_files(), dashboards)
-    writer = TargetFileWriter(provisioning / "dashboards")
+    writer = AtomicFileWriter(provisioning / "dashboards")
     result.add(writer, PROVIDER_FILE, provider_yaml(dashboards).encode())
     if prometheus_url:
-        writer = TargetFileWriter(provisioning / "datasources")
+        writer = AtomicFileWriter(provisioning / "datasources")
         writer.directory.mkdir(parents=True, exist_ok=True)
         result.add(writer, DATASOURCE_FILE, datasource_yaml(prometheus_url).encode())
     return result

@@ -49,12 +49,12 @@ from collections.abc import Iterable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from fsd_daemon.backoff import Backoff
-from fsd_daemon.childlog import follow
 from fsd_daemon.discovery.base import ActorRecord, Resolution
 from fsd_daemon.discovery.ray_auth import RayAuth, RayAuthError, is_rejection, load_auth
 from fsd_daemon.mixin import names
-from fsd_daemon.periodic import PeriodicWorker
+from fsd_daemon.plumbing.backoff import Backoff
+from fsd_daemon.plumbing.childlog import follow
+from fsd_daemon.plumbing.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 

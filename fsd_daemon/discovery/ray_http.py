@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from fsd_daemon.discovery.ray_auth import RayAuth
-from fsd_daemon.gcpause import paused_gc
+from fsd_daemon.plumbing.gcpause import paused_gc
 
 # The API server scales the timeout it is sent by 0.8 and truncates to whole seconds; Ray
 # 2.44 then refuses 0 ("0 second timeout is not supported", python/ray/util/state/common.py
@@ -98,7 +98,7 @@ class DashboardClient:
             raise DashboardError("bad_response", f"{where}: answer over {_MAX_BODY_BYTES} bytes")
         try:
             # orjson: about 4x faster than json at 10,000 actors (bench/scale.py). The
-            # collector is paused while it decodes (see fsd_daemon.gcpause).
+            # collector is paused while it decodes (see fsd_daemon.plumbing.gcpause).
             with paused_gc():
                 return orjson.loads(body)
         except orjson.JSONDecodeError as exc:

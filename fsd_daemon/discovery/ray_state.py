@@ -45,7 +45,7 @@ from fsd_daemon.discovery.ray_http import (
     find_dashboard_url,
     is_dashboard_url,
 )
-from fsd_daemon.gcpause import paused_gc
+from fsd_daemon.plumbing.gcpause import paused_gc
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class RayStateSource:
             dead = self._dead_count(client)  # before the listing: see the module's docstring
             actors, truncated, actor_counts = self._list(client, "actors", self.actor_limit)
             # Built before the next request: the 10,000 raw records then live only inside the
-            # collector's pause (fsd_daemon.gcpause), not across another HTTP round trip.
+            # collector's pause (fsd_daemon.plumbing.gcpause), not across another HTTP round trip.
             with paused_gc():
                 actor_records = self._parser.actors.parse(actors)
             listed_actors = len(actors)

@@ -24,8 +24,8 @@ from fsd_daemon.config import (
     resolve_config_path,
 )
 from fsd_daemon.gpu.webconfig import WebConfigError, load_web_config
-from fsd_daemon.process import STOP_SIGNALS, configure_logging, handled_signals
-from fsd_daemon.sdnotify import SystemdNotifier
+from fsd_daemon.plumbing.process import STOP_SIGNALS, configure_logging, handled_signals
+from fsd_daemon.plumbing.sdnotify import SystemdNotifier
 
 log = logging.getLogger("fsd_daemon.gpu")
 

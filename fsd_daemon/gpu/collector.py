@@ -3,7 +3,8 @@
 A render costs one pass over two immutable objects (the sampler's :class:`Snapshot` and the
 tracker's :class:`Ownership`), so it takes well under a millisecond per GPU and cannot hang on
 the driver; the exporter renders once per new snapshot and scrapes serve the cached bytes
-(``fsd_daemon.metricscache``). Series of GPUs that are gone, and of owners that are gone, are
+(``fsd_daemon.plumbing.metricscache``). Series of GPUs that are gone, and of owners that are gone,
+are
 not rendered: they vanish from the next scrape.
 
 Names are fixed (recording rules and dashboards are written against them): one prefix

@@ -22,8 +22,8 @@ from fsd_daemon.gpu.ownership import OwnershipTracker
 from fsd_daemon.gpu.raylookup import ActorNameResolver
 from fsd_daemon.gpu.sampler import Sampler
 from fsd_daemon.gpu.webconfig import BasicAuth, WebConfig
-from fsd_daemon.httpserve import MetricsServer
-from fsd_daemon.metricscache import RenderedMetrics
+from fsd_daemon.plumbing.httpserve import MetricsServer
+from fsd_daemon.plumbing.metricscache import RenderedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Exporter:
         )
         self.registry.register(self.collector)
         # Scrapes serve bytes rendered when a snapshot is replaced (on the sampler's and the
-        # tracker's threads), not rendered per scrape: see fsd_daemon.metricscache.
+        # tracker's threads), not rendered per scrape: see fsd_daemon.plumbing.metricscache.
         self.metrics = RenderedMetrics(
             self.registry, lambda: (self.sampler.snapshot, self.ownership.ownership)
         )

@@ -54,12 +54,12 @@ from dataclasses import dataclass
 import psutil
 
 from fsd_daemon.config import RecognitionPattern
-from fsd_daemon.discovery.recognise import MAX_ACTOR_NAME_LENGTH, Recogniser
 from fsd_daemon.gpu.proctable import Proc, ProcessTable, read_cmdline
 from fsd_daemon.gpu.raylookup import ActorKey, ActorNameResolver, raylet_info, title_class
 from fsd_daemon.gpu.sampler import Snapshot
-from fsd_daemon.periodic import PeriodicWorker
-from fsd_daemon.verl import (
+from fsd_daemon.plumbing.periodic import PeriodicWorker
+from fsd_daemon.recognition.recognise import MAX_ACTOR_NAME_LENGTH, Recogniser
+from fsd_daemon.recognition.verl import (
     HYBRID_TRAINER_CLASS,
     MODE_HYBRID,
     ROLE_TEACHER,

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from fsd_daemon.backoff import Backoff
 from fsd_daemon.discovery.ray_auth import RayAuthError, is_rejection, load_auth
-from fsd_daemon.periodic import PeriodicWorker
+from fsd_daemon.plumbing.backoff import Backoff
+from fsd_daemon.plumbing.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 

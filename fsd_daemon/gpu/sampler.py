@@ -36,7 +36,7 @@ from fsd_daemon.gpu.backend import (
     NotSupported,
 )
 from fsd_daemon.gpu.busy import RateIntegrator, SampleIntegrator
-from fsd_daemon.periodic import PeriodicWorker
+from fsd_daemon.plumbing.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

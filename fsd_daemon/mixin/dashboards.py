@@ -36,9 +36,9 @@ from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 
-from fsd_daemon import verl
 from fsd_daemon.assets import DASHBOARDS_DIR
 from fsd_daemon.mixin import names
+from fsd_daemon.recognition import verl
 
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 Grid = tuple[int, int, int, int]  # h, w, x, y
@@ -514,7 +514,8 @@ def long_tail_cause_panels(y: int) -> list[Any]:
 
 
 def engine_report_panels(y: int) -> list[Any]:
-    """What the engines report about themselves (fsd_daemon/engines.py): prefix-cache hits,
+    """What the engines report about themselves (fsd_daemon/recognition/engines.py): prefix-cache
+    hits,
     speculative decoding, prefill versus decode time, and the engine's own idle time beside
     its GPUs' idle time."""
     job_role_engine = f"{JOB_ROLE_LEGEND} ({legend(names.ENGINE)})"

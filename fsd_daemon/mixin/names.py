@@ -8,7 +8,7 @@ Upstream names were checked against the sources (see docs/upstream.md for the li
 vLLM 0.33 and 0.34 ``vllm/v1/metrics/loggers.py``; SGLang 0.5.10 and 0.5.23
 ``python/sglang/srt/observability/metrics_collector.py``; verl main (1dda039b)
 ``verl/trainer/config/rollout/rollout.yaml``. Which engine release exports which of these
-series, with which labels, is :mod:`fsd_daemon.engines`.
+series, with which labels, is :mod:`fsd_daemon.recognition.engines`.
 
 Recording rules follow Prometheus' ``level:metric:operations`` convention.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# --- Scrape jobs (prometheus.yml job_name; fsd_daemon.promconfig writes the same names) --------
+# --- Scrape jobs (prometheus.yml job_name; fsd_daemon.prometheus.scrape_config writes them) ---
 JOB_ROLLOUT = "rollout"
 JOB_GPU = "gpu"
 JOB_RAY = "ray"
@@ -43,7 +43,8 @@ NODE_IP = "node_ip"
 NODE_NAME = "node_name"
 INSTANCE = "instance"
 JOB = "job"
-# Put on target series by Ray / fsd-daemon (fsd_daemon/render.py); dashboards hide them in tables.
+# Put on target series by Ray / fsd-daemon (fsd_daemon/pipeline/render.py); dashboards hide them in
+# tables.
 NODE_ID = "node_id"
 RAY_NAMESPACE = "ray_namespace"
 MODEL_NAME = "model_name"  # put on every series by vLLM and SGLang themselves
@@ -200,14 +201,14 @@ BUSY_SOURCE_METHOD = "method"
 # (active) or the GPU was handed to an actor through CUDA_VISIBLE_DEVICES only (reserved).
 OWNER_STATE = "state"
 # GPU_OWNER_INFO's verl rollout mode of a replica's GPU: hybrid, colocated or standalone
-# (fsd_daemon/verl.py ROLLOUT_MODES); empty where it cannot be told. Beside it the
+# (fsd_daemon/recognition/verl.py ROLLOUT_MODES); empty where it cannot be told. Beside it the
 # owner series carry TEACHER, the teacher key of a teacher replica's GPUs.
 ROLLOUT_MODE = "rollout_mode"
 OWNER_ACTIVE = "active"
 OWNER_RESERVED = "reserved"
 GPU_PREFIX = "fsd_gpu_"
 
-# --- fsd-daemon's own metrics (fsd_daemon/selfmetrics.py, fsd_daemon/probe.py) ----------------
+# --- fsd-daemon's own metrics (fsd_daemon/service/selfmetrics.py, fsd_daemon/probe.py) ------------
 DAEMON_LAST_SUCCESSFUL_POLL = "fsd_daemon_last_successful_poll_timestamp_seconds"
 DAEMON_HEALTHY = "fsd_daemon_healthy"
 DAEMON_DROPPED_TARGETS = "fsd_daemon_dropped_targets_total"

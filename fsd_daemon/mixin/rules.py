@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from fsd_daemon import engines
 from fsd_daemon.mixin import names as n
-from fsd_daemon.verl import (
+from fsd_daemon.recognition import engines
+from fsd_daemon.recognition.verl import (
     ENGINES,
     LOG_STATS,
     METRICS_FIX_BY_ENGINE,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fsd_daemon import verl
+from fsd_daemon.recognition import verl
 from fsd_daemon.report.data import GpuKey, ReplicaKey, ReportData
 
 DEFINITIONS = """\

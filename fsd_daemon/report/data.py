@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fsd_daemon import engines, verl
 from fsd_daemon.mixin import names
+from fsd_daemon.recognition import engines, verl
 from fsd_daemon.report.prom import Prometheus, PrometheusError, Series
 
 # (ray_job_id, replica) and (instance, gpu).
@@ -90,7 +90,7 @@ def fetch(
     def rng(expr: str) -> list[Series]:
         return prometheus.query_range(expr, start, end, step)
 
-    # Per engine (fsd_daemon/engines.py): ranks that report the same batch count once.
+    # Per engine (fsd_daemon/recognition/engines.py): ranks that report the same batch count once.
     running = rng(
         " or ".join(
             f"sum by ({by}) ({engines.ranks_reduced(engine, name + sel)})"

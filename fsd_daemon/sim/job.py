@@ -46,8 +46,8 @@ from typing import Any
 
 import orjson
 
-from fsd_daemon import engines, verl
-from fsd_daemon.process import STOP_SIGNALS, handled_signals
+from fsd_daemon.plumbing.process import STOP_SIGNALS, handled_signals
+from fsd_daemon.recognition import engines, verl
 from fsd_daemon.sim import SIMULATED_GPU_CONTEXTS_ENV, SIMULATED_GPU_MEMORY_ENV
 from fsd_daemon.sim.scenario import SCENARIOS
 
@@ -70,7 +70,8 @@ def _releases(engine: engines.Engine) -> list[str]:
 
 
 def _release_of(engine: engines.Engine) -> Callable[[str], str]:
-    """An argparse type: a release of ``engine`` that fsd_daemon/engines.py knows ("": newest)."""
+    """An argparse type: a release of ``engine`` that fsd_daemon/recognition/engines.py knows ("":
+    newest)."""
 
     def release(text: str) -> str:
         if text and text not in _releases(engine):
@@ -230,7 +231,7 @@ def _run(ray: Any, args: argparse.Namespace) -> int:
     devices = [d for d in args.cuda_visible_devices.split(",") if d]
     placement = parse_placement(args.place)
     plan: list[tuple[type, str, int]] = []
-    # Each server under the name verl gives it (fsd_daemon/verl.py SERVER_FORMS).
+    # Each server under the name verl gives it (fsd_daemon/recognition/verl.py SERVER_FORMS).
     for r in range(args.vllm):
         for n in range(args.nodes_per_replica):
             plan.append((sim.vLLMHttpServer, sim.actor_name(sim.vLLMHttpServer, r, n), r))

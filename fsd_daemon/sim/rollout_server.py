@@ -4,7 +4,8 @@ The classes carry verl's class names (``vLLMHttpServer``, ``SGLangHttpServer``),
 under verl's actor names by :mod:`fsd_daemon.sim.job`, answer ``get_server_address()`` like
 verl (an assertion error until the HTTP server is up, then ``(ip, port)``), and serve a real
 ``/metrics`` on a port picked at run time, with the series of one engine release exactly as
-:mod:`fsd_daemon.engines` lists them (names, types, label names per side; the entries cite
+:mod:`fsd_daemon.recognition.engines` lists them (names, types, label names per side; the entries
+cite
 the upstream files), selected by ``ServerOptions.version``:
 
 - vLLM 0.33.0 / 0.34.0 (``vllm/v1/metrics/loggers.py``, PrometheusStatLogger): every series
@@ -54,8 +55,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from fsd_daemon import engines, verl
 from fsd_daemon.mixin import names as n
+from fsd_daemon.recognition import engines, verl
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 _ITL_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
@@ -104,7 +105,8 @@ class ServerOptions:
     metrics_off: bool = False
     sleep_level: int = 0  # 0: never sleeps; 1 or 2: sleeps between steps at that level
     idle: bool = False
-    # Per engine label, the release whose series shape /metrics serves (fsd_daemon/engines.py),
+    # Per engine label, the release whose series shape /metrics serves
+    # (fsd_daemon/recognition/engines.py),
     # e.g. {"sglang": "0.5.10"}; an engine not named (or "") serves the newest checked release.
     versions: Mapping[str, str] = field(default_factory=dict)
     # Draft tokens per step with speculative decoding (verl: MTP); 0 = off.
@@ -137,7 +139,8 @@ _BUCKETS = {
 
 
 class EngineFamilies:
-    """One engine release's series, created exactly as :mod:`fsd_daemon.engines` lists them
+    """One engine release's series, created exactly as :mod:`fsd_daemon.recognition.engines` lists
+    them
     (names, types, label names), with the values of the labels every series of a side carries:
     vLLM ``model_name`` and ``engine``; SGLang's scheduler ``model_name``, ``engine_type``,
     ``tp_rank``, ``pp_rank``, ``moe_ep_rank``, and its tokenizer ``model_name`` (0.5.10) or
@@ -578,5 +581,6 @@ class AsyncvLLMServer(_SimulatedServerBase):
 def actor_name(
     server_cls: type, replica: int, node: int = 0, role: str = "", suffix: str = ""
 ) -> str:
-    """The actor name verl gives a server of this class (fsd_daemon/verl.py SERVER_FORMS)."""
+    """The actor name verl gives a server of this class (fsd_daemon/recognition/verl.py
+    SERVER_FORMS)."""
     return verl.SERVER_FORMS_BY_CLASS[server_cls.__name__].actor_name(replica, node, role, suffix)

@@ -41,7 +41,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsd_daemon import verl
+from fsd_daemon.recognition import verl
 from fsd_daemon.sim import register_gpu_context
 
 TRAINER_MAX_COLOCATE_COUNT = 3  # ResourcePoolManager's default (single_controller/ray/base.py)

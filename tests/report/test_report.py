@@ -29,7 +29,7 @@ import pytest
 from fsd_daemon.config import load_config
 from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.gpu.simulated import DEFAULT_SCRIPT
-from fsd_daemon.promconfig import render_yaml, scrape_jobs
+from fsd_daemon.prometheus.scrape_config import render_yaml, scrape_jobs
 from fsd_daemon.report.figures import FIGURE_SIZES, IDLENESS_PNG, LONG_TAIL_PNG
 from fsd_daemon.sim.launch import stop_process
 from fsd_daemon.sim.scenario import SCENARIOS

@@ -1,5 +1,5 @@
 """A small threaded HTTP listener for /metrics (prometheus_client), /healthz, and JSON routes
-(the daemon's HTTP service discovery lists, ``fsd_daemon.httpsd``).
+(the daemon's HTTP service discovery lists, ``fsd_daemon.service.httpsd``).
 
 Both programs serve the same way: scrapes render what is already in memory (a registry whose
 collectors never block on I/O), so a slow Ray call or a hung NVML call never delays a scrape.
@@ -114,7 +114,7 @@ def build_app(
 class MetricsServer:
     """Serves ``registry`` on ``host:port`` in daemon threads until :meth:`stop`; over TLS
     with ``ssl_context``, and only to requests that ``authenticate`` allows. ``metrics_app``
-    serves /metrics in place of prometheus_client's (``fsd_daemon.metricscache``)."""
+    serves /metrics in place of prometheus_client's (``fsd_daemon.plumbing.metricscache``)."""
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ the poll's state; signal handlers and the watcher's callbacks only set flags and
 Timing: the normal interval while the cluster is quiet; ``fast_poll_interval_seconds`` for
 FAST_POLL_WINDOW_SECONDS after a poll that saw the cluster change (servers come in waves: the
 next one, or the address of the one just seen, is picked up sooner); the
-capped backoff (``fsd_daemon.backoff``) while Ray fails slowly (timeouts, errors: it may be
+capped backoff (``fsd_daemon.plumbing.backoff``) while Ray fails slowly (timeouts, errors: it may be
 overloaded), but the normal interval while Ray is simply absent (connection refused costs it
 nothing), so a Ray that is back is seen within a poll, not at the backoff ceiling. Where Ray
 logs actor export events (``fsd_daemon.discovery.ray_events``), each one brings the next poll
@@ -25,22 +25,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fsd_daemon.backoff import Backoff
 from fsd_daemon.config import Config, ConfigError, holds_no_settings, parse_listen
 from fsd_daemon.discovery.base import ClusterSource, Resolver
 from fsd_daemon.discovery.ray_auth import ReloadsAuth
 from fsd_daemon.discovery.ray_events import ActorEventWatch
 from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
-from fsd_daemon.grafana_session import keeper_from_config
-from fsd_daemon.httpsd import HeldTargetLists, sd_jobs
-from fsd_daemon.poll import Poll, PollResult, default_components
+from fsd_daemon.pipeline.poll import Poll, PollResult, default_components
+from fsd_daemon.pipeline.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
+from fsd_daemon.plumbing.atomic_files import AtomicFileWriter, WriteError
+from fsd_daemon.plumbing.backoff import Backoff
+from fsd_daemon.plumbing.process import handled_signals, set_log_level
+from fsd_daemon.plumbing.sdnotify import SystemdNotifier
 from fsd_daemon.probe import RolloutMetricsProbe
-from fsd_daemon.process import handled_signals, set_log_level
-from fsd_daemon.promconfig import PrometheusConfigKeeper
-from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
-from fsd_daemon.sdnotify import SystemdNotifier
-from fsd_daemon.watch import Watcher, WatchPlan, plan_for
-from fsd_daemon.writer import TargetFileWriter, WriteError
+from fsd_daemon.prometheus.scrape_config import PrometheusConfigKeeper
+from fsd_daemon.service.grafana_session import keeper_from_config
+from fsd_daemon.service.httpsd import HeldTargetLists, sd_jobs
+from fsd_daemon.service.watch import Watcher, WatchPlan, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _bind_metrics(config: Config, poll: Poll, sd_lists: HeldTargetLists) -> Any:
     listen = config.daemon.metrics_listen
     if not listen:
         return None
-    from fsd_daemon.httpserve import MetricsServer
+    from fsd_daemon.plumbing.httpserve import MetricsServer
 
     host, port = parse_listen(listen, "daemon.metrics_listen")
     web = load_web_config(config.daemon.web_config_file) if config.daemon.web_config_file else None
@@ -522,7 +522,7 @@ class Service:
         old = self.config
         writer = None
         if new.daemon.output_dir != old.daemon.output_dir:
-            writer = TargetFileWriter(new.daemon.output_dir)
+            writer = AtomicFileWriter(new.daemon.output_dir)
             try:
                 writer.prepare()
             except WriteError as exc:

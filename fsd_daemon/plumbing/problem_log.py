@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 
-class Condition:
+class ProblemLog:
     def __init__(
         self,
         logger: logging.Logger,

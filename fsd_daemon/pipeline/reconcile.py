@@ -20,9 +20,8 @@ from typing import Any
 
 from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord, Resolver
-from fsd_daemon.discovery.recognise import Recogniser, Rejected, ServerIdentity, describe
 from fsd_daemon.mixin import names
-from fsd_daemon.render import (
+from fsd_daemon.pipeline.render import (
     METRICS_PATH_LABEL,
     InvalidTarget,
     Target,
@@ -30,7 +29,8 @@ from fsd_daemon.render import (
     parse_address,
     validate_target,
 )
-from fsd_daemon.verl import DEFAULT_METRICS_PATH
+from fsd_daemon.recognition.recognise import Recogniser, Rejected, ServerIdentity, describe
+from fsd_daemon.recognition.verl import DEFAULT_METRICS_PATH
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ recipes subclass verl's servers under names of their own (``AsyncFlowHttpServer`
 ``DynamoHttpServer``), and they keep verl's actor names.
 
 Every pattern here is matched with ``re.ASCII`` against strings bounded in length beforehand
-(see :mod:`fsd_daemon.discovery.recognise`): ``[0-9]`` and ``\\w`` never match non-ASCII digits
+(see :mod:`fsd_daemon.recognition.recognise`): ``[0-9]`` and ``\\w`` never match non-ASCII digits
 or letters, and every repetition is bounded, so no crafted name makes matching slow.
 """
 
@@ -440,7 +440,8 @@ RL_INSIGHT = f"{RL_INSIGHT_ENV}=1"
 RL_INSIGHT_LOGGER = "rl_insight"
 
 # --- The run's other metric endpoints ----------------------------------------------------------
-# Found by fsd_daemon/endpoints.py for doctor; what each upstream file says is summarised there.
+# Found by fsd_daemon/recognition/endpoints.py for doctor; what each upstream file says is
+# summarised there.
 
 
 @dataclass(frozen=True)

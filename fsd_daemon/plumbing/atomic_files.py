@@ -57,7 +57,7 @@ def temp_name(name: str) -> str:
     return f".{name}.{os.getpid()}{TEMP_SUFFIX}"
 
 
-class TargetFileWriter:
+class AtomicFileWriter:
     """Writes files into one directory; remembers what it wrote to skip unchanged writes."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:

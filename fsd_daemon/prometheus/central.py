@@ -3,7 +3,7 @@
 Two standard Prometheus mechanisms, no store of our own:
 
 - ``--http-sd BASE_URL``: the scrape jobs for a Prometheus that is not on the head node. It
-  discovers the targets from the daemon's ``/sd/<job>`` endpoints (``fsd_daemon.httpsd``)
+  discovers the targets from the daemon's ``/sd/<job>`` endpoints (``fsd_daemon.service.httpsd``)
   instead of the files, with the client settings (basic auth, TLS) the daemon's web config
   asks for; the daemon's own metrics are scraped on the same listener.
 - ``--remote-write URL``: the head-node config that also streams every sample (rules'
@@ -25,10 +25,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fsd_daemon.config import LABEL_NAME_RE, Config, prometheus_duration
-from fsd_daemon.httpsd import sd_jobs, sd_path
 from fsd_daemon.mixin import names
-from fsd_daemon.promclient import ClientConfigError, HttpClient, check_http_url
-from fsd_daemon.promconfig import RESTORE_ENGINE_METRIC_COLONS, SELF_JOB, full_config, render_yaml
+from fsd_daemon.prometheus.client import ClientConfigError, HttpClient, check_http_url
+from fsd_daemon.prometheus.scrape_config import (
+    RESTORE_ENGINE_METRIC_COLONS,
+    SELF_JOB,
+    full_config,
+    render_yaml,
+)
+from fsd_daemon.service.httpsd import sd_jobs, sd_path
 
 EXIT_OK, EXIT_USAGE = 0, 2
 # Prometheus' default for http_sd_configs is 60 s; a server that left would stay that long.

@@ -20,7 +20,7 @@ import yaml
 
 from fsd_daemon.assets.install import dashboard_files
 from fsd_daemon.config import Config
-from fsd_daemon.writer import TargetFileWriter, WriteError
+from fsd_daemon.plumbing.atomic_files import AtomicFileWriter, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class RaySessionDashboardsKeeper:
 
     def __init__(self, ray_temp_dir: str | Path) -> None:
         self.latest = Path(ray_temp_dir) / "session_latest"
-        self._writer: TargetFileWriter | None = None
+        self._writer: AtomicFileWriter | None = None
         # (directory, its mtime_ns) after our last successful install.
         self._done: tuple[Path, int] | None = None
 
@@ -70,7 +70,7 @@ class RaySessionDashboardsKeeper:
         if self._done == (directory, mtime):
             return False
         if self._writer is None or self._writer.directory != directory:
-            self._writer = TargetFileWriter(directory)
+            self._writer = AtomicFileWriter(directory)
         wrote = False
         try:
             for source in dashboard_files():

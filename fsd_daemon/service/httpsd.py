@@ -29,7 +29,7 @@ import orjson
 
 from fsd_daemon.config import Config
 from fsd_daemon.mixin import names
-from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
+from fsd_daemon.pipeline.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class HeldTargetLists:
 
     def routes(self, jobs: Iterable[str]) -> dict[str, Callable[[], bytes | None]]:
         """URL path -> body of each of ``jobs`` (those the config writes: the others are not
-        routes, hence 404), for the listener (``fsd_daemon.httpserve``)."""
+        routes, hence 404), for the listener (``fsd_daemon.plumbing.httpserve``)."""
         return {sd_path(job): functools.partial(self.get, job) for job in jobs if job in self._jobs}
 
 

@@ -1,6 +1,6 @@
 """The other metric endpoints of a verl run (beyond the rollout servers): where they are.
 
-The endpoints are entries of the table of what verl creates (:data:`fsd_daemon.verl
+The endpoints are entries of the table of what verl creates (:data:`fsd_daemon.recognition.verl
 .METRICS_ENDPOINTS`: the Ray actor that serves each (class, anchored name pattern, namespace),
 the port when upstream fixes one, and what a user sets where the address cannot be known or
 reached). ``fsd-daemon doctor`` finds them here (:func:`locate`, then a probe where the port is
@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fsd_daemon.discovery.base import ClusterSnapshot
-from fsd_daemon.verl import METRICS_ENDPOINTS, EndpointKind
+from fsd_daemon.recognition.verl import METRICS_ENDPOINTS, EndpointKind
 
 _NAME_LIMIT = 256  # longer names are not one of these actors; never matched
 

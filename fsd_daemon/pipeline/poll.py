@@ -22,13 +22,19 @@ from pathlib import Path
 
 import orjson
 
-from fsd_daemon.condition import Condition
 from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ClusterSnapshot, ClusterSource, Resolver, SourceError
-from fsd_daemon.reconcile import RAY_FILE, ROLLOUT_FILE, Desired, Reconciler, summarize_changes
-from fsd_daemon.render import Renderer, Target
-from fsd_daemon.selfmetrics import Health, SelfMetrics
-from fsd_daemon.writer import TargetFileWriter, WriteError
+from fsd_daemon.pipeline.reconcile import (
+    RAY_FILE,
+    ROLLOUT_FILE,
+    Desired,
+    Reconciler,
+    summarize_changes,
+)
+from fsd_daemon.pipeline.render import Renderer, Target
+from fsd_daemon.plumbing.atomic_files import AtomicFileWriter, WriteError
+from fsd_daemon.plumbing.problem_log import ProblemLog
+from fsd_daemon.service.selfmetrics import Health, SelfMetrics
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +141,7 @@ class Poll:
         self.metrics = metrics or SelfMetrics()
         self.health = health or Health(stale_after(config), clock=clock)
         self.reconciler = Reconciler(config, clock=clock)
-        self.writer = TargetFileWriter(config.daemon.output_dir)
+        self.writer = AtomicFileWriter(config.daemon.output_dir)
         self.written_targets: dict[str, tuple[Target, ...]] = {}
         # One per file: each keeps the rendered groups of its file's last render.
         self._renderers: dict[str, Renderer] = {}
@@ -147,11 +153,11 @@ class Poll:
         self._warmup_started = clock()
         self._resolver_warm = False
         self.failures = 0
-        self._ray_down = Condition(log, "Ray poll failed", ended="Ray answers again", clock=clock)
-        self._resolver_down = Condition(
+        self._ray_down = ProblemLog(log, "Ray poll failed", ended="Ray answers again", clock=clock)
+        self._resolver_down = ProblemLog(
             log, "address resolution fails", ended="address resolution works again", clock=clock
         )
-        self._write_failing: dict[str, Condition] = {}
+        self._write_failing: dict[str, ProblemLog] = {}
         self._gate_count = 0
         self._gate_names: frozenset[tuple[str, str]] = frozenset()
         self._gate_until = 0.0
@@ -175,7 +181,7 @@ class Poll:
         self,
         config: Config,
         *,
-        writer: TargetFileWriter | None = None,
+        writer: AtomicFileWriter | None = None,
         components: tuple[ClusterSource, Resolver] | None = None,
     ) -> None:
         """Take a new config. ``writer`` (prepared) and ``components`` are the new output
@@ -357,10 +363,10 @@ class Poll:
     def unwritten(self) -> frozenset[str]:
         return frozenset(self._unwritten)
 
-    def _write_condition(self, name: str) -> Condition:
+    def _write_condition(self, name: str) -> ProblemLog:
         return self._write_failing.setdefault(
             name,
-            Condition(log, f"writing {name}", ended=f"{name} written again", level=logging.ERROR),
+            ProblemLog(log, f"writing {name}", ended=f"{name} written again", level=logging.ERROR),
         )
 
     def _write_failed(self, name: str, exc: WriteError) -> None:

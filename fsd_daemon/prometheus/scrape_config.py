@@ -33,11 +33,11 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError as RoundTripError
 from yaml.nodes import MappingNode, SequenceNode
 
-from fsd_daemon import yamltext
-from fsd_daemon.condition import Condition
 from fsd_daemon.config import Config, prometheus_duration
-from fsd_daemon.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
-from fsd_daemon.writer import TargetFileWriter, WriteError
+from fsd_daemon.pipeline.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
+from fsd_daemon.plumbing.atomic_files import AtomicFileWriter, WriteError
+from fsd_daemon.plumbing.problem_log import ProblemLog
+from fsd_daemon.prometheus import yamltext
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +376,7 @@ def patch_file(path: str | Path, config: Config) -> bool:
         raise PatchError(f"{path} is not valid YAML: {exc}") from exc
     if rendered == text:
         return False
-    writer = TargetFileWriter(real.parent)
+    writer = AtomicFileWriter(real.parent)
     backup = real.name + ".fsd-orig"
     try:
         if not (real.parent / backup).exists():
@@ -455,7 +455,7 @@ class PrometheusConfigKeeper:
         self._done: dict[Path, tuple[int, int, int]] = {}
         # path -> (signature, first seen, unparsable looks) of a file that is changing
         self._seen: dict[Path, tuple[tuple[int, int, int], float, int]] = {}
-        self._broken: dict[Path, Condition] = {}
+        self._broken: dict[Path, ProblemLog] = {}
 
     def start(self) -> PrometheusConfigKeeper:
         """Run :meth:`check` on a thread of its own: at each :meth:`kick`, and again when a
@@ -534,7 +534,7 @@ class PrometheusConfigKeeper:
             return SETTLE_SECONDS
         if now - seen[1] < SETTLE_SECONDS:
             return SETTLE_SECONDS - (now - seen[1])
-        broken = self._broken.setdefault(path, Condition(log, f"cannot patch {path}"))
+        broken = self._broken.setdefault(path, ProblemLog(log, f"cannot patch {path}"))
         try:
             changed = patch_file(path, self.config)
         except PatchError as exc:

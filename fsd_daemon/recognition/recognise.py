@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from fsd_daemon.discovery.base import ActorRecord
-from fsd_daemon.verl import DEFAULT_METRICS_PATH, RecognitionPattern
+from fsd_daemon.recognition.verl import DEFAULT_METRICS_PATH, RecognitionPattern
 
 log = logging.getLogger(__name__)
 

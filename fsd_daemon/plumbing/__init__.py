@@ -1,0 +1,8 @@
+"""Small shared parts with no knowledge of Ray, verl or Prometheus's data.
+
+``atomic_files`` (temp file, fsync, rename; change-only), ``backoff``, ``periodic`` (a worker
+on its own monotonic schedule), ``problem_log`` (a lasting problem logged at its start, every
+so often, and its end), ``process`` (logging and signals), ``httpserve`` (the small HTTP
+listener), ``metricscache`` (a /metrics page rendered once per change), ``childlog`` (a child's
+output as log lines), ``gcpause``, ``sdnotify``.
+"""
