@@ -10,9 +10,9 @@ Prometheus):
   exporter's ownership and the config's checks.
 - ``pipeline``: one pass: ``reconcile`` (records -> the targets each file should hold),
   ``render`` (targets -> canonical file_sd bytes), ``poll`` (discover, reconcile, render,
-  write; no threads, signals or servers).
+  write; no threads, signals or servers), ``selfmetrics`` (what the pass records about itself).
 - ``service``: the long-running daemon around the pipeline: loop, signals, reload, watching,
-  its own metrics, HTTP service discovery, the Grafana session keeper.
+  its listener, HTTP service discovery, the Grafana session keeper.
 - ``prometheus``: the Prometheus configs we print or patch in (scrape jobs, central store,
   client settings), with the YAML text patcher.
 - ``gpu``: ``fsd-gpu-exporter`` (sampler / snapshot / collector).

@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from fsd_daemon.gpu import ownership
 from fsd_daemon.mixin import names
 from fsd_daemon.pipeline.render import Target
+from fsd_daemon.pipeline.selfmetrics import SelfMetrics
 from fsd_daemon.probe import MetricsProbeCollector, ProbeResult
 from fsd_daemon.recognition import verl
-from fsd_daemon.service.selfmetrics import SelfMetrics
 from fsd_daemon.sim.rollout_server import LoadModel, ServerOptions, SimulatedEngine
 from tests import promql
 

@@ -208,7 +208,7 @@ OWNER_ACTIVE = "active"
 OWNER_RESERVED = "reserved"
 GPU_PREFIX = "fsd_gpu_"
 
-# --- fsd-daemon's own metrics (fsd_daemon/service/selfmetrics.py, fsd_daemon/probe.py) ------------
+# --- fsd-daemon's own metrics (fsd_daemon/pipeline/selfmetrics.py, fsd_daemon/probe.py) ---------
 DAEMON_LAST_SUCCESSFUL_POLL = "fsd_daemon_last_successful_poll_timestamp_seconds"
 DAEMON_HEALTHY = "fsd_daemon_healthy"
 DAEMON_DROPPED_TARGETS = "fsd_daemon_dropped_targets_total"

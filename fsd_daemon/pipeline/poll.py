@@ -32,9 +32,9 @@ from fsd_daemon.pipeline.reconcile import (
     summarize_changes,
 )
 from fsd_daemon.pipeline.render import Renderer, Target
+from fsd_daemon.pipeline.selfmetrics import Health, SelfMetrics
 from fsd_daemon.plumbing.atomic_files import AtomicFileWriter, WriteError
 from fsd_daemon.plumbing.problem_log import ProblemLog
-from fsd_daemon.service.selfmetrics import Health, SelfMetrics
 
 log = logging.getLogger(__name__)
 

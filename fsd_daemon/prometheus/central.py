@@ -33,7 +33,7 @@ from fsd_daemon.prometheus.scrape_config import (
     full_config,
     render_yaml,
 )
-from fsd_daemon.service.httpsd import sd_jobs, sd_path
+from fsd_daemon.prometheus.sd_routes import sd_jobs, sd_path
 
 EXIT_OK, EXIT_USAGE = 0, 2
 # Prometheus' default for http_sd_configs is 60 s; a server that left would stay that long.

@@ -38,8 +38,9 @@ from fsd_daemon.plumbing.process import handled_signals, set_log_level
 from fsd_daemon.plumbing.sdnotify import SystemdNotifier
 from fsd_daemon.probe import RolloutMetricsProbe
 from fsd_daemon.prometheus.scrape_config import PrometheusConfigKeeper
+from fsd_daemon.prometheus.sd_routes import sd_jobs
 from fsd_daemon.service.grafana_session import keeper_from_config
-from fsd_daemon.service.httpsd import HeldTargetLists, sd_jobs
+from fsd_daemon.service.httpsd import HeldTargetLists
 from fsd_daemon.service.watch import Watcher, WatchPlan, plan_for
 
 log = logging.getLogger(__name__)

@@ -27,35 +27,15 @@ from pathlib import Path
 
 import orjson
 
-from fsd_daemon.config import Config
-from fsd_daemon.mixin import names
-from fsd_daemon.pipeline.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
+from fsd_daemon.prometheus.sd_routes import SD_FILES, sd_path
 
 log = logging.getLogger(__name__)
 
-SD_PATH_PREFIX = "/sd/"
-# Scrape job -> the file whose list its endpoint serves.
-SD_FILES = {names.JOB_ROLLOUT: ROLLOUT_FILE, names.JOB_GPU: GPU_FILE, names.JOB_RAY: RAY_FILE}
 # A target file larger than this is not read at start (ours are a few MB at 10,000 targets).
 _MAX_SEED_BYTES = 256 * 1024 * 1024
 
 # The bytes last written to a file (None before the first write of this process).
 LastWritten = Callable[[str], "bytes | None"]
-
-
-def sd_path(job: str) -> str:
-    """The URL path of ``job``'s endpoint: ``/sd/rollout``."""
-    return f"{SD_PATH_PREFIX}{job}"
-
-
-def sd_jobs(config: Config) -> dict[str, str]:
-    """The jobs whose lists ``config`` writes (hence serves): job -> file."""
-    skip = set()
-    if not config.targets.write_gpu:
-        skip.add(names.JOB_GPU)
-    if not config.targets.write_ray:
-        skip.add(names.JOB_RAY)
-    return {job: file for job, file in SD_FILES.items() if job not in skip}
 
 
 class HeldTargetLists:
@@ -110,4 +90,4 @@ class HeldTargetLists:
         return {sd_path(job): functools.partial(self.get, job) for job in jobs if job in self._jobs}
 
 
-__all__ = ["SD_FILES", "SD_PATH_PREFIX", "HeldTargetLists", "sd_jobs", "sd_path"]
+__all__ = ["HeldTargetLists"]

@@ -1,4 +1,5 @@
-"""The daemon's own metrics and health, served on an optional listener (127.0.0.1 by default)."""
+"""The daemon's own metrics and health: what the pipeline records about itself (polls, writes,
+targets, Ray's state); the service serves them on an optional listener (127.0.0.1 by default)."""
 
 from __future__ import annotations
 
