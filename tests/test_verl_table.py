@@ -228,3 +228,19 @@ def test_the_walk_finds_what_it_looks_for(tmp_path: Path) -> None:
     )
     found = spelled_outside_the_table(package)
     assert [line.split(":")[1] for line in found] == ["3", "4", "5"], found
+
+
+def test_every_pattern_group_is_one_the_readers_know() -> None:
+    """The groups the table's patterns capture are the ones recognise.py and gpu/ownership.py
+    read (verl.GROUP_*); the role and replica groups are named by the labels they fill, so a
+    label renamed in the names module without its group fails here, not in production."""
+    regexes = [p.name for p in verl.DEFAULT_PATTERNS]
+    regexes += [verl.ROLLOUT_WORKER_GROUP_PREFIX]
+    assert regexes
+    seen: set[str] = set()
+    for regex in regexes:
+        groups = set(re.compile(regex).groupindex)
+        assert groups <= verl.PATTERN_GROUPS, (regex, groups - verl.PATTERN_GROUPS)
+        seen |= groups
+    assert {verl.GROUP_ROLE, verl.GROUP_REPLICA, verl.GROUP_NODE, verl.GROUP_SUFFIX} <= seen
+    assert verl.GROUP_MODE in seen

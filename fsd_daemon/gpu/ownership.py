@@ -60,6 +60,10 @@ from fsd_daemon.gpu.sampler import Snapshot
 from fsd_daemon.plumbing.periodic import PeriodicWorker
 from fsd_daemon.recognition.recognise import MAX_ACTOR_NAME_LENGTH, Recogniser
 from fsd_daemon.recognition.verl import (
+    GROUP_MODE,
+    GROUP_REPLICA,
+    GROUP_ROLE,
+    GROUP_SUFFIX,
     HYBRID_TRAINER_CLASS,
     MODE_HYBRID,
     ROLE_TEACHER,
@@ -171,12 +175,12 @@ def worker_group_facts(prefix: str) -> NameFacts:
     m = _WORKER_GROUP_PREFIX_RE.match(prefix)
     if m is None:
         return NameFacts()
-    role = m.group("role") or ""
+    role = m.group(GROUP_ROLE) or ""
     return NameFacts(
-        replica=m.group("replica"),
+        replica=m.group(GROUP_REPLICA),
         role=role,
-        teacher=(m.group("suffix") or "") if role == ROLE_TEACHER else "",
-        mode=WORKER_GROUP_MODES[m.group("mode")],
+        teacher=(m.group(GROUP_SUFFIX) or "") if role == ROLE_TEACHER else "",
+        mode=WORKER_GROUP_MODES[m.group(GROUP_MODE)],
     )
 
 
@@ -207,11 +211,11 @@ class NameMatcher:
             prefix = worker_group_prefix(actor_class, name) if name else None
             return worker_group_facts(prefix if prefix is not None else wg_prefix)
         groups = self._recogniser.name_groups(actor_class, name) if name else {}
-        role = groups.get("role", "")
+        role = groups.get(GROUP_ROLE, "")
         return NameFacts(
-            replica=groups.get("replica", ""),
+            replica=groups.get(GROUP_REPLICA, ""),
             role=role,
-            teacher=groups.get("suffix", "") if role == ROLE_TEACHER else "",
+            teacher=groups.get(GROUP_SUFFIX, "") if role == ROLE_TEACHER else "",
         )
 
 

@@ -13,7 +13,17 @@ import re
 from dataclasses import dataclass
 
 from fsd_daemon.discovery.base import ActorRecord
-from fsd_daemon.recognition.verl import DEFAULT_METRICS_PATH, RecognitionPattern
+from fsd_daemon.recognition.verl import (
+    DEFAULT_METRICS_PATH,
+    GROUP_ENGINE,
+    GROUP_NODE,
+    GROUP_REPLICA,
+    GROUP_ROLE,
+    GROUP_SUFFIX,
+    ROLE_ROLLOUT,
+    ROLE_TEACHER,
+    RecognitionPattern,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +162,12 @@ class Recogniser:
         if found is None:
             return None
         p, groups = found
-        name_role = groups.get("role") or "rollout"
-        node_text = groups.get("node") or "0"
+        name_role = groups.get(GROUP_ROLE) or ROLE_ROLLOUT
+        node_text = groups.get(GROUP_NODE) or "0"
         node_rank = bounded_number(node_text)
         if node_rank is None:
             return Rejected("bad_node_rank", f"node rank {node_text[:20]!r} is not a small number")
-        replica = groups.get("replica") or ""
+        replica = groups.get(GROUP_REPLICA) or ""
         if replica and bounded_number(replica) is None:
             return Rejected("bad_replica", f"replica {replica[:20]!r} is not a small number")
         # Only node rank 0 of a multi-node replica runs the HTTP server; the others have
@@ -166,14 +176,14 @@ class Recogniser:
             return None
         role, disaggregation = name_role, ""
         if name_role in DISAGGREGATION_ROLES:
-            role, disaggregation = "rollout", name_role
+            role, disaggregation = ROLE_ROLLOUT, name_role
         return ServerIdentity(
-            engine=groups.get("engine") or p.engine,
+            engine=groups.get(GROUP_ENGINE) or p.engine,
             role=role,
             replica=replica,
             node_rank=node_rank,
             disaggregation=disaggregation,
-            teacher=(groups.get("suffix") or "") if role == "teacher" else "",
+            teacher=(groups.get(GROUP_SUFFIX) or "") if role == ROLE_TEACHER else "",
             metrics_path=p.metrics_path,
             has_metrics_route=p.has_metrics_route,
         )

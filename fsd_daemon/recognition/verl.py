@@ -51,6 +51,19 @@ SERVING_ROLES = (ROLE_ROLLOUT, ROLE_REWARD, ROLE_TEACHER)
 # The name word of a disaggregated decode server (vllm_pd_replica.py, sglang_pd_replica.py).
 DECODE = "decode"
 
+# --- What a pattern's named groups are called ----------------------------------------------------
+# The table's patterns and a user's alike (RecognitionPattern.name). The role and replica groups
+# fill the labels of the same name, so a renamed label renames its group.
+GROUP_ROLE = names.ROLE
+GROUP_REPLICA = names.REPLICA
+GROUP_NODE = "node"  # node rank within the replica, or the index of a decode server
+GROUP_SUFFIX = "suffix"  # verl's name_suffix: the teacher key
+GROUP_MODE = "mode"  # a worker group's rollout mode (colocate / standalone)
+GROUP_ENGINE = "engine"  # the engine, where one class serves several
+PATTERN_GROUPS = frozenset(
+    {GROUP_ROLE, GROUP_REPLICA, GROUP_NODE, GROUP_SUFFIX, GROUP_MODE, GROUP_ENGINE}
+)
+
 
 @dataclass(frozen=True)
 class RecognitionPattern:
