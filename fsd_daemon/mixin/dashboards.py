@@ -103,7 +103,7 @@ def columns(*names_in_order: str) -> dict[str, int]:
 
 
 def legend(*labels: str) -> str:
-    """``("ray_job_id", "role")`` -> ``"{{ray_job_id}} {{role}}"``, Grafana's legend template."""
+    """``legend(names.RAY_JOB_ID, names.ROLE)`` -> ``"{{ray_job_id}} {{role}}"``, Grafana's legend."""
     return " ".join(f"{{{{{label}}}}}" for label in labels)
 
 
