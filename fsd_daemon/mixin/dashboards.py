@@ -103,7 +103,7 @@ def columns(*names_in_order: str) -> dict[str, int]:
 
 
 def legend(*labels: str) -> str:
-    """``legend(names.RAY_JOB_ID, names.ROLE)`` -> ``"{{ray_job_id}} {{role}}"``, Grafana's legend."""
+    """``legend(names.RAY_JOB_ID, names.ROLE)`` -> ``"{{ray_job_id}} {{role}}"``."""
     return " ".join(f"{{{{{label}}}}}" for label in labels)
 
 
