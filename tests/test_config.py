@@ -9,6 +9,7 @@ import pytest
 from fsd_daemon.config import (
     DEFAULT_GPU_EXPORTER_PORT,
     ConfigError,
+    environment_variables,
     load_config,
     prometheus_duration,
 )
@@ -292,3 +293,13 @@ def test_same_settings_from_two_files_are_equal_configs(tmp_path: Path) -> None:
     a.write_text("cluster_origin = 'x'\n")
     with pytest.raises(ConfigError, match="unknown section"):
         load_config(a, environ={})
+
+
+def test_shipped_example_config_names_every_key() -> None:
+    """configs/fsd-daemon.toml is the reference a user reads: a key added to a section model
+    is written there too, with its default."""
+    import tomllib
+
+    shipped = tomllib.loads((REPO / "configs" / "fsd-daemon.toml").read_text())
+    written = {(section, key) for section, table in shipped.items() for key in table}
+    assert set(environment_variables().values()) == written
