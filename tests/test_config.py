@@ -80,6 +80,7 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
         ("[targets]\nmax_label_value_length = 15\n", "targets.max_label_value_length"),
         ("[exporter]\nsample_interval_seconds = -1\n", "exporter.sample_interval_seconds"),
         ("[exporter]\nroles = {MyActor = 'two words'}\n", "exporter.roles.MyActor"),
+        ('[exporter]\nroles = {MyActor = "reward\\n"}\n', "exporter.roles.MyActor"),
         ("[prometheus]\nreload_url = 'localhost:9090'\n", "prometheus.reload_url"),
         ("[prometheus]\nrule_files = ['a.yml', 3]\n", "prometheus.rule_files[1]"),
         (
