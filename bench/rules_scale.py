@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import dashboard_queries
 from _common import REPO, Prometheus, http_get, stop_pid
 from prometheus_client.parser import text_string_to_metric_families
 
-from fsd_daemon.config import Config
+from fsd_daemon.config import Config, DaemonSection, PrometheusSection
 from fsd_daemon.prometheus.scrape_config import full_config
 
 RULES_DIR = REPO / "fsd_daemon" / "assets" / "prometheus" / "rules"
@@ -85,12 +84,10 @@ def start_cluster(directory: Path) -> subprocess.Popen[bytes]:
 
 
 def prometheus_yaml(targets_dir: Path, with_rules: bool) -> dict[str, Any]:
-    config = Config()
     rule_files = tuple(str(p) for p in sorted(RULES_DIR.glob("*.yml"))) if with_rules else ()
-    config = replace(
-        config,
-        daemon=replace(config.daemon, output_dir=str(targets_dir), metrics_listen=""),
-        prometheus=replace(config.prometheus, rule_files=rule_files),
+    config = Config(
+        daemon=DaemonSection(output_dir=str(targets_dir), metrics_listen=""),
+        prometheus=PrometheusSection(rule_files=rule_files),
     )
     return full_config(config)
 

@@ -9,6 +9,7 @@ import pytest
 from fsd_daemon.config import (
     DEFAULT_GPU_EXPORTER_PORT,
     ConfigError,
+    environment_variables,
     load_config,
     prometheus_duration,
 )
@@ -69,6 +70,28 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
             "discovery.extra_patterns[0].engine",
         ),
         ("[daemon\n", "--config"),
+        ("daemon = 3\n", "daemon"),
+        ("[daemon]\ngrace_period_seconds = -0.5\n", "daemon.grace_period_seconds"),
+        ("[daemon]\noutput_dir = ''\n", "daemon.output_dir"),
+        (f"[daemon]\ncluster = '{'c' * 257}'\n", "daemon.cluster"),
+        ("[daemon]\nmetrics_listen = '::1:9848'\n", "daemon.metrics_listen"),
+        ("[ray]\nnode_limit = 1000001\n", "ray.node_limit"),
+        ("[ray]\nresolve_timeout_seconds = 0\n", "ray.resolve_timeout_seconds"),
+        ("[targets]\nmax_label_value_length = 15\n", "targets.max_label_value_length"),
+        ("[exporter]\nsample_interval_seconds = -1\n", "exporter.sample_interval_seconds"),
+        ("[exporter]\nroles = {MyActor = 'two words'}\n", "exporter.roles.MyActor"),
+        ('[exporter]\nroles = {MyActor = "reward\\n"}\n', "exporter.roles.MyActor"),
+        ("[prometheus]\nreload_url = 'localhost:9090'\n", "prometheus.reload_url"),
+        ("[prometheus]\nrule_files = ['a.yml', 3]\n", "prometheus.rule_files[1]"),
+        (
+            "[[discovery.extra_patterns]]\nengine = 'vllm'\nmetrics_path = 'metrics'\n",
+            "discovery.extra_patterns[0].metrics_path",
+        ),
+        (
+            "[[discovery.extra_patterns]]\nengine = 'vllm'\nclas_name = 'X'\n",
+            "discovery.extra_patterns[0].clas_name",
+        ),
+        ("[[discovery.extra_patterns]]\nclass_name = 'X'\n", "discovery.extra_patterns[0].engine"),
     ],
 )
 def test_bad_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -148,3 +171,136 @@ def test_scrape_interval_is_written_as_a_prometheus_duration(seconds: float, dur
 def test_scrape_interval_prometheus_cannot_take_is_refused(seconds: float) -> None:
     with pytest.raises(ConfigError, match=r"prometheus\.scrape_interval_seconds"):
         load_config(None, environ={"FSD_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": str(seconds)})
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            "[daemon]\npoll_interval_seconds = -1\n",
+            "config error: daemon.poll_interval_seconds: must be > 0 (got -1)",
+        ),
+        (
+            "[daemon]\npoll_intervall_seconds = 2\n",
+            "config error: daemon.poll_intervall_seconds: unknown key (did you mean "
+            "poll_interval_seconds?); allowed: cluster, fast_poll_interval_seconds, "
+            "grace_period_seconds, log_level, max_backoff_seconds, metrics_listen, output_dir, "
+            "poll_interval_seconds, watch_output_dir, web_config_file",
+        ),
+        (
+            "[deamon]\n",
+            "config error: deamon: unknown section (did you mean daemon?); allowed: [daemon], "
+            "[ray], [discovery], [targets], [exporter], [prometheus]",
+        ),
+        (
+            "[ray]\nactor_limit = 0\n",
+            "config error: ray.actor_limit: must be >= 1 (got 0)",
+        ),
+        (
+            "[targets]\ngpu_exporter_port = 70000\n",
+            "config error: targets.gpu_exporter_port: must be <= 65535 (got 70000)",
+        ),
+    ],
+)
+def test_refusal_is_one_line_naming_key_rule_and_value(
+    tmp_path: Path, text: str, line: str
+) -> None:
+    """The whole message: the key, the rule it broke, and the value as written (an integer
+    written for a number is shown as written); an unknown key or section suggests the near one."""
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(f, environ={})
+    assert str(info.value) == line
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[daemon]\nwatch_output_dir = 1\n", "daemon.watch_output_dir"),
+        ("[daemon]\nwatch_output_dir = 't'\n", "daemon.watch_output_dir"),
+        ("[daemon]\npoll_interval_seconds = true\n", "daemon.poll_interval_seconds"),
+        ("[daemon]\nlog_level = 3\n", "daemon.log_level"),
+        ("[ray]\nactor_limit = 1.0\n", "ray.actor_limit"),
+        ("[ray]\nactor_limit = true\n", "ray.actor_limit"),
+        ("[ray]\naddress = 6379\n", "ray.address"),
+        ("[exporter]\nroles = {MyActor = 1}\n", "exporter.roles.MyActor"),
+        (
+            "[[discovery.extra_patterns]]\nengine = 'vllm'\nhas_metrics_route = 'yes'\n",
+            "discovery.extra_patterns[0].has_metrics_route",
+        ),
+        (
+            "[[discovery.extra_patterns]]\nengine = 'vllm'\nevery_index_serves_roles = 'a'\n",
+            "discovery.extra_patterns[0].every_index_serves_roles",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_not_converted(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    """No guessing: 1 is not true, 1.0 is not an integer, true is not a number, 3 is not a
+    string; a pattern's flag and roles take TOML's own types only."""
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(f, environ={})
+    assert info.value.key == key
+
+
+def test_environment_strings_become_each_keys_type(tmp_path: Path) -> None:
+    """Environment values are strings: each is read as its key's type (yes/no words, signed
+    digits, a number's spelling, a comma list); an integer in the file is a number too."""
+    f = tmp_path / "c.toml"
+    f.write_text("[daemon]\nmax_backoff_seconds = 5\n")
+    config = load_config(
+        f,
+        environ={
+            "FSD_DAEMON_WATCH_OUTPUT_DIR": "No",
+            "FSD_TARGETS_WRITE_RAY": "on",
+            "FSD_RAY_ACTOR_LIMIT": " +12 ",
+            "FSD_DAEMON_POLL_INTERVAL_SECONDS": "1e1",
+            "FSD_PROMETHEUS_RULE_FILES": "a.yml, b.yml,,c.yml",
+        },
+    )
+    assert config.daemon.watch_output_dir is False
+    assert config.targets.write_ray is True
+    assert config.ray.actor_limit == 12
+    assert config.daemon.poll_interval_seconds == 10.0
+    assert config.prometheus.rule_files == ("a.yml", "b.yml", "c.yml")
+    assert type(config.daemon.max_backoff_seconds) is float
+
+
+def test_a_number_too_large_for_a_float_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """TOML integers have no size limit in tomllib; one too large for a float is a bad value
+    (one line naming the key), not an OverflowError out of the loader."""
+    f = tmp_path / "bad.toml"
+    f.write_text(f"[daemon]\npoll_interval_seconds = 1{'0' * 400}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(f, environ={})
+    assert info.value.key == "daemon.poll_interval_seconds"
+    assert len(str(info.value)) < 200
+
+
+def test_same_settings_from_two_files_are_equal_configs(tmp_path: Path) -> None:
+    """Where daemon.cluster came from is reported, but it is not a setting: two files with the
+    same keys load as equal configs, and no file can set it."""
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text("[daemon]\ncluster = 'x'\n")
+    b.write_text("[daemon]\ncluster = 'x'\n")
+    config_a, config_b = load_config(a, environ={}), load_config(b, environ={})
+    assert config_a.cluster_origin == f"set in {a}"
+    assert config_a == config_b
+    assert config_a != load_config(None, environ={"FSD_DAEMON_CLUSTER": "y"})
+    a.write_text("cluster_origin = 'x'\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(a, environ={})
+
+
+def test_shipped_example_config_names_every_key() -> None:
+    """configs/fsd-daemon.toml is the reference a user reads: a key added to a section model
+    is written there too, with its default."""
+    import tomllib
+
+    shipped = tomllib.loads((REPO / "configs" / "fsd-daemon.toml").read_text())
+    written = {(section, key) for section, table in shipped.items() for key in table}
+    assert set(environment_variables().values()) == written
