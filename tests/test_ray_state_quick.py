@@ -249,7 +249,7 @@ def test_after_a_failure_or_the_interval_a_full_listing(dashboard: Dashboard) ->
 
 def test_the_api_servers_refusal_is_named_not_called_unreachable(dashboard: Dashboard) -> None:
     """Ray 2.44 answers a too-short timeout with result=false and its own words; the error
-    says that, not that Ray is unreachable (issue 9 item 2)."""
+    says that, not that Ray is unreachable."""
     dashboard.refuse = "AssertionError: 0 second timeout is not supported."
     with pytest.raises(SourceError) as refused:
         _source(dashboard).snapshot()

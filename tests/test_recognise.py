@@ -172,7 +172,7 @@ def test_user_pattern_first_and_cache_forgets_gone_actors() -> None:
     assert r._cache == {}
 
 
-# Crafted names from issue 8 item 10: Python's int() refuses more than 4,300 digits, and
+# Crafted names: Python's int() refuses more than 4,300 digits, and
 # "server_1_" repeated made the old name pattern take quadratic time (0.57 s at 18,000 chars).
 CRAFTED = [
     "vllm_server_0_" + "1" * 4301,
@@ -286,7 +286,7 @@ sys.stdin.read()
 def test_hostile_actor_names_on_a_real_cluster_cost_the_daemon_nothing(
     ray_cluster: LocalRayCluster, tmp_path: Path
 ) -> None:
-    """Issue 8 item 10 as a user of the cluster would do it: real Ray actors of a server class
+    """Hostile names as a user of the cluster would make them: real Ray actors of a server class
     named with 4,301 digits, 18,001 crafted characters and an Arabic-Indic digit. The daemon
     (a real process) stays up, lists the one honest server and logs each hostile one once."""
     hostile = ["vllm_server_0_" + "1" * 4301, "server_1_" * 2000 + "!", "vllm_server_\u0663_0"]

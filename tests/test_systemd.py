@@ -352,7 +352,7 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
 
     What it caught: with ProtectHome=yes an interpreter under a home (pyenv here, conda, the
     rayproject images) cannot even start. On Ray 2.44..2.53 the Ray driver also creates its
-    temp dir under the read-only /tmp (EROFS, issue #9 item 3): the Ray-marked CI run against
+    temp dir under the read-only /tmp (EROFS): the Ray-marked CI run against
     the oldest supported Ray covers that; Ray 2.60 no longer writes there."""
     ns, gcs, home = ray_head.ns, ray_head.gcs, ray_head.home
     state = tmp_path / "state"  # stands for /var/lib/fsd-daemon
@@ -369,7 +369,7 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
         "LANG": "C.UTF-8",
         **unit_environment(DAEMON_UNIT),
         "RAY_ADDRESS": gcs,
-        # What the env file sets; token mode is decided from it alone (issue #9 item 1).
+        # What the env file sets; token mode is decided from it alone.
         "RAY_AUTH_TOKEN_PATH": str(token),
         "STATE_DIRECTORY": str(state),  # systemd sets it for StateDirectory=
         "FSD_DAEMON_OUTPUT_DIR": str(out),

@@ -354,7 +354,7 @@ def variable(name: str, label: str, query: str) -> Any:
 
 
 def sleep_state_panels(y: int) -> list[Any]:
-    """Issue 10.4: asleep is not idle. vLLM reports ``vllm:engine_sleep_state``: awake = 1
+    """Asleep is not idle. vLLM reports ``vllm:engine_sleep_state``: awake = 1
     while awake; weights_offloaded / discard_all = 1 while asleep at that level (verl puts
     rollout engines to sleep while the trainer has the GPUs in colocated training)."""
     awake = by(
@@ -408,7 +408,7 @@ def sleep_state_panels(y: int) -> list[Any]:
 
 
 def long_tail_cause_panels(y: int) -> list[Any]:
-    """Issue 10.6: what makes a step's tail long: long responses (up to max_tokens),
+    """What makes a step's tail long: long responses (up to max_tokens),
     truncations and aborts, preemptions/retractions, queueing, SGLang's paused requests."""
     by_job_role_bound = (*BY_JOB_ROLE, names.HISTOGRAM_BOUND)
 
