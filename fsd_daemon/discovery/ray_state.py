@@ -69,8 +69,12 @@ class RayStateSource:
         full_listing_interval: float = FULL_LISTING_INTERVAL,
         auth: RayAuth | None = None,
         lookup_timeout: float = _LOOKUP_TIMEOUT,
+        find_dashboard: Callable[[str, RayAuth, float], str] = find_dashboard_url,
     ) -> None:
+        """``find_dashboard(address, auth, timeout)`` turns a GCS address into the dashboard's
+        URL (Ray's lookup in a child process unless given another)."""
         self.address = address
+        self._find_dashboard = find_dashboard
         self.timeout = timeout
         self.actor_limit = actor_limit
         self.node_limit = node_limit
@@ -246,7 +250,7 @@ class RayStateSource:
             self._looking_up = future
             threading.Thread(
                 target=_lookup,
-                args=(self.address, self.auth, self.lookup_timeout, future),
+                args=(self._find_dashboard, self.address, self.auth, self.lookup_timeout, future),
                 daemon=True,  # must not hold up the exit
                 name="ray-dashboard-lookup",
             ).start()
@@ -423,10 +427,14 @@ class ListingParser:
 
 
 def _lookup(
-    address: str, auth: RayAuth, timeout: float, result: concurrent.futures.Future[str]
+    find: Callable[[str, RayAuth, float], str],
+    address: str,
+    auth: RayAuth,
+    timeout: float,
+    result: concurrent.futures.Future[str],
 ) -> None:
     try:
-        result.set_result(find_dashboard_url(address, auth, timeout))
+        result.set_result(find(address, auth, timeout))
     except BaseException as exc:  # handed to the poll that waits for it
         result.set_exception(exc)
 
