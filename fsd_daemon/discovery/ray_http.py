@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import math
-import os
-import subprocess
 import sys
 import urllib.error
 import urllib.parse
@@ -32,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from fsd_daemon.discovery.ray_auth import RayAuth
+from fsd_daemon.discovery.ray_auth import RayAuth, RayChildFailed, is_rejection, run_ray_child
 from fsd_daemon.plumbing.gcpause import paused_gc
 
 # The API server scales the timeout it is sent by 0.8 and truncates to whole seconds; Ray
@@ -172,33 +170,24 @@ def find_dashboard_url(address: str, auth: RayAuth, timeout: float) -> str:
     """
     if is_dashboard_url(address):
         return address.rstrip("/")
-    command = [sys.executable, "-m", "fsd_daemon.discovery.ray_http", "--address", address]
-    env = {**os.environ, **auth.child_env()}
     try:
-        done = subprocess.run(
-            command, env=env, capture_output=True, timeout=timeout, check=False, text=True
-        )
-    except subprocess.TimeoutExpired:
-        raise DashboardError(
-            "timeout",
-            f"the GCS at {address!r} did not say where the dashboard is within {timeout:g} s",
-        ) from None
-    except OSError as exc:
-        raise DashboardError("unreachable", f"cannot run the dashboard lookup: {exc}") from None
+        done = run_ray_child("fsd_daemon.discovery.ray_http", ["--address", address], auth, timeout)
+    except RayChildFailed as exc:
+        if exc.kind == "timeout":
+            raise DashboardError(
+                "timeout",
+                f"the GCS at {address!r} did not say where the dashboard is within {timeout:g} s",
+            ) from None
+        raise DashboardError(exc.kind, f"the dashboard lookup failed: {exc}") from None
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines and is_dashboard_url(lines[-1]):
         return lines[-1].strip()
     error = _last_error_line(done.stderr)
-    if _rejected(error):
+    if is_rejection(error):
         raise DashboardError(
             "auth", f"Ray at {address!r} rejected us (InvalidAuthToken): {auth.rejected_hint()}"
         )
     raise DashboardError("unreachable", f"cannot find Ray's dashboard via {address!r}: {error}")
-
-
-def _rejected(text: str) -> bool:
-    lowered = text.lower()
-    return "invalidauthtoken" in lowered or "unauthenticated" in lowered
 
 
 def _last_error_line(stderr: str) -> str:
