@@ -23,7 +23,7 @@ from fsd_daemon.config import load_config
 from fsd_daemon.service.daemon import Service as Daemon
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
-from tests.support.harness import targets_in
+from tests.support.harness import healthz, targets_in
 from tests.support.harness import wait_for as _wait_for
 
 # This module's waits: 10 s at most, checked every 20 ms.
@@ -118,7 +118,7 @@ def test_source_failure_keeps_files_and_reports_degraded(env: dict[str, Path]) -
         good = rollout.read_bytes()
         port = d.metrics_port
         env["cluster"].write_bytes(b"{not json")
-        wait_for(lambda: health(port)[0] == 503)
+        wait_for(lambda: healthz(port)[0] == 503)
         # Failed polls for well past the 0.5 s grace period: a failure must not count as "left".
         failing_since, failed = time.monotonic(), poll_errors(d, "bad_response")
         wait_for(
@@ -128,10 +128,10 @@ def test_source_failure_keeps_files_and_reports_degraded(env: dict[str, Path]) -
             )
         )
         assert rollout.read_bytes() == good
-        status, body = health(port)
+        status, body = healthz(port)
         assert status == 503 and "ray" in body["problems"]
         env["cluster"].write_bytes(orjson.dumps(cluster(server(0))))
-        wait_for(lambda: health(port)[0] == 200)
+        wait_for(lambda: healthz(port)[0] == 200)
         wait_for(lambda: len(targets_in(rollout)) == 1)  # server 1 leaves after its grace
 
         def metrics() -> str:
@@ -142,14 +142,6 @@ def test_source_failure_keeps_files_and_reports_degraded(env: dict[str, Path]) -
         # run under load caught that moment).
         wait_for(lambda: 'fsd_daemon_targets{file="rollout.json"} 1.0' in metrics())
         assert 'fsd_daemon_poll_errors_total{kind="bad_response"}' in metrics()
-
-
-def health(port: int) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-            return r.status, orjson.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
 
 
 def test_config_edit_is_applied_and_broken_edit_refused(

@@ -10,8 +10,6 @@ import logging
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,20 +24,11 @@ from fsd_daemon.pipeline.poll import Poll, PollResult
 from fsd_daemon.plumbing.atomic_files import WriteError
 from fsd_daemon.service.daemon import FAST_POLL_WINDOW_SECONDS, Service
 from tests.support.clusterfile import cluster, node, server
-from tests.support.harness import targets_in
+from tests.support.harness import healthz, targets_in
 from tests.support.harness import wait_for as _wait_for
 
 # This module's waits: 10 s at most, checked every 20 ms.
 wait_for = functools.partial(_wait_for, timeout=10.0, step=0.02)
-
-
-def healthz(port: int, host: str = "127.0.0.1") -> tuple[int, dict[str, Any]]:
-    url = f"http://{host}:{port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, orjson.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
 
 
 class Running:
