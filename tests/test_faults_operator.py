@@ -20,7 +20,7 @@ import orjson
 from fsd_daemon.sim.launch import free_port, stop_process
 from tests.support.clusterfile import cluster, server
 from tests.support.daemonproc import DaemonProcess, wait_for
-from tests.support.harness import healthz, remove_tree
+from tests.support.harness import healthz, polls_done, remove_tree
 
 
 def _described(tmp_path: Path, count: int = 2) -> Path:
@@ -199,7 +199,8 @@ def test_config_rewritten_in_place_is_never_read_half_written(tmp_path: Path) ->
             full.replace(b"poll_interval_seconds = 0.2", b"poll_interval_seconds = 0.3")
         )
         wait_for(lambda: "config reloaded" in d.output(), timeout=5)
-        time.sleep(1.0)
+        seen = polls_done(port)
+        wait_for(lambda: polls_done(port) >= seen + 3, timeout=10)  # a second reload had time
         assert d.output().count("config reloaded") == 1
         assert healthz(port)[0] == 200
         assert "Traceback" not in d.output()
@@ -230,7 +231,8 @@ def test_emptied_config_file_keeps_the_running_config(tmp_path: Path) -> None:
         config.write_bytes(b"")
         wait_for(lambda: "holds no settings" in d.output(), timeout=5)
         os.kill(d.proc.pid, signal.SIGHUP)  # a SIGHUP does not take it either
-        time.sleep(1.5)
+        seen = polls_done(port)
+        wait_for(lambda: polls_done(port) >= seen + 3, timeout=10)  # the SIGHUP was handled
         assert healthz(port)[0] == 200
         assert "config reloaded" not in d.output()
         config.write_bytes(full.replace(b"0.2", b"0.3"))

@@ -45,7 +45,7 @@ def test_job_found_with_labels_and_addresses_then_removed(
             "2",
         )
         try:
-            ready, polls_before = time.monotonic(), _polls(d)
+            ready, polls_before = time.monotonic(), d.polls()
             expected = {
                 "vllm_server_0_0",
                 "vllm_server_1_0",
@@ -55,7 +55,7 @@ def test_job_found_with_labels_and_addresses_then_removed(
             waited = wait_for(lambda: set(d.by_actor()) == expected, timeout=30)
             # The poll that was running when they served may have listed too early; the next
             # one finds them (a third may finish before the check above looks).
-            polls = _polls(d) - polls_before
+            polls = d.polls() - polls_before
             assert polls <= 3, f"targets appeared {polls:.0f} polls after the servers served"
             found = d.by_actor()
             for name, group in found.items():
@@ -177,9 +177,9 @@ def test_dashboard_outage_keeps_files_byte_identical(
                 assert "keeping the files as they are" in d.output()
             finally:
                 ray_cluster.resume_dashboard()
-            resumed = _polls(d)
+            resumed = d.polls()
             back = wait_for(lambda: d.health()[0] == 200, timeout=15)
-            polls = _polls(d) - resumed
+            polls = d.polls() - resumed
             print(f"healthy again {back:.2f}s, {polls:.0f} polls after the dashboard resumed")
             # The poll in flight at the resume may still fail; the next one succeeds (a third
             # may finish before the check above looks).
@@ -234,11 +234,6 @@ def _poll_durations(d: DaemonProcess) -> tuple[float, float]:
     raise AssertionError("fsd_daemon_poll_duration_seconds is missing")
 
 
-def _polls(d: DaemonProcess) -> float:
-    """How many polls the daemon has finished, failed ones included."""
-    return _poll_durations(d)[0]
-
-
 def _failed_polls(d: DaemonProcess) -> float:
     return sum(
         s.value
@@ -263,7 +258,7 @@ def test_hung_server_delays_neither_the_others_nor_later_polls(
             # Ten polls while the call hangs: waiting for it (2 s, past the 1 s bucket) costs
             # at most one of them.
             count0, slow0 = _poll_durations(d)
-            wait_for(lambda: _polls(d) >= count0 + 10, timeout=60)
+            wait_for(lambda: d.polls() >= count0 + 10, timeout=60)
             count1, slow1 = _poll_durations(d)
             print(f"{slow1 - slow0:.0f} of {count1 - count0:.0f} polls over 1 s while a call hangs")
             assert slow1 - slow0 <= 1, (slow1 - slow0, count1 - count0)

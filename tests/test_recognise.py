@@ -21,7 +21,6 @@ Upstream sources (details and commits in docs/upstream.md):
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +301,8 @@ def test_hostile_actor_names_on_a_real_cluster_cost_the_daemon_nothing(
             except AssertionError:
                 print(d.by_actor().keys(), d.output()[-5000:])
                 raise
-            time.sleep(3)  # several more polls
+            seen = d.polls()
+            wait_for(lambda: d.polls() >= seen + 5, timeout=30)  # several more polls
             assert d.proc.poll() is None
             assert set(d.by_actor()) == {"vllm_server_7_0"}
             output = d.output()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from fsd_daemon.sim.launch import free_port, stop_process
 
@@ -34,11 +35,15 @@ __all__ = [
     "DaemonProcess",
     "LocalRayCluster",
     "healthz",
+    "polls_done",
     "read_groups",
     "remove_tree",
     "targets_in",
     "wait_for",
 ]
+
+# The daemon's own poll-duration histogram (fsd_daemon.service.selfmetrics).
+POLL_DURATION = "fsd_daemon_poll_duration_seconds"
 
 # Settings a DaemonProcess gets unless the caller passes others: a short grace period, so that
 # removals show within seconds of a server going.
@@ -90,6 +95,23 @@ def healthz(port: int, host: str = "127.0.0.1") -> tuple[int, dict[str, Any]]:
             return exc.code, orjson.loads(exc.read())
     except OSError as exc:
         return 0, {"error": str(exc)}
+
+
+def polls_done(port: int, host: str = "127.0.0.1") -> float:
+    """How many polls the daemon serving its self-metrics at ``port`` has finished, failed
+    ones included (its poll-duration histogram's count); 0 while nothing answers there.
+
+    What a test waits on to know the daemon has looked again, instead of sleeping."""
+    url = f"http://{host}:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == POLL_DURATION:
+            return sum(s.value for s in family.samples if s.name == POLL_DURATION + "_count")
+    return 0.0
 
 
 def read_groups(path: Path) -> list[dict[str, Any]]:
@@ -253,6 +275,10 @@ class DaemonProcess:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         return healthz(self.metrics_port)
+
+    def polls(self) -> float:
+        """Polls finished so far (see :func:`polls_done`)."""
+        return polls_done(self.metrics_port)
 
     def metrics(self) -> str:
         """The /metrics exposition text."""
