@@ -34,11 +34,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-# The harness is test-only code (tests/support), importable once the checkout is on the path.
-from tests.support.harness import DaemonProcess  # noqa: E402
+from fsd_daemon.sim.harness import DaemonProcess  # noqa: E402
 
 # Ray's PrometheusServiceDiscoveryWriter flushes every 5 s (ray/_private/metrics_agent.py).
 RAY_FLUSH_PERIOD = 5.0
@@ -53,6 +50,15 @@ def stop_pid(proc: subprocess.Popen[Any] | None, timeout: float = 15.0) -> None:
 def http_get(url: str, timeout: float = 10.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return bytes(r.read())
+
+
+def http_answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether ``url`` answers 2xx now (a readiness probe)."""
+    try:
+        http_get(url, timeout=timeout)
+        return True
+    except OSError:
+        return False
 
 
 def http_post(url: str, timeout: float = 30.0) -> int:

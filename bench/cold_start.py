@@ -4,7 +4,7 @@ bridge protocol.
 The daemon (in-process ``Daemon.poll()``, its loop's cadence imitated) starts against a
 cluster that already has N servers, none resolved, and a rollout.json from before the restart
 holding all N. Addresses come from a real ``RayBridge`` child process over its pipe; inside it
-the backend answers like Ray with realistic latency (``tests/support/slowray.py``: each
+the backend answers like Ray with realistic latency (``fsd_daemon/sim/slowray.py``: each
 ``get_actor`` a GCS round trip of ``--lookup-ms``, each ``get_server_address`` call
 ``--call-ms``). Measured: seconds until rollout.json holds all N, polls it took, every write's
 target count (a write with fewer than at start is what a restart must never do), the bridge
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fsd_daemon.config import load_config
     from fsd_daemon.discovery.ray_bridge import RayBridge
     from fsd_daemon.pipeline.poll import Poll
-    from tests.support.slowray import address_of
+    from fsd_daemon.sim.slowray import address_of
 
     snapshot = cluster(args.servers)
     out = Path(tempfile.mkdtemp(prefix="fsd-bench-cold-"))
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fake:0",
         timeout=args.resolve_timeout,
         concurrency=args.concurrency,
-        backend="tests.support.slowray:SlowBackend",
+        backend="fsd_daemon.sim.slowray:SlowBackend",
         backend_options={
             "lookup_seconds": args.lookup_ms / 1000,
             "call_seconds": args.call_ms / 1000,

@@ -139,6 +139,17 @@ def _kind(call: ast.Call) -> str | None:
     return None
 
 
+def _assignments(module: ast.Module) -> dict[str, ast.expr]:
+    """What each plain name in ``module`` is assigned (the last assignment wins)."""
+    return {
+        t.id: node.value
+        for node in ast.walk(module)
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+
+
 def metric_definitions(tree: Tree, prefix: str, folders: Sequence[str]) -> dict[str, Definition]:
     """Every ``Counter/Gauge/Histogram(name="<prefix>...", labelnames=...)`` call under
     ``folders``; names defined indirectly (a tuple of names looped over) get their type from
@@ -146,13 +157,7 @@ def metric_definitions(tree: Tree, prefix: str, folders: Sequence[str]) -> dict[
     found: dict[str, Definition] = {}
     for _, module in tree.parsed(*folders):
         # labelnames=pos_labelnames: follow a plain name to what it was assigned (one level).
-        assigned = {
-            t.id: node.value
-            for node in ast.walk(module)
-            if isinstance(node, ast.Assign)
-            for t in node.targets
-            if isinstance(t, ast.Name)
-        }
+        assigned = _assignments(module)
         for node in ast.walk(module):
             if not isinstance(node, ast.Call):
                 continue
@@ -307,13 +312,7 @@ def gpu_worker_classes(tree: Tree, defined: set[str]) -> set[str]:
         return word if word in defined else None
 
     for _, module in tree.parsed("verl/"):
-        assigned = {
-            t.id: node.value
-            for node in ast.walk(module)
-            if isinstance(node, ast.Assign)
-            for t in node.targets
-            if isinstance(t, ast.Name)
-        }
+        assigned = _assignments(module)
         for node in ast.walk(module):
             if not isinstance(node, ast.Call):
                 continue

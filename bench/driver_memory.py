@@ -40,7 +40,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
-from soak import RayHead, slope_per_hour, user_env
+from soak import slope_per_hour, user_env
+
+from fsd_daemon.sim.rayhead import RayHead
 
 MODES = ("idle", "get_actor", "get_actor+call", "bridge", "bridge-replaced")
 LIVE = 4
@@ -163,7 +165,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="driver-memory-", dir=args.work_root))
     home = work / "home"
     home.mkdir()
-    head = RayHead(args.base_port, work / "r", home, work / "ray-head.log")
+    (work / "r").mkdir()
+    head = RayHead(work, env=user_env(home), base_port=args.base_port, temp_dir=work / "r")
     listing = work / "listing.txt"
     env = user_env(home)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
@@ -179,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     me,
                     "observe",
                     mode,
-                    head.gcs_address,
+                    head.address,
                     str(listing),
                     str(args.actors),
                 ],
@@ -190,7 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(10)  # every observer connected before the first actor
         began = time.time()
         creator = subprocess.run(
-            [sys.executable, me, "create", head.gcs_address, str(listing), str(args.actors)],
+            [sys.executable, me, "create", head.address, str(listing), str(args.actors)],
             env=env,
             timeout=3600,
             capture_output=True,

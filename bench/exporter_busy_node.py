@@ -45,11 +45,21 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import REPO, free_port, http_get, machine, parse_metrics, percentile, stop_pid, table
+from _common import (
+    REPO,
+    free_port,
+    http_answers,
+    http_get,
+    machine,
+    parse_metrics,
+    percentile,
+    stop_pid,
+    table,
+)
 from exporter_cost import start_sleepers, stop_sleepers
 
 from fsd_daemon.gpu.simulated import SAMPLE_PERIOD_SECONDS, SimulatedNvml
-from tests.support.harness import wait_for
+from fsd_daemon.sim.harness import wait_for
 
 _BURNER = """
 import sys, time
@@ -89,14 +99,6 @@ def start_static(directory: str) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.DEVNULL,
     )
     return proc, f"http://127.0.0.1:{port}/metrics"
-
-
-def _get_ok(url: str) -> bool:
-    try:
-        http_get(url, timeout=2)
-        return True
-    except OSError:
-        return False
 
 
 def cpu_seconds(pid: int) -> float:
@@ -148,13 +150,13 @@ def run_one(args: argparse.Namespace, gpus: int) -> dict[str, Any]:
     exporter, url = start_exporter(gpus, args.code)
     static = None
     try:
-        wait_for(lambda: _get_ok(url), timeout=60, step=0.1)
+        wait_for(lambda: http_answers(url), timeout=60, step=0.1)
         time.sleep(args.settle_seconds)
         body = http_get(url)
         directory = tempfile.mkdtemp(prefix="fsd-static-")
         Path(directory, "metrics").write_bytes(body)
         static, static_url = start_static(directory)
-        wait_for(lambda: _get_ok(static_url), timeout=60, step=0.1)
+        wait_for(lambda: http_answers(static_url), timeout=60, step=0.1)
         for _ in range(20):  # warm both
             http_get(url)
             http_get(static_url)

@@ -30,14 +30,23 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
-from _common import http_get, machine, parse_metrics, percentile, start_exporter, stop_pid, table
+from _common import (
+    http_answers,
+    http_get,
+    machine,
+    parse_metrics,
+    percentile,
+    start_exporter,
+    stop_pid,
+    table,
+)
 
 from fsd_daemon.config import load_config
 from fsd_daemon.gpu.ownership import OwnershipTracker
 from fsd_daemon.gpu.proctable import ProcessTable
 from fsd_daemon.gpu.sampler import Sampler
 from fsd_daemon.gpu.simulated import SimulatedNvml
-from tests.support.harness import wait_for
+from fsd_daemon.sim.harness import wait_for
 
 # Forks N children that sleep until killed, prints their pids, and waits for stdin to close.
 _SLEEPERS = """
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         ps = psutil.Process(proc.pid)
-        wait_for(lambda: _get_ok(url), timeout=60, step=0.1)
+        wait_for(lambda: http_answers(url), timeout=60, step=0.1)
         time.sleep(3.0)  # first ticks, imports settled
 
         cpu0, t0 = cpu_seconds(ps), time.monotonic()
@@ -213,14 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         "(bench/gpu_duty_cycle.py measures the real thing on a GPU machine)."
     )
     return 0
-
-
-def _get_ok(url: str) -> bool:
-    try:
-        http_get(url, timeout=2)
-        return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

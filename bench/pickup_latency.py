@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
-from tests.support.harness import DaemonProcess, LocalRayCluster, wait_for
+from fsd_daemon.sim.harness import DaemonProcess, LocalRayCluster, wait_for
 
 WAYS = ("fsd", "verl", "ray")
 WAY_NAMES = {

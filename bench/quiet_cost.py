@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
-from tests.support.harness import DaemonProcess, LocalRayCluster, wait_for
+from fsd_daemon.sim.harness import DaemonProcess, LocalRayCluster, wait_for
 
 
 class ReplaceCounter(threading.Thread):

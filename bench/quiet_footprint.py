@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import _common as common  # noqa: E402
 
 from fsd_daemon.sim.launch import free_port, start_job, stop_process  # noqa: E402
-from tests.support.rayhead import RayHead, clean_env  # noqa: E402
+from fsd_daemon.sim.rayhead import RayHead, clean_env  # noqa: E402
 
 
 def tree(pid: int) -> list[psutil.Process]:

@@ -58,7 +58,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
-from tests.support.harness import wait_for
+from fsd_daemon.sim.harness import wait_for
 
 GOAL_CHANGED_CPU_MS = 100.0
 

@@ -55,7 +55,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -73,7 +72,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
-from tests.support.fs import remove_tree
+from fsd_daemon.sim.harness import healthz, remove_tree
+from fsd_daemon.sim.rayhead import RayHead
 
 VENV_BIN = Path(sys.executable).parent
 GRACE_SECONDS = 10.0  # the daemon's built-in daemon.grace_period_seconds
@@ -193,114 +193,12 @@ def user_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-class RayHead:
-    """``ray start --head --block`` on fixed ports from ``base_port``; stopped by its PID."""
-
-    def __init__(self, base_port: int, temp_dir: Path, home: Path, log_path: Path) -> None:
-        self.base_port = base_port
-        self.temp_dir = temp_dir
-        self.home = home
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.leftovers_killed: list[int] = []
-
-    @property
-    def gcs_address(self) -> str:
-        return f"127.0.0.1:{self.base_port}"
-
-    @property
-    def dashboard_port(self) -> int:
-        return self.base_port + 1
-
-    def argv(self) -> list[str]:
-        b = self.base_port
-        return [
-            str(VENV_BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            "--dashboard-host=127.0.0.1",
-            f"--port={b}",
-            f"--dashboard-port={b + 1}",
-            f"--ray-client-server-port={b + 2}",
-            f"--node-manager-port={b + 3}",
-            f"--object-manager-port={b + 4}",
-            f"--metrics-export-port={b + 5}",
-            f"--dashboard-agent-listen-port={b + 6}",
-            f"--dashboard-agent-grpc-port={b + 7}",
-            f"--runtime-env-agent-port={b + 8}",
-            f"--min-worker-port={b + 100}",
-            f"--max-worker-port={b + 299}",
-            f"--temp-dir={self.temp_dir}",
-            "--num-cpus=4",
-            "--include-dashboard=true",
-            "--disable-usage-stats",
-        ]
-
-    def generate_token(self) -> None:
-        """``ray get-auth-token --generate``: the token in this HOME, so Ray starts with token
-        authentication on, as Ray 2.60 recommends (it prints a warning when it is off)."""
-        subprocess.run(
-            [str(VENV_BIN / "ray"), "get-auth-token", "--generate"],
-            env=user_env(self.home),
-            stdout=subprocess.DEVNULL,
-            check=True,
-            timeout=120,
-        )
-
-    def start(self, timeout: float = 180.0) -> None:
-        self.proc = common_start(self.argv(), self.log_path, user_env(self.home))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ray start exited {self.proc.returncode}: see {self.log_path}")
-            if _port_open(self.base_port) and _http_answers(self.dashboard_port):
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"Ray did not come up within {timeout:g} s: see {self.log_path}")
-
-    def stop(self, timeout: float = 75.0) -> None:
-        """SIGTERM ``ray start`` (it drains for up to 30 s, then ends its processes); whatever
-        of its process tree outlives it is killed by PID."""
-        if self.proc is None:
-            return
-        try:
-            tree = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            tree = []
-        common.stop_pid(self.proc, timeout)
-        _, alive = psutil.wait_procs(tree, timeout=timeout)
-        for p in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                self.leftovers_killed.append(p.pid)
-                p.kill()
-        psutil.wait_procs(alive, timeout=10)
-        self.proc = None
-
-
 def common_start(
     argv: Sequence[str], log_path: Path, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     from fsd_daemon.sim.launch import start_logged
 
     return start_logged(argv, log_path, env)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _http_answers(port: int) -> bool:
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=3).close()
-        return True
-    except urllib.error.HTTPError:
-        return True  # it answers (token auth may refuse the request: that is fine here)
-    except OSError:
-        return False
 
 
 @dataclass
@@ -369,7 +267,7 @@ class Churn:
             RAY_TMPDIR=str(head.temp_dir),
             PYTHONPATH=str(common.REPO),
         )
-        argv = [sys.executable, __file__, "churn", "--address", head.gcs_address]
+        argv = [sys.executable, __file__, "churn", "--address", head.address]
         argv += ["--interval", str(args.interval), "--max-live", str(args.max_live)]
         argv += ["--first-replica", str(first)]
         with open(log, "ab") as err:
@@ -572,7 +470,7 @@ class OperatorFaults(threading.Thread):
             with open(self.config, "wb") as f:  # truncate ...
                 f.flush()
                 for _ in range(4):  # ... a stall (the listener is asked meanwhile) ...
-                    dark += _healthz_status(self.metrics_port) == 0
+                    dark += healthz(self.metrics_port)[0] == 0
                     time.sleep(0.1)
                 f.write(data)  # ... write
             time.sleep(0.3)
@@ -610,16 +508,6 @@ class OperatorFaults(threading.Thread):
             self.join(timeout=60)
 
 
-def _healthz_status(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
-
-
 def _yaml_jobs(path: Path) -> list[dict[str, Any]]:
     import yaml
 
@@ -644,7 +532,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         d.mkdir(parents=True)
     print(f"work dir: {work}", flush=True)
     rollout = out_dir / "rollout.json"
-    head = RayHead(args.base_port, temp_dir, home, work / "ray-head.log")
+    head = RayHead(work, env=user_env(home), base_port=args.base_port, temp_dir=temp_dir)
     live = LiveSet()
     churn: Churn | None = None
     daemon: subprocess.Popen[bytes] | None = None
@@ -664,10 +552,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         head.generate_token()
         head.start()
-        print(f"Ray up at {head.gcs_address} (dashboard :{head.dashboard_port})", flush=True)
+        print(f"Ray up at {head.address} (dashboard :{head.dashboard_port})", flush=True)
         auth = {"RAY_AUTH_MODE": "token"} if args.auth_mode_env else {}
         daemon_env = user_env(home, **auth)
-        daemon_argv = [str(VENV_BIN / "fsd-daemon"), "run", "--ray-address", head.gcs_address]
+        daemon_argv = [str(VENV_BIN / "fsd-daemon"), "run", "--ray-address", head.address]
         daemon_argv += ["--output-dir", str(out_dir), "--log-level", "info"]
         daemon_argv += ["--metrics-listen", f"127.0.0.1:{args.base_port + 10}"]
         config = operator_config(work) if args.operator_faults else None
@@ -784,7 +672,7 @@ def restart_ray(head: RayHead, live: LiveSet, churn: Churn, rotate: bool) -> dic
     head.start()
     back = time.time()
     live.ray_back_at = back
-    print(f"-- Ray back after {back - began:.1f} s on {head.gcs_address}", flush=True)
+    print(f"-- Ray back after {back - began:.1f} s on {head.address}", flush=True)
     return {
         "stop_s": round(stopped - began, 1),
         "down_s": round(back - began, 1),

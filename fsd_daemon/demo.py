@@ -33,9 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import orjson
 
 from fsd_daemon.assets.install import install_prometheus_rules
 from fsd_daemon.config import Config, load_config
+from fsd_daemon.plumbing.httpclient import HttpFailed, http_request
 from fsd_daemon.plumbing.process import STOP_SIGNALS, handled_signals
 from fsd_daemon.prometheus.scrape_config import full_config, render_yaml
 from fsd_daemon.sim.launch import Job, free_port, start_job, start_logged, stop_process
@@ -104,10 +103,9 @@ def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[Any] | None = 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
+            if http_request(url, timeout=2, max_bytes=0).status == 200:
+                return
+        except HttpFailed:
             pass
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(

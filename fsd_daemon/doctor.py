@@ -20,9 +20,7 @@ import argparse
 import json
 import logging
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +32,7 @@ from fsd_daemon import probe as probing
 from fsd_daemon.config import Config
 from fsd_daemon.mixin import names
 from fsd_daemon.pipeline.render import Target
+from fsd_daemon.plumbing.httpclient import http_request
 from fsd_daemon.recognition import endpoints, verl
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -397,8 +396,8 @@ _PATCH_FIX = (
 
 
 def _get_json(url: str, timeout: float) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read(64 * 1024 * 1024))
+    # HttpFailed is an OSError: the caller's except clause covers it.
+    return json.loads(http_request(url, timeout=timeout, max_bytes=64 * 1024 * 1024).body)
 
 
 def check_prometheus(

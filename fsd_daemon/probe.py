@@ -21,8 +21,6 @@ This module tells the cases apart, for ``fsd-daemon doctor`` and for fsd-daemon 
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -33,6 +31,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from fsd_daemon.mixin import names
 from fsd_daemon.pipeline.render import Target
+from fsd_daemon.plumbing.httpclient import HttpFailed, http_request
 from fsd_daemon.plumbing.periodic import PeriodicWorker
 
 # A vLLM /metrics page is a few hundred kB; stop reading well before a hostile server's body
@@ -103,20 +102,18 @@ def probe(target: Target, *, timeout: float, prefix: str | None = None) -> Probe
     (``vllm:`` / ``sglang:``); pass ``"fsd_gpu_"`` for an exporter."""
     prefix = prefix if prefix is not None else expected_prefix(target)
     path = metrics_path_of(target)
-    request = urllib.request.Request(f"http://{target.address}{path}", headers={"Accept": _ACCEPT})
+    url = f"http://{target.address}{path}"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = int(response.status)
-            body = response.read(MAX_BODY_BYTES)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return ProbeResult(target, path, int(exc.code), 0, str(exc.reason)[:200])
-    except (OSError, ValueError) as exc:
-        # URLError, timeouts, resets and refused connections are OSErrors; ValueError is a
-        # malformed answer.
-        reason = getattr(exc, "reason", exc)
-        return ProbeResult(target, path, 0, 0, f"{type(exc).__name__}: {reason}"[:200])
-    return ProbeResult(target, path, status, _count_series(body, prefix))
+        reply = http_request(
+            url, timeout=timeout, max_bytes=MAX_BODY_BYTES, headers={"Accept": _ACCEPT}
+        )
+    except HttpFailed as exc:
+        if exc.kind == "status":
+            return ProbeResult(target, path, exc.status, 0, exc.reason[:200])
+        return ProbeResult(target, path, 0, 0, f"{exc.kind}: {exc.reason}"[:200])
+    except ValueError as exc:  # a URL urllib cannot parse
+        return ProbeResult(target, path, 0, 0, f"{type(exc).__name__}: {exc}"[:200])
+    return ProbeResult(target, path, reply.status, _count_series(reply.body, prefix))
 
 
 def _count_series(body: bytes, prefix: str | None) -> int:

@@ -23,7 +23,7 @@ from fsd_daemon.config import load_config
 from fsd_daemon.service.daemon import Service as Daemon
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
-from tests.support.harness import targets_in
+from tests.support.harness import healthz, targets_in
 from tests.support.harness import wait_for as _wait_for
 
 # This module's waits: 10 s at most, checked every 20 ms.
@@ -68,17 +68,29 @@ def make_daemon(paths: dict[str, Path]) -> Daemon:
     return Daemon(load(), config_loader=load, config_path=str(paths["config"]))  # type: ignore[arg-type]
 
 
+def polls_done(daemon: Daemon) -> float:
+    """How many polls the daemon has finished, failed ones included."""
+    count = daemon.metrics.registry.get_sample_value("fsd_daemon_poll_duration_seconds_count")
+    return count or 0.0
+
+
+def poll_errors(daemon: Daemon, kind: str) -> float:
+    errors = daemon.metrics.registry.get_sample_value(
+        "fsd_daemon_poll_errors_total", {"kind": kind}
+    )
+    return errors or 0.0
+
+
 def test_unchanged_cluster_is_never_rewritten(env: dict[str, Path]) -> None:
-    """Many polls of the same cluster: one write per file, same inode and mtime throughout."""
+    """Fifteen more polls of the same cluster: one write per file, same inode and mtime."""
     with Running(make_daemon(env)) as d:
         rollout = env["out"] / "rollout.json"
         wait_for(lambda: len(targets_in(rollout)) == 2)
         before = rollout.stat()
-        polls = d.metrics.poll_duration._sum
-        time.sleep(1.5)  # ~15 polls
+        seen = polls_done(d)
+        wait_for(lambda: polls_done(d) >= seen + 15)
         after = rollout.stat()
         assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-        assert polls is not None
         assert d.metrics.writes.labels("rollout.json")._value.get() == 1
 
 
@@ -106,13 +118,20 @@ def test_source_failure_keeps_files_and_reports_degraded(env: dict[str, Path]) -
         good = rollout.read_bytes()
         port = d.metrics_port
         env["cluster"].write_bytes(b"{not json")
-        wait_for(lambda: health(port)[0] == 503)
-        time.sleep(1.0)  # well past the grace period: a failure must not count as "left"
+        wait_for(lambda: healthz(port)[0] == 503)
+        # Failed polls for well past the 0.5 s grace period: a failure must not count as "left".
+        failing_since, failed = time.monotonic(), poll_errors(d, "bad_response")
+        wait_for(
+            lambda: (
+                poll_errors(d, "bad_response") >= failed + 3
+                and time.monotonic() - failing_since > 1.0
+            )
+        )
         assert rollout.read_bytes() == good
-        status, body = health(port)
+        status, body = healthz(port)
         assert status == 503 and "ray" in body["problems"]
         env["cluster"].write_bytes(orjson.dumps(cluster(server(0))))
-        wait_for(lambda: health(port)[0] == 200)
+        wait_for(lambda: healthz(port)[0] == 200)
         wait_for(lambda: len(targets_in(rollout)) == 1)  # server 1 leaves after its grace
 
         def metrics() -> str:
@@ -125,15 +144,9 @@ def test_source_failure_keeps_files_and_reports_degraded(env: dict[str, Path]) -
         assert 'fsd_daemon_poll_errors_total{kind="bad_response"}' in metrics()
 
 
-def health(port: int) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-            return r.status, orjson.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
-
-
-def test_config_edit_is_applied_and_broken_edit_refused(env: dict[str, Path]) -> None:
+def test_config_edit_is_applied_and_broken_edit_refused(
+    env: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     """Editing the config file relabels targets; a broken edit is refused, the daemon goes on."""
     with Running(make_daemon(env)) as d:
         rollout = env["out"] / "rollout.json"
@@ -144,7 +157,9 @@ def test_config_edit_is_applied_and_broken_edit_refused(env: dict[str, Path]) ->
         env["config"].write_text(
             text.replace('cluster = "one"', "cluster = 5\npoll_interval_seconds = -1")
         )
-        time.sleep(1.0)
+        wait_for(lambda: "config reload refused" in caplog.text)
+        seen = polls_done(d)
+        wait_for(lambda: polls_done(d) >= seen + 2)  # and polls went on after the refusal
         assert d.config.daemon.cluster == "two"
         assert d.config.daemon.poll_interval_seconds == 0.1
         env["cluster"].write_bytes(orjson.dumps(cluster(server(0), server(1), server(2))))

@@ -43,7 +43,7 @@ def _exprs(doc: dict[str, object]) -> dict[str, list[str]]:
 
 
 def test_asleep_busy_idle_panels() -> None:
-    """Issue 10.4: per replica and per job, from vLLM's sleep gauge and the running requests;
+    """Per replica and per job, from vLLM's sleep gauge and the running requests;
     the state panel maps 0/1/2 to asleep / awake idle / awake busy."""
     doc = dashboards.rollout_overview()
     exprs = _exprs(doc)

@@ -4,19 +4,18 @@ The broken servers are what verl's defaults give (verl main 1dda039b,
 ``verl/trainer/config/rollout/rollout.yaml``: ``disable_log_stats: True``,
 ``prometheus.enable: false``): a vLLM server whose ``/metrics`` has no ``vllm:`` series and an
 SGLang server without a ``/metrics`` route. They run in a verl-like job on the session's real
-Ray cluster (tests/support/defaults_job.py); doctor runs as the ``fsd-daemon`` command.
+Ray cluster (``fsd_daemon.sim.job --metrics-off``); doctor runs as the ``fsd-daemon`` command.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,10 @@ from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.mixin import names
 from fsd_daemon.mixin.rules import RULES_DIR
 from fsd_daemon.pipeline.render import Target
-from fsd_daemon.sim.launch import free_port, stop_process
+from fsd_daemon.sim.launch import Job, free_port, start_job, stop_process
 from tests.support.cli import run_cli
 from tests.support.raycluster import LocalRayCluster
 
-DEFAULTS_JOB = Path(__file__).parent / "support" / "defaults_job.py"
 VLLM_KEY = "actor_rollout_ref.rollout.disable_log_stats=False"
 SGLANG_KEY = "actor_rollout_ref.rollout.prometheus.enable=True"
 
@@ -303,32 +301,15 @@ def test_rollout_metrics_probe_asks_a_healthy_server_again_only_after_the_rechec
 # --- doctor on a real cluster -------------------------------------------------------------------
 
 
-@dataclass
-class DefaultsJob:
-    proc: subprocess.Popen[bytes]
-    job_id: str
-    addresses: dict[str, str]
-
-
 @pytest.fixture(scope="module")
-def defaults_job(ray_cluster: LocalRayCluster) -> Iterator[DefaultsJob]:
-    proc = subprocess.Popen(
-        [sys.executable, str(DEFAULTS_JOB), "--address", ray_cluster.address],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
+def defaults_job(ray_cluster: LocalRayCluster) -> Iterator[Job]:
+    """vllm_server_0_0 and sglang_server_0_0 with verl's default metrics settings (no vllm:
+    series; no /metrics route), vllm_server_1_0 with statistics on."""
+    job = start_job(ray_cluster.address, "--vllm", "2", "--sglang", "1", "--metrics-off", "0")
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, f"the job exited with {proc.wait()} before it was ready"
-        info = json.loads(line)
-        yield DefaultsJob(proc, info["job_id"], info["addresses"])
+        yield job
     finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        stop_process(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        job.stop()
 
 
 def _doctor(ray_cluster: LocalRayCluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -344,7 +325,7 @@ def _by_subject(findings: list[dict[str, Any]], check: str, needle: str) -> dict
 
 
 def test_doctor_names_both_servers_and_the_keys_to_set(
-    ray_cluster: LocalRayCluster, defaults_job: DefaultsJob
+    ray_cluster: LocalRayCluster, defaults_job: Job
 ) -> None:
     """A new user's first run on a cluster with verl's defaults: doctor finds the job's three
     servers through Ray, says the vLLM server has no vllm: series and the SGLang server has no
@@ -371,7 +352,8 @@ def test_doctor_names_both_servers_and_the_keys_to_set(
     assert SGLANG_KEY in sglang["fix"] and VLLM_KEY in sglang["fix"]
 
     healthy = _by_subject(findings, "metrics", "vllm_server_1_0")
-    assert healthy["ok"] is True and "1 engine series" in healthy["detail"]
+    assert healthy["ok"] is True and " 0 engine series" not in healthy["detail"]
+    assert re.search(r"HTTP 200 with [1-9][0-9]* engine series", healthy["detail"])
 
     text = _doctor(ray_cluster)
     assert text.returncode == 1
@@ -418,7 +400,7 @@ def _wait_scraped(url: str, instances: set[str], timeout: float = 60) -> None:
 
 
 def test_doctor_checks_prometheus_jobs_targets_and_rules(
-    ray_cluster: LocalRayCluster, defaults_job: DefaultsJob, prometheus: Any, tmp_path: Path
+    ray_cluster: LocalRayCluster, defaults_job: Job, prometheus: Any, tmp_path: Path
 ) -> None:
     """With the daemon's target files and a Prometheus configured as ``fsd-daemon
     prometheus-config`` says, plus the shipped rules: doctor finds the rollout, gpu and ray

@@ -172,7 +172,8 @@ def test_unwritable_disk_keeps_old_file_and_health_says_why(
             why = "EROFS"
         write_atomically(described, cluster(server(0), server(1), server(2)))
         wait_for(lambda: d.health()[0] == 503 and why in _problems(d), timeout=10)
-        time.sleep(1.0)  # several retries
+        seen = d.polls()
+        wait_for(lambda: d.polls() >= seen + 3, timeout=10)  # several retries
         assert (out / "rollout.json").read_bytes() == before
         no_temp_file_stays(out)
         assert d.proc.poll() is None

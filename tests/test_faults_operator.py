@@ -13,8 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -22,7 +20,7 @@ import orjson
 from fsd_daemon.sim.launch import free_port, stop_process
 from tests.support.clusterfile import cluster, server
 from tests.support.daemonproc import DaemonProcess, wait_for
-from tests.support.fs import remove_tree
+from tests.support.harness import healthz, polls_done, remove_tree
 
 
 def _described(tmp_path: Path, count: int = 2) -> Path:
@@ -140,16 +138,6 @@ class ConfiguredDaemon:
         return code
 
 
-def _healthz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
-
-
 def _rewrite_in_place(path: Path, parts: list[bytes], pause: float) -> None:
     """What ``cat new > file`` or an editor saving in place does: truncate, then write, here
     with a stall between the steps (a loaded machine, a slow disk)."""
@@ -186,12 +174,12 @@ def test_config_rewritten_in_place_is_never_read_half_written(tmp_path: Path) ->
 
     def watch_health() -> None:
         while not stop.is_set():
-            if _healthz(port) == 0:
+            if healthz(port)[0] == 0:
                 dark.append(time.monotonic())
             time.sleep(0.05)
 
     try:
-        wait_for(lambda: _healthz(port) == 200, timeout=20)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=20)
         watcher = threading.Thread(target=watch_health, daemon=True)
         watcher.start()
         cut = full.index(listen)
@@ -211,9 +199,10 @@ def test_config_rewritten_in_place_is_never_read_half_written(tmp_path: Path) ->
             full.replace(b"poll_interval_seconds = 0.2", b"poll_interval_seconds = 0.3")
         )
         wait_for(lambda: "config reloaded" in d.output(), timeout=5)
-        time.sleep(1.0)
+        seen = polls_done(port)
+        wait_for(lambda: polls_done(port) >= seen + 3, timeout=10)  # a second reload had time
         assert d.output().count("config reloaded") == 1
-        assert _healthz(port) == 200
+        assert healthz(port)[0] == 200
         assert "Traceback" not in d.output()
     finally:
         stop.set()
@@ -238,15 +227,16 @@ def test_emptied_config_file_keeps_the_running_config(tmp_path: Path) -> None:
     }
     d = ConfiguredDaemon(config, env)
     try:
-        wait_for(lambda: _healthz(port) == 200, timeout=20)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=20)
         config.write_bytes(b"")
         wait_for(lambda: "holds no settings" in d.output(), timeout=5)
         os.kill(d.proc.pid, signal.SIGHUP)  # a SIGHUP does not take it either
-        time.sleep(1.5)
-        assert _healthz(port) == 200
+        seen = polls_done(port)
+        wait_for(lambda: polls_done(port) >= seen + 3, timeout=10)  # the SIGHUP was handled
+        assert healthz(port)[0] == 200
         assert "config reloaded" not in d.output()
         config.write_bytes(full.replace(b"0.2", b"0.3"))
         wait_for(lambda: "config reloaded" in d.output(), timeout=5)
-        assert _healthz(port) == 200
+        assert healthz(port)[0] == 200
     finally:
         assert d.stop() == 0, d.output()[-3000:]

@@ -20,6 +20,7 @@ import pytest
 
 from fsd_daemon.sim.launch import free_port, stop_process
 from tests.support.daemonproc import read_groups, wait_for
+from tests.support.harness import healthz
 from tests.support.rayhead import RayHead, clean_env, ray_has_token_auth, write_token
 
 pytestmark = [
@@ -52,16 +53,6 @@ def _head_node_id(head: RayHead, token: str) -> str:
 
 def _node_ids(path: Path) -> set[str]:
     return {g["labels"].get("node_id", "") for g in read_groups(path)}
-
-
-def _health(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-            return int(r.status), r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
 
 
 def test_rotated_token_is_read_again(tmp_path: Path) -> None:
@@ -100,16 +91,18 @@ def test_rotated_token_is_read_again(tmp_path: Path) -> None:
         new_id = _head_node_id(second, NEW)
         for name in ("gpu.json", "ray.json"):
             wait_for(lambda n=name: new_id in _node_ids(out / n), timeout=120)
-        wait_for(lambda: _health(port)[0] == 200, timeout=30)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=30)
 
         token_file.write_text("not-the-cluster-token\n")
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "Ray's token read again: it changed" in log_path.read_text(), 10)
-        wait_for(lambda: _health(port)[0] == 503, timeout=30)
-        assert f"rejected the token from RAY_AUTH_TOKEN_PATH ({token_file})" in _health(port)[1]
+        wait_for(lambda: healthz(port)[0] == 503, timeout=30)
+        assert f"rejected the token from RAY_AUTH_TOKEN_PATH ({token_file})" in str(
+            healthz(port)[1]
+        )
         token_file.write_text(NEW + "\n")
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: _health(port)[0] == 200, timeout=30)
+        wait_for(lambda: healthz(port)[0] == 200, timeout=30)
         time.sleep(1.0)
     finally:
         stop_process(proc)

@@ -10,8 +10,6 @@ Grafana provisioning; its provider file names the dashboards directory
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,61 +19,12 @@ import pytest
 
 from fsd_daemon.assets.install import dashboard_files
 from fsd_daemon.service.grafana_session import RaySessionDashboardsKeeper, _provider_path
-from fsd_daemon.sim.launch import stop_process
-from tests.report.helpers import clean_env
+from fsd_daemon.sim.rayhead import RayHead
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-PORTS = {
-    "--port": 25001,
-    "--dashboard-port": 25002,
-    "--ray-client-server-port": 25003,
-    "--dashboard-agent-listen-port": 25004,
-    "--dashboard-agent-grpc-port": 25005,
-    "--runtime-env-agent-port": 25006,
-    "--metrics-export-port": 25007,
-    "--node-manager-port": 25008,
-    "--object-manager-port": 25009,
-    "--min-worker-port": 25100,
-    "--max-worker-port": 25199,
-}
-
-
-class RayHead:
-    def __init__(self, temp_dir: Path) -> None:
-        self.temp_dir = temp_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        ray = Path(sys.executable).with_name("ray")
-        argv = [
-            str(ray),
-            "start",
-            "--head",
-            "--block",
-            f"--temp-dir={self.temp_dir}",
-            "--node-ip-address=127.0.0.1",
-            "--dashboard-host=127.0.0.1",
-            "--include-dashboard=true",
-            "--num-cpus=1",
-            "--disable-usage-stats",
-        ]
-        argv += [f"{flag}={port}" for flag, port in PORTS.items()]
-        self.log = open(self.temp_dir.parent / "ray-start.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(),
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=60)
-            self.proc = None
-            self.log.close()
+# A port range of this test's own, so that Ray comes back on the same ports after a restart.
+BASE_PORT = 25001
 
 
 def wait_for_target(
@@ -114,7 +63,7 @@ def test_dashboards_follow_the_ray_session(ray_temp_dir: Path) -> None:
     nothing changed."""
     keeper = RaySessionDashboardsKeeper(ray_temp_dir)
     assert keeper.target() is None and keeper.check() is False  # no session yet
-    head = RayHead(ray_temp_dir)
+    head = RayHead(ray_temp_dir.parent, base_port=BASE_PORT, temp_dir=ray_temp_dir, num_cpus=1)
     ray_temp_dir.mkdir(parents=True)
     head.start()
     try:

@@ -215,7 +215,7 @@ def test_promtool_is_the_real_one(promtool: str) -> None:
     assert shutil.which("prometheus") is not None
 
 
-# -- #8 item 6: a patch keeps the file's mode, owner and comments ----------------------------------
+# -- a patch keeps the file's mode, owner and comments ---------------------------------------------
 
 USER_FILE = """\
 # Prometheus for the training cluster. Ask ops before changing the auth below.
@@ -256,7 +256,7 @@ def test_patch_keeps_mode_owner_and_comments(written: Path, tmp_path: Path, prom
     promtool_check(promtool, target)
 
 
-# -- #10 item 3: verl's own prometheus.yml rewrite, side by side -----------------------------------
+# -- verl's own prometheus.yml rewrite, side by side -----------------------------------------------
 
 
 def verl_update_prometheus_config(

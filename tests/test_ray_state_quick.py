@@ -5,7 +5,6 @@ The answers' shape is checked against real Ray in tests/test_ray_http.py."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import threading
 import time
@@ -187,25 +186,30 @@ def test_an_actor_that_becomes_alive_as_another_dies_is_seen_at_the_next_poll(
 
 
 def test_ray_back_on_the_same_ports_is_seen_without_waiting_for_a_lookup(
-    dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch
+    dashboard: Dashboard,
 ) -> None:
     """A GCS address is configured: the dashboard's URL is looked up through the GCS. Ray goes
     away and comes back on the same ports while the new lookup still waits for the GCS (it
     retries for up to ``lookup_timeout``): the next poll finds the dashboard where it was.
     Meanwhile each poll fails fast as unreachable (probed at the poll interval), not as a
-    lookup timeout (backoff). The soak bench saw Ray's return noticed 20 s late."""
-    from fsd_daemon.discovery import ray_state
+    lookup timeout (backoff)."""
+    lookups: list[str] = []
+    gcs_back = threading.Event()
 
-    lookups: list[concurrent.futures.Future[str]] = []
+    def find_dashboard(address: str, auth: RayAuth, timeout: float) -> str:
+        lookups.append(address)
+        if len(lookups) > 1:  # the first one finds it; later ones wait for the GCS
+            gcs_back.wait(timeout=60)
+        return dashboard.url
 
-    def lookup(address: str, auth: Any, timeout: float, result: Any) -> None:
-        lookups.append(result)
-        if len(lookups) == 1:
-            result.set_result(dashboard.url)  # the first one finds it; later ones hang
-
-    monkeypatch.setattr(ray_state, "_lookup", lookup)
     auth = RayAuth(token_mode=False, source="", why="test")
-    source = RayStateSource("127.0.0.1:6379", timeout=1.0, full_listing_interval=3600, auth=auth)
+    source = RayStateSource(
+        "127.0.0.1:6379",
+        timeout=1.0,
+        full_listing_interval=3600,
+        auth=auth,
+        find_dashboard=find_dashboard,
+    )
     dashboard.actors = [_actor(1)]
     assert len(source.snapshot().actors) == 1
     dashboard.stop()
@@ -215,9 +219,12 @@ def test_ray_back_on_the_same_ports_is_seen_without_waiting_for_a_lookup(
             source.snapshot()
         assert down.value.kind == "unreachable", down.value
         assert time.monotonic() - started < 0.9  # fails fast: the loop probes at its interval
-    assert len(lookups) == 2 and not lookups[1].done()  # the GCS lookup still waits
+    assert len(lookups) == 2  # and the second still waits for the GCS
     dashboard.start_again()
-    assert len(source.snapshot().actors) == 1
+    try:
+        assert len(source.snapshot().actors) == 1
+    finally:
+        gcs_back.set()
 
 
 def test_a_restarted_ray_is_never_answered_from_the_old_snapshot(dashboard: Dashboard) -> None:
@@ -249,7 +256,7 @@ def test_after_a_failure_or_the_interval_a_full_listing(dashboard: Dashboard) ->
 
 def test_the_api_servers_refusal_is_named_not_called_unreachable(dashboard: Dashboard) -> None:
     """Ray 2.44 answers a too-short timeout with result=false and its own words; the error
-    says that, not that Ray is unreachable (issue 9 item 2)."""
+    says that, not that Ray is unreachable."""
     dashboard.refuse = "AssertionError: 0 second timeout is not supported."
     with pytest.raises(SourceError) as refused:
         _source(dashboard).snapshot()

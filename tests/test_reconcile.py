@@ -221,7 +221,7 @@ def test_cached_targets_follow_every_change_they_are_made_of() -> None:
 
 
 def test_grace_counts_from_the_last_poll_even_when_nothing_changed() -> None:
-    """Issue 8 item 2: a server that leaves after a quiet spell (polls whose listing did not
+    """A server that leaves after a quiet spell (polls whose listing did not
     change) still gets the whole grace period, counted from the last poll that saw it."""
     r, clock = make(grace=10)
     both = StaticCluster.from_data(cluster(server(0), server(1)))
@@ -257,7 +257,7 @@ def named(replica: int, name: str, class_name: str, port: int, **extra: Any) -> 
 
 
 def test_prefill_decode_teacher_trtllm_and_legacy_labels() -> None:
-    """Issue 10 item 1: a disaggregated replica's servers are role="rollout" with
+    """A disaggregated replica's servers are role="rollout" with
     disaggregation="prefill"|"decode" (vllm_pd_replica.py: the prefill server keeps the plain
     name); a teacher's key is its own label; TRT-LLM targets carry __metrics_path__; verl <=
     0.5 servers carry metrics_route="absent"."""
@@ -293,7 +293,7 @@ def test_prefill_decode_teacher_trtllm_and_legacy_labels() -> None:
 def test_hostile_actor_names_are_dropped_counted_and_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue 8 item 10: a server-class actor named with 4,301 digits (int() would raise) or a
+    """A server-class actor named with 4,301 digits (int() would raise) or a
     crafted 18,000-character name is dropped and logged once; every other server is listed."""
     r, _ = make()
     hostile = [
@@ -314,7 +314,7 @@ def test_hostile_actor_names_are_dropped_counted_and_logged_once(
 
 
 def test_addresses_that_prometheus_would_fail_are_dropped() -> None:
-    """Issue 8 item 11: a host with a trailing newline, a float port and non-ASCII digits
+    """A host with a trailing newline, a float port and non-ASCII digits
     never reach the file."""
     r, _ = make()
     c = StaticCluster.from_data(
@@ -336,7 +336,7 @@ def _session(data: dict[str, Any], session: str) -> StaticCluster:
 
 
 def test_ray_session_label_and_a_restart_that_reuses_job_and_actor_ids() -> None:
-    """Issue 8 item 14 / contract 1: targets carry ray_session; a new session that reuses the
+    """Targets carry ray_session; a new session that reuses the
     job id and actor id is another server: its address is asked anew, the old target stays
     until the new one answers or grace passes, and session_changed says so for that poll."""
     r, clock = make(grace=10)

@@ -119,7 +119,7 @@ def test_unicode_and_control_characters_in_values_are_kept() -> None:
     ],
 )
 def test_addresses_prometheus_would_fail_or_misread_are_refused(value: object) -> None:
-    """Issue 8 item 11: anchored with \\Z, integer ports only, ASCII digits only, bounded host,
+    """Anchored with \\Z, integer ports only, ASCII digits only, bounded host,
     IPv6 only in brackets."""
     with pytest.raises(InvalidTarget):
         parse_address(value)

@@ -175,7 +175,7 @@ def test_rules_cover_the_required_answers() -> None:
 
 
 def test_rules_cover_missing_metrics_sleep_and_long_tail() -> None:
-    """Issue 10 items 2, 4 and 6: the two missing-metrics alerts name the verl key to set, the
+    """The two missing-metrics alerts name the verl key to set, the
     target-down alert leaves 404 servers out, asleep / awake-busy / awake-idle exist per server,
     per replica's GPUs and per job, and the long-tail series exist."""
     records = {r["record"] for p in RULE_FILES for r in rules_of(p) if "record" in r}

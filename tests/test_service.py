@@ -10,8 +10,6 @@ import logging
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,20 +24,11 @@ from fsd_daemon.pipeline.poll import Poll, PollResult
 from fsd_daemon.plumbing.atomic_files import WriteError
 from fsd_daemon.service.daemon import FAST_POLL_WINDOW_SECONDS, Service
 from tests.support.clusterfile import cluster, node, server
-from tests.support.harness import targets_in
+from tests.support.harness import healthz, targets_in
 from tests.support.harness import wait_for as _wait_for
 
 # This module's waits: 10 s at most, checked every 20 ms.
 wait_for = functools.partial(_wait_for, timeout=10.0, step=0.02)
-
-
-def healthz(port: int, host: str = "127.0.0.1") -> tuple[int, dict[str, Any]]:
-    url = f"http://{host}:{port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, orjson.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
 
 
 class Running:
@@ -93,7 +82,7 @@ def make_service(paths: dict[str, Path], **kwargs: Any) -> Service:
     return Service(load(), config_loader=load, config_path=str(paths["config"]), **kwargs)
 
 
-# -- item 3: nothing after a poll or on reload ends the loop ---------------------------------------
+# -- nothing after a poll or on reload ends the loop -----------------------------------------------
 
 
 def test_unexpected_error_after_a_poll_is_logged_counted_and_the_loop_goes_on(
@@ -157,7 +146,7 @@ def test_reload_is_all_or_nothing(paths: dict[str, Path], caplog: pytest.LogCapt
         busy.close()
 
 
-# -- item 4: the loop's delay is the capped backoff ------------------------------------------------
+# -- the loop's delay is the capped backoff --------------------------------------------------------
 
 
 class FailingSource:
@@ -194,7 +183,7 @@ def test_absent_ray_is_probed_at_the_poll_interval_not_the_backoff_ceiling(
     assert max(service.next_delay(slow, took=5.0) for _ in range(50)) > 10.0
 
 
-# -- item 5: the keeper without watching, and wake() -----------------------------------------------
+# -- the keeper without watching, and wake() -------------------------------------------------------
 
 
 def test_keeper_runs_after_polls_with_no_watch(paths: dict[str, Path]) -> None:
@@ -217,7 +206,7 @@ def test_wake_polls_now(paths: dict[str, Path]) -> None:
         assert wait_for(lambda: len(targets_in(rollout)) == 3, timeout=2) < 2
 
 
-# -- item 9: health names the failing stage --------------------------------------------------------
+# -- health names the failing stage ----------------------------------------------------------------
 
 
 class TroubledResolver:
@@ -265,7 +254,7 @@ def test_healthz_names_the_resolver_when_it_fails(
     assert "address resolution works again" in caplog.text
 
 
-# -- item 1 (start-up gate) and item 12 (Ray restarts) ---------------------------------------------
+# -- the start-up gate, and Ray restarts -----------------------------------------------------------
 
 
 class SlowResolver:
@@ -332,7 +321,7 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
     """A new Ray session (new head node): the resolver is restarted and its warm-up applies
     again, so no file is written with servers dropped merely because the new bridge has not
     answered yet."""
-    # Both ways a source tells a new session: the session name (contract 1) and the head node.
+    # Both ways a source tells a new session: the session name and the head node.
     old_session = {**cluster(server(0), server(1)), "session": "session_1"}
     paths["cluster"].write_bytes(orjson.dumps(old_session))
     described = StaticCluster(str(paths["cluster"]))
@@ -361,12 +350,12 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
         data = rollout.read_bytes()
         return b"02000000" in data and b"01000000" not in data
 
-    # The old session's targets may stay until their grace period ends (contract 1).
+    # The old session's targets may stay until their grace period ends.
     wait_for(only_the_new_session, timeout=5)
     assert len(targets_in(rollout)) == 2
 
 
-# -- item 13: quiet logs, one reload per edit ------------------------------------------------------
+# -- quiet logs, one reload per edit ---------------------------------------------------------------
 
 
 def test_persisting_write_error_is_logged_once_then_when_it_ends(
@@ -429,7 +418,7 @@ def test_one_reload_per_edit_and_no_error_on_a_good_reload(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-# -- issue 12 goal 1: poll sooner while the cluster changes ----------------------------------------
+# -- poll sooner while the cluster changes ---------------------------------------------------------
 
 
 def test_fast_polls_after_a_change_and_normal_interval_when_quiet(paths: dict[str, Path]) -> None:
@@ -464,7 +453,7 @@ def test_new_server_is_picked_up_by_a_fast_poll(paths: dict[str, Path]) -> None:
         assert took < 1.5, took
 
 
-# -- item 8: IPv6 listen addresses -----------------------------------------------------------------
+# -- IPv6 listen addresses -------------------------------------------------------------------------
 
 
 def _ipv6_available() -> bool:

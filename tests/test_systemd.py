@@ -290,7 +290,9 @@ def hardened(unit: Path, argv: list[str], *, writable: list[Path]) -> list[str]:
 
 
 @dataclass
-class RayHead:
+class NamespacedHead:
+    """A Ray head started in a network namespace of the test's own, and what a unit needs of it."""
+
     ns: Namespace
     gcs: str
     home: Path  # HOME of the user who started Ray (its token is in .ray/auth_token)
@@ -298,7 +300,7 @@ class RayHead:
 
 
 @pytest.fixture
-def ray_head(tmp_path: Path) -> Iterator[RayHead]:
+def ray_head(tmp_path: Path) -> Iterator[NamespacedHead]:
     """A Ray head started as users start it (``ray start --head``, token auth on), in a network
     namespace of the test's own (its ports are private), with one verl-like job serving."""
     why = can_create_namespaces()
@@ -335,11 +337,11 @@ def ray_head(tmp_path: Path) -> Iterator[RayHead]:
         assert job.stdout is not None
         line = job.stdout.readline()
         assert line, (tmp_path / "job.log").read_text()
-        yield RayHead(ns, gcs, home, temp_dir)
+        yield NamespacedHead(ns, gcs, home, temp_dir)
 
 
 def test_daemon_under_the_units_hardening_finds_the_servers(
-    ray_head: RayHead, tmp_path: Path
+    ray_head: NamespacedHead, tmp_path: Path
 ) -> None:
     """fsd-daemon as the unit runs it: read-only /, /tmp and /usr, homes as ProtectHome= says,
     only its state directory writable, the unit's Environment=, a clean environment otherwise
@@ -348,7 +350,7 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
 
     What it caught: with ProtectHome=yes an interpreter under a home (pyenv here, conda, the
     rayproject images) cannot even start. On Ray 2.44..2.53 the Ray driver also creates its
-    temp dir under the read-only /tmp (EROFS, issue #9 item 3): the Ray-marked CI run against
+    temp dir under the read-only /tmp (EROFS): the Ray-marked CI run against
     the oldest supported Ray covers that; Ray 2.60 no longer writes there."""
     ns, gcs, home = ray_head.ns, ray_head.gcs, ray_head.home
     state = tmp_path / "state"  # stands for /var/lib/fsd-daemon
@@ -365,7 +367,7 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
         "LANG": "C.UTF-8",
         **unit_environment(DAEMON_UNIT),
         "RAY_ADDRESS": gcs,
-        # What the env file sets; token mode is decided from it alone (issue #9 item 1).
+        # What the env file sets; token mode is decided from it alone.
         "RAY_AUTH_TOKEN_PATH": str(token),
         "STATE_DIRECTORY": str(state),  # systemd sets it for StateDirectory=
         "FSD_DAEMON_OUTPUT_DIR": str(out),
@@ -394,7 +396,9 @@ def test_daemon_under_the_units_hardening_finds_the_servers(
     assert health["status"] == "ok", health
 
 
-def test_exporter_under_the_units_hardening_serves(ray_head: RayHead, tmp_path: Path) -> None:
+def test_exporter_under_the_units_hardening_serves(
+    ray_head: NamespacedHead, tmp_path: Path
+) -> None:
     """fsd-gpu-exporter as its unit runs it (nothing writable, homes hidden, the unit's
     Environment=): it serves /metrics with its simulated GPUs on its default listener."""
     ns = ray_head.ns
@@ -421,7 +425,7 @@ def test_exporter_under_the_units_hardening_serves(ray_head: RayHead, tmp_path: 
     wait_for(serving, 60, 0.5)
 
 
-def test_rays_sockets_admit_only_rays_user(ray_head: RayHead) -> None:
+def test_rays_sockets_admit_only_rays_user(ray_head: NamespacedHead) -> None:
     """Why the daemon must run as Ray's user (systemd/README.md, "Which user"): its Ray driver
     connects to the raylet and the object store through Unix sockets that Ray creates 0755
     for the user that started it, and connect(2) needs write permission. If a Ray release makes

@@ -12,7 +12,7 @@ Token auth: the cluster runs with a token (``ray get-auth-token --generate`` in 
 HOME, which ``ray start`` then uses, as Ray 2.5x+ does for a user who has one). The job driver
 and the worker's ``ray start`` are given ``RAY_AUTH_MODE=token`` (Ray turns token mode on by
 itself only for ``ray start --head``); the daemon gets nothing Ray-specific and finds the
-token in its HOME itself, as a user's would (issue #9 item 1).
+token in its HOME itself, as a user's would.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def test_two_nodes_discovery_scrape_and_worker_death(
         tmp_path / "daemon.log",
         {
             # No RAY_AUTH_MODE: the daemon turns token mode on from ~/.ray/auth_token itself,
-            # as Ray's CLI does (issue #9 item 1).
+            # as Ray's CLI does.
             **env,
             "FSD_DAEMON_POLL_INTERVAL_SECONDS": "1",
             "FSD_DAEMON_GRACE_PERIOD_SECONDS": str(GRACE_SECONDS),

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -183,6 +185,54 @@ def is_rejection(text: str) -> bool:
         or "http 401" in lowered
         or "http 403" in lowered
     )
+
+
+class RayChildFailed(Exception):
+    """A Ray-side child could not run or was killed. ``kind``: "timeout" or "unreachable"."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class RayChildResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the child failed because Ray refused our credentials."""
+        return self.returncode != 0 and is_rejection(self.stderr)
+
+
+def run_ray_child(
+    module: str, args: Sequence[str], auth: RayAuth, timeout: float
+) -> RayChildResult:
+    """``python -m module args`` with this process's auth decision in its environment, so
+    that the child's Ray client sends the same token; killed at ``timeout``.
+
+    A child keeps Ray (its import, its memory, a call that hangs) out of the caller's process.
+    Raises :class:`RayChildFailed` when it cannot start or runs out of time.
+    """
+    command = [sys.executable, "-m", module, *args]
+    env = {**os.environ, **auth.child_env()}
+    try:
+        done = subprocess.run(
+            command,
+            env=env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            text=True,
+            errors="replace",
+        )
+    except subprocess.TimeoutExpired:
+        raise RayChildFailed("timeout", f"{module} did not finish within {timeout:g} s") from None
+    except OSError as exc:
+        raise RayChildFailed("unreachable", f"cannot run {module}: {exc}") from None
+    return RayChildResult(done.returncode, done.stdout, done.stderr)
 
 
 _logged: set[str] = set()

@@ -9,11 +9,10 @@ has been idle for ``idle_seconds``, times out, kills by PID and starts again.
 
 A Ray driver that looks up and calls actors grows for as long as it lives, and nothing it
 offers gives the memory back (its core worker keeps what it learnt of every actor it met:
-ray-project/ray#9342). Measured (BENCHMARKS.md, "Soak" and bench/driver_memory.py): about
-40 MiB an hour under steady churn, against 8 MiB an hour for a driver that only sits
-connected. Under steady churn the child is never idle long enough to be stopped, so it is
-stopped once it has answered ``recycle_after`` lookups or has lived ``max_age_seconds``, at a
-moment when it is not busy (the way gunicorn's ``max_requests`` and Celery's
+ray-project/ray#9342; BENCHMARKS.md "Soak" and bench/driver_memory.py measure it). Under
+steady churn the child is never idle long enough to be stopped, so it is stopped once it
+has answered ``recycle_after`` lookups or has lived ``max_age_seconds``, at a moment when it
+is not busy (the way gunicorn's ``max_requests`` and Celery's
 ``max_tasks_per_child`` bound a worker's growth). As after an idle stop, the next request
 starts a fresh child and the warm-up gate stays open. A cold start with thousands of servers
 is never cut short: the child is busy until it has worked through them, and is replaced after.
@@ -141,7 +140,7 @@ class RayBridge:
         return reply or {}
 
     def problem(self) -> str | None:
-        """None when fine; else one line saying what fails (contract 3)."""
+        """None when fine; else one line saying what fails."""
         return self._problem
 
     @property

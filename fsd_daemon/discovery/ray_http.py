@@ -19,10 +19,7 @@ installed Ray): the envelope ``{"result": bool, "msg": str, "data": {"result": {
 from __future__ import annotations
 
 import argparse
-import http.client
 import math
-import os
-import subprocess
 import sys
 import urllib.error
 import urllib.parse
@@ -32,8 +29,9 @@ from typing import Any
 
 import orjson
 
-from fsd_daemon.discovery.ray_auth import RayAuth
+from fsd_daemon.discovery.ray_auth import RayAuth, RayChildFailed, is_rejection, run_ray_child
 from fsd_daemon.plumbing.gcpause import paused_gc
+from fsd_daemon.plumbing.httpclient import HttpFailed, http_request
 
 # The API server scales the timeout it is sent by 0.8 and truncates to whole seconds; Ray
 # 2.44 then refuses 0 ("0 second timeout is not supported", python/ray/util/state/common.py
@@ -68,32 +66,30 @@ class DashboardClient:
     def get(self, path: str, params: Sequence[tuple[str, Any]], timeout: float) -> Any:
         """The JSON body of ``GET path?params``. Raises :class:`DashboardError`."""
         query = urllib.parse.urlencode([(k, _query_value(v)) for k, v in params])
-        request = urllib.request.Request(
-            f"{self.url}{path}?{query}" if query else f"{self.url}{path}", headers=self._headers
-        )
         where = f"{self.url}{path}"
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as reply:
-                body = reply.read(_MAX_BODY_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            text = _body_text(exc)
-            if exc.code in (401, 403):
+            body = http_request(
+                f"{where}?{query}" if query else where,
+                timeout=timeout,
+                max_bytes=_MAX_BODY_BYTES + 1,
+                headers=self._headers,
+            ).body
+        except HttpFailed as exc:
+            if exc.kind == "status":
+                text = _body_text(exc.body, exc.reason)
+                if exc.status in (401, 403):
+                    raise DashboardError(
+                        "auth",
+                        f"HTTP {exc.status} from {where}: {text}; {self.auth.rejected_hint()}",
+                    ) from None
                 raise DashboardError(
-                    "auth", f"HTTP {exc.code} from {where}: {text}; {self.auth.rejected_hint()}"
+                    "api_error", f"HTTP {exc.status} from {where}: {text}"
                 ) from None
-            raise DashboardError("api_error", f"HTTP {exc.code} from {where}: {text}") from None
-        except TimeoutError:
-            raise DashboardError(
-                "timeout", f"{where} did not answer within {timeout:g} s"
-            ) from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
+            if exc.kind == "timeout":
                 raise DashboardError(
                     "timeout", f"{where} did not answer within {timeout:g} s"
                 ) from None
             raise DashboardError("unreachable", f"cannot reach {where}: {exc.reason}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise DashboardError("unreachable", f"{where} failed: {exc!r}") from None
         if len(body) > _MAX_BODY_BYTES:
             raise DashboardError("bad_response", f"{where}: answer over {_MAX_BODY_BYTES} bytes")
         try:
@@ -147,13 +143,10 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
-def _body_text(exc: urllib.error.HTTPError, limit: int = 200) -> str:
-    try:
-        text = exc.read(limit * 4).decode("utf-8", "replace")
-    except OSError:
-        return exc.reason if isinstance(exc.reason, str) else ""
-    text = " ".join(text.split())
-    return text[:limit]
+def _body_text(body: bytes, reason: str, limit: int = 200) -> str:
+    """The start of an error answer's body on one line, else the status line's reason."""
+    text = " ".join(body[: limit * 4].decode("utf-8", "replace").split())
+    return text[:limit] if text else reason
 
 
 # -- finding the dashboard ------------------------------------------------------------------
@@ -172,33 +165,24 @@ def find_dashboard_url(address: str, auth: RayAuth, timeout: float) -> str:
     """
     if is_dashboard_url(address):
         return address.rstrip("/")
-    command = [sys.executable, "-m", "fsd_daemon.discovery.ray_http", "--address", address]
-    env = {**os.environ, **auth.child_env()}
     try:
-        done = subprocess.run(
-            command, env=env, capture_output=True, timeout=timeout, check=False, text=True
-        )
-    except subprocess.TimeoutExpired:
-        raise DashboardError(
-            "timeout",
-            f"the GCS at {address!r} did not say where the dashboard is within {timeout:g} s",
-        ) from None
-    except OSError as exc:
-        raise DashboardError("unreachable", f"cannot run the dashboard lookup: {exc}") from None
+        done = run_ray_child("fsd_daemon.discovery.ray_http", ["--address", address], auth, timeout)
+    except RayChildFailed as exc:
+        if exc.kind == "timeout":
+            raise DashboardError(
+                "timeout",
+                f"the GCS at {address!r} did not say where the dashboard is within {timeout:g} s",
+            ) from None
+        raise DashboardError(exc.kind, f"the dashboard lookup failed: {exc}") from None
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines and is_dashboard_url(lines[-1]):
         return lines[-1].strip()
     error = _last_error_line(done.stderr)
-    if _rejected(error):
+    if is_rejection(error):
         raise DashboardError(
             "auth", f"Ray at {address!r} rejected us (InvalidAuthToken): {auth.rejected_hint()}"
         )
     raise DashboardError("unreachable", f"cannot find Ray's dashboard via {address!r}: {error}")
-
-
-def _rejected(text: str) -> bool:
-    lowered = text.lower()
-    return "invalidauthtoken" in lowered or "unauthenticated" in lowered
 
 
 def _last_error_line(stderr: str) -> str:

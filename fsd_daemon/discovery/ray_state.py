@@ -4,27 +4,19 @@ The dashboard's REST API answers the listings (``ray_http.DashboardClient``); on
 dashboard from a GCS address needs Ray, in a short-lived child, once per connection. Token
 auth is decided as Ray's CLI decides it (``ray_auth``).
 
-A quick poll: between full listings, ``snapshot`` asks only for the counts of ``limit=1``
-listings (a few hundred bytes instead of megabytes at 10,000 actors) and returns the previous
-snapshot when they are unchanged. The actors' fingerprint has three counts, because an actor
-moves PENDING -> ALIVE -> DEAD and two moves at once can cancel out in any one of them:
-how many actors are ALIVE; how many the GCS holds in all (``total``, DEAD ones included), which
-every creation raises (a server replaced by another, the ALIVE count unchanged: the soak bench
-saw that missed for up to 30 s); and how many are DEAD, which every death raises (a server
-that becomes ALIVE as another dies, ALIVE and total both unchanged: the soak bench saw that
-seen only at the next creation, about 4.5 s late, at every step of its churn). Only an actor
-created but not ALIVE yet can move that way, so the DEAD count is asked in quick polls only
-while the last full listing left such actors (``total`` above ALIVE plus DEAD): a quiet
-cluster costs two requests per poll, as before. The DEAD count of a full listing is asked
-before its ALIVE listing, so a move between the two can only overstate the actors not yet
-ALIVE (one more request per poll, one more full listing), never hide one. What stays unseen
-between full listings: an actor restarted by Ray as another becomes ALIVE (it keeps its id
-and, for verl, its place) and, once the GCS holds its maximum of DEAD actors (100,000 by
-default) and evicts one per death, a replacement; a full listing every
-``full_listing_interval`` seconds (30 by default) bounds both.
-The dashboard's own work is the same for both (it filters and sorts every ALIVE actor before
-it applies the limit: python/ray/dashboard/state_aggregator.py list_actors); only the
-daemon's parsing is saved.
+Quick polls: between full listings, ``snapshot`` asks only for the counts of ``limit=1``
+listings and returns the previous snapshot while they are unchanged; this saves the daemon's
+parsing, not the dashboard's work (it filters every ALIVE actor before it applies the limit:
+python/ray/dashboard/state_aggregator.py list_actors). An actor moves PENDING -> ALIVE -> DEAD,
+and two moves at once can cancel out in any one count, so the fingerprint has three: ALIVE;
+``total`` (DEAD included), which every creation raises (one server replaced by another); and
+DEAD, which every death raises (one server ALIVE as another dies). Only an actor created but
+not ALIVE yet can make that last move, so DEAD is asked in quick polls only while the last
+full listing left such actors (``total`` above ALIVE plus DEAD), and a full listing asks it
+before its ALIVE listing, so a move between the two can overstate those actors, never hide
+one. A full listing every ``full_listing_interval`` seconds bounds what no count shows: an
+actor Ray restarts as another becomes ALIVE, and a replacement once the GCS evicts one DEAD
+actor per death. BENCHMARKS.md ("Soak") has the measurements behind this.
 """
 
 from __future__ import annotations
@@ -77,8 +69,12 @@ class RayStateSource:
         full_listing_interval: float = FULL_LISTING_INTERVAL,
         auth: RayAuth | None = None,
         lookup_timeout: float = _LOOKUP_TIMEOUT,
+        find_dashboard: Callable[[str, RayAuth, float], str] = find_dashboard_url,
     ) -> None:
+        """``find_dashboard(address, auth, timeout)`` turns a GCS address into the dashboard's
+        URL (Ray's lookup in a child process unless given another)."""
         self.address = address
+        self._find_dashboard = find_dashboard
         self.timeout = timeout
         self.actor_limit = actor_limit
         self.node_limit = node_limit
@@ -254,7 +250,7 @@ class RayStateSource:
             self._looking_up = future
             threading.Thread(
                 target=_lookup,
-                args=(self.address, self.auth, self.lookup_timeout, future),
+                args=(self._find_dashboard, self.address, self.auth, self.lookup_timeout, future),
                 daemon=True,  # must not hold up the exit
                 name="ray-dashboard-lookup",
             ).start()
@@ -431,10 +427,14 @@ class ListingParser:
 
 
 def _lookup(
-    address: str, auth: RayAuth, timeout: float, result: concurrent.futures.Future[str]
+    find: Callable[[str, RayAuth, float], str],
+    address: str,
+    auth: RayAuth,
+    timeout: float,
+    result: concurrent.futures.Future[str],
 ) -> None:
     try:
-        result.set_result(find_dashboard_url(address, auth, timeout))
+        result.set_result(find(address, auth, timeout))
     except BaseException as exc:  # handed to the poll that waits for it
         result.set_exception(exc)
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +31,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from fsd_daemon.discovery.ray_auth import RayAuthError, is_rejection, load_auth
+from fsd_daemon.discovery.ray_auth import RayAuthError, RayChildFailed, load_auth, run_ray_child
 from fsd_daemon.plumbing.backoff import Backoff
 from fsd_daemon.plumbing.periodic import PeriodicWorker
 
@@ -108,35 +106,24 @@ class NameLookupFailed(Exception):
 def list_job_actors(gcs_address: str, job_id: str, timeout: float) -> list[ActorListing]:
     """The actors of ``job_id`` per Ray's state API, asked in a child process killed at
     ``timeout``. Raises :class:`NameLookupFailed`."""
-    command = [
-        sys.executable,
-        "-m",
-        "fsd_daemon.gpu.raylookup",
-        "--gcs-address",
-        gcs_address,
-        "--job-id",
-        job_id,
-        "--timeout",
-        f"{max(1.0, timeout * 0.7):.3g}",
-    ]
+    args = ["--gcs-address", gcs_address, "--job-id", job_id]
+    args += ["--timeout", f"{max(1.0, timeout * 0.7):.3g}"]
     # Token auth decided as Ray's CLI decides it (the child's explicit GCS address would not
     # turn it on by itself); only the token's source is logged, once.
     try:
         auth = load_auth()
     except RayAuthError as exc:
         raise NameLookupFailed(str(exc)) from None
-    env = {**os.environ, **auth.child_env()}
     try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False, env=env)
-    except subprocess.TimeoutExpired:
-        raise NameLookupFailed(f"Ray state API did not answer within {timeout:.3g} s") from None
-    except OSError as exc:
+        done = run_ray_child("fsd_daemon.gpu.raylookup", args, auth, timeout)
+    except RayChildFailed as exc:
+        if exc.kind == "timeout":
+            raise NameLookupFailed(f"Ray state API did not answer within {timeout:.3g} s") from None
         raise NameLookupFailed(f"cannot run the lookup: {exc}") from exc
+    if done.rejected:
+        raise NameLookupFailed(f"Ray rejected the lookup: {auth.rejected_hint()}")
     if done.returncode != 0:
-        stderr = done.stderr.decode("utf-8", "replace")
-        if is_rejection(stderr):
-            raise NameLookupFailed(f"Ray rejected the lookup: {auth.rejected_hint()}")
-        last = stderr.strip().splitlines()[-1:] or ["?"]
+        last = done.stderr.strip().splitlines()[-1:] or ["?"]
         raise NameLookupFailed(f"lookup exited {done.returncode}: {last[0][:300]}")
     try:
         rows = orjson.loads(done.stdout)

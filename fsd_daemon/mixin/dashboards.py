@@ -182,6 +182,15 @@ def _thresholds(steps: Sequence[tuple[str, float | None]]) -> Any:
     )
 
 
+def ratio_panel(
+    title: str, description: str, targets: Sequence[Target], *, grid: Grid, **options: Any
+) -> Any:
+    """A time series of 0-1 ratios, shown as percentages on a 0-100% axis."""
+    return timeseries_panel(
+        title, description, targets, grid=grid, unit="percentunit", min=0, max=1, **options
+    )
+
+
 def timeseries_panel(
     title: str,
     description: str,
@@ -354,7 +363,7 @@ def variable(name: str, label: str, query: str) -> Any:
 
 
 def sleep_state_panels(y: int) -> list[Any]:
-    """Issue 10.4: asleep is not idle. vLLM reports ``vllm:engine_sleep_state``: awake = 1
+    """Asleep is not idle. vLLM reports ``vllm:engine_sleep_state``: awake = 1
     while awake; weights_offloaded / discard_all = 1 while asleep at that level (verl puts
     rollout engines to sleep while the trainer has the GPUs in colocated training)."""
     awake = by(
@@ -408,7 +417,7 @@ def sleep_state_panels(y: int) -> list[Any]:
 
 
 def long_tail_cause_panels(y: int) -> list[Any]:
-    """Issue 10.6: what makes a step's tail long: long responses (up to max_tokens),
+    """What makes a step's tail long: long responses (up to max_tokens),
     truncations and aborts, preemptions/retractions, queueing, SGLang's paused requests."""
     by_job_role_bound = (*BY_JOB_ROLE, names.HISTOGRAM_BOUND)
 
@@ -528,7 +537,7 @@ def engine_report_panels(y: int) -> list[Any]:
     replica = legend(names.RAY_JOB_ID, names.REPLICA)
     return [
         row("What the engines report: caches, speculation, phases, idle time", y=y),
-        timeseries_panel(
+        ratio_panel(
             "Prefix-cache hit rate per replica",
             "Share of prompt tokens served from the prefix cache (vLLM prefix_cache_hits / "
             "prefix_cache_queries over 1m; SGLang its own cache_hit_rate). GRPO sends every "
@@ -536,20 +545,14 @@ def engine_report_panels(y: int) -> list[Any]:
             "recomputed (cache too small, or requests of one prompt spread over replicas).",
             [q(sel(names.REPLICA_PREFIX_CACHE_HIT_RATIO, *ROLLOUT), SERVER_LEGEND)],
             grid=(8, 12, 0, y + 1),
-            unit="percentunit",
-            min=0,
-            max=1,
         ),
-        timeseries_panel(
+        ratio_panel(
             "Speculative decoding: acceptance rate",
             "Share of draft tokens (e.g. MTP) the target model accepted, per job, role and "
             "engine (vLLM spec_decode_num_accepted_tokens / num_draft_tokens; SGLang "
             "spec_accept_rate). Only engines running speculative decoding appear.",
             [q(sel(names.JOB_ROLE_SPEC_ACCEPTANCE_RATIO, *ROLLOUT), job_role_engine)],
             grid=(8, 12, 12, y + 1),
-            unit="percentunit",
-            min=0,
-            max=1,
         ),
         timeseries_panel(
             "Speculative decoding: tokens per step",
@@ -574,7 +577,7 @@ def engine_report_panels(y: int) -> list[Any]:
             unit="s",
             min=0,
         ),
-        timeseries_panel(
+        ratio_panel(
             "Engine idle versus GPU idle per replica",
             "Per rollout replica: the fraction of time the engine itself had no request to run "
             "(SGLang >= 0.5.23 scheduler_idle_seconds_total) beside the fraction of time its "
@@ -589,9 +592,6 @@ def engine_report_panels(y: int) -> list[Any]:
                 ),
             ],
             grid=(8, 24, 0, y + 17),
-            unit="percentunit",
-            min=0,
-            max=1,
         ),
     ]
 
@@ -752,7 +752,7 @@ def rollout_overview() -> dict[str, Any]:
             min=0,
             decimals=0,
         ),
-        timeseries_panel(
+        ratio_panel(
             "Share of replicas still running requests",
             (
                 "Per Ray job and role: replicas with at least one running request / all "
@@ -761,9 +761,6 @@ def rollout_overview() -> dict[str, Any]:
             ),
             [q(sel(names.JOB_ROLE_REPLICAS_BUSY_RATIO, *ROLLOUT), JOB_ROLE_LEGEND)],
             grid=(8, 12, 0, 18),
-            unit="percentunit",
-            min=0,
-            max=1,
         ),
         timeseries_panel(
             "Running requests: busiest replica / mean",
@@ -800,7 +797,7 @@ def rollout_overview() -> dict[str, Any]:
             unit="short",
             min=0,
         ),
-        timeseries_panel(
+        ratio_panel(
             "KV-cache usage per replica",
             (
                 "Fraction of the KV cache in use (vllm:kv_cache_usage_perc, sglang:token_usage; "
@@ -809,9 +806,6 @@ def rollout_overview() -> dict[str, Any]:
             ),
             [q(sel(names.REPLICA_KV_CACHE_USAGE, *ROLLOUT), ENGINE_REPLICA_LEGEND)],
             grid=(8, 12, 0, 35),
-            unit="percentunit",
-            min=0,
-            max=1,
         ),
         timeseries_panel(
             "Finished requests per second per replica",
@@ -995,7 +989,7 @@ def gpu_idleness() -> dict[str, Any]:
             thresholds=[("orange", None)],
         ),
         row("Busy fraction over time", y=7),
-        timeseries_panel(
+        ratio_panel(
             "Busy fraction per role and job",
             (
                 "Mean busy fraction of the GPUs each Ray job holds in each role (role none: "
@@ -1006,11 +1000,8 @@ def gpu_idleness() -> dict[str, Any]:
                 q(sel(names.JOB_ROLE_GPU_BUSY_RATIO, *ROLLOUT), JOB_ROLE_LEGEND),
             ],
             grid=(9, 12, 0, 8),
-            unit="percentunit",
-            min=0,
-            max=1,
         ),
-        timeseries_panel(
+        ratio_panel(
             "Busy fraction per GPU",
             (
                 "Busy fraction of every GPU (rate of fsd_gpu_busy_seconds_total), labelled with "
@@ -1024,9 +1015,6 @@ def gpu_idleness() -> dict[str, Any]:
                 ),
             ],
             grid=(9, 12, 12, 8),
-            unit="percentunit",
-            min=0,
-            max=1,
         ),
         timeseries_panel(
             "Idle rollout GPUs per job",

@@ -66,10 +66,13 @@ class RuleFile:
     groups: tuple[Group, ...]
 
 
-R = n.by(n.REPLICA_LABELS)
-RR = n.by(n.ROLLOUT_REPLICA_LABELS)
-JR = n.by(n.JOB_ROLE_LABELS)
-JRE = n.by(n.JOB_ROLE_ENGINE_LABELS)
+# The label lists that rules aggregate by, written out once: one series per rollout server,
+# per replica (its prefill and decode servers summed), per job and role, and per job, role
+# and engine (see the label tuples in fsd_daemon.mixin.names for why each label stays).
+PER_SERVER = n.by(n.REPLICA_LABELS)
+PER_REPLICA = n.by(n.ROLLOUT_REPLICA_LABELS)
+PER_JOB_ROLE = n.by(n.JOB_ROLE_LABELS)
+PER_JOB_ROLE_ENGINE = n.by(n.JOB_ROLE_ENGINE_LABELS)
 _ROLLOUT = f'{n.ROLE}="{n.ROLE_ROLLOUT}"'
 # Which servers' token counters a replica's or a job's sum reads. In a prefill/decode
 # disaggregated replica every request passes through two servers: the prefill server computes
@@ -111,7 +114,8 @@ def per_replica(question: engines.Reads, template: str = "{}", agg: str = "sum")
     (put into ``template``) with ranks reduced by max and everything else (vLLM's data-parallel
     engines, SGLang's dp ranks, 0.5.23's is_streaming) aggregated with ``agg``."""
     parts = [
-        f"{agg} by ({R}) (\n{_indent(_engine_labels_applied(template.format(name), engine))}\n)"
+        f"{agg} by ({PER_SERVER}) (\n"
+        f"{_indent(_engine_labels_applied(template.format(name), engine))}\n)"
         for engine, name in engines.answering(question)
     ]
     return "\nor\n".join(parts)
@@ -121,7 +125,7 @@ def per_job_role_buckets(question: engines.Reads) -> str:
     """Bucket rates per job, role and engine (engines' bucket boundaries differ). Every label
     but le is summed: duplicate ranks scale all buckets alike and leave quantiles unchanged."""
     return "\nor\n".join(
-        f"sum by ({JRE}, le) (\n  rate({n.bucket(name)}[1m])\n)"
+        f"sum by ({PER_JOB_ROLE_ENGINE}, le) (\n  rate({n.bucket(name)}[1m])\n)"
         for _, name in engines.answering(question)
     )
 
@@ -469,14 +473,14 @@ def _load_records() -> tuple[Record, ...]:
         ),
         Record(
             n.ROLLOUT_REPLICA_GENERATION_TOKENS_RATE,
-            f"sum by ({RR}) (\n  {n.REPLICA_GENERATION_TOKENS_RATE}{{{_GENERATING}}}\n)",
+            f"sum by ({PER_REPLICA}) (\n  {n.REPLICA_GENERATION_TOKENS_RATE}{{{_GENERATING}}}\n)",
             "Per replica: how many tokens per second do its servers generate? A disaggregated "
             "replica's decode servers are summed and its prefill server left out (it emits only "
             "the first token of requests its decode servers then generate).",
         ),
         Record(
             n.ROLLOUT_REPLICA_PROMPT_TOKENS_RATE,
-            f"sum by ({RR}) (\n  {n.REPLICA_PROMPT_TOKENS_RATE}{{{_PREFILLING}}}\n)",
+            f"sum by ({PER_REPLICA}) (\n  {n.REPLICA_PROMPT_TOKENS_RATE}{{{_PREFILLING}}}\n)",
             "Per replica: how many prompt tokens per second does it process? A disaggregated "
             "replica's prefill server counts, its decode servers (which receive the prompt's "
             "KV cache from it) do not.",
@@ -494,29 +498,30 @@ def _load_records() -> tuple[Record, ...]:
         ),
         Record(
             n.JOB_ROLE_REPLICAS,
-            f"count by ({JR}) ({running})",
+            f"count by ({PER_JOB_ROLE}) ({running})",
             "Per Ray job and role: how many rollout servers report load?",
         ),
         Record(
             n.JOB_ROLE_REQUESTS_RUNNING,
-            f"sum by ({JR}) ({running})",
+            f"sum by ({PER_JOB_ROLE}) ({running})",
             "Per Ray job and role: how many requests are being generated in total?",
         ),
         Record(
             n.JOB_ROLE_GENERATION_TOKENS_RATE,
-            f"sum by ({JR}) ({n.REPLICA_GENERATION_TOKENS_RATE}{{{_GENERATING}}})",
+            f"sum by ({PER_JOB_ROLE}) ({n.REPLICA_GENERATION_TOKENS_RATE}{{{_GENERATING}}})",
             "Per Ray job and role: how many tokens per second do all its servers generate? "
             "(prefill servers left out, as per replica)",
         ),
         Record(
             n.JOB_ROLE_PROMPT_TOKENS_RATE,
-            f"sum by ({JR}) ({n.REPLICA_PROMPT_TOKENS_RATE}{{{_PREFILLING}}})",
+            f"sum by ({PER_JOB_ROLE}) ({n.REPLICA_PROMPT_TOKENS_RATE}{{{_PREFILLING}}})",
             "Per Ray job and role: how many prompt tokens per second do all its servers "
             "process? (decode servers left out, as per replica)",
         ),
         Record(
             n.JOB_ROLE_REPLICAS_BUSY_RATIO,
-            f"sum by ({JR}) ({running} > bool 0)\n/\ncount by ({JR}) ({running})",
+            f"sum by ({PER_JOB_ROLE}) ({running} > bool 0)\n/\n"
+            f"count by ({PER_JOB_ROLE}) ({running})",
             "Long tail, share form: what fraction of the job's servers still have requests "
             "running? 1 = all busy, 0 = all idle; a small non-zero value held for minutes is the "
             "long tail (a few servers finish the last long responses while the rest of the GPUs "
@@ -524,7 +529,8 @@ def _load_records() -> tuple[Record, ...]:
         ),
         Record(
             n.JOB_ROLE_REQUESTS_RUNNING_MAX_OVER_AVG,
-            f"max by ({JR}) ({running})\n/\nclamp_min(avg by ({JR}) ({running}), 1e-9)",
+            f"max by ({PER_JOB_ROLE}) ({running})\n/\n"
+            f"clamp_min(avg by ({PER_JOB_ROLE}) ({running}), 1e-9)",
             "Long tail, imbalance form: how much more work does the busiest server have than "
             "the average one? 1 = even; N (the number of servers) = one server has all of it; "
             "0 = no server has work (the clamp turns 0/0 into 0 rather than no result).",
@@ -550,7 +556,7 @@ def _sleep_records() -> tuple[Record, ...]:
     records = [
         Record(
             asleep,
-            f"(\n  1 - max by ({R}) (\n    {awake}\n  )\n)\nor\n0 * {running}",
+            f"(\n  1 - max by ({PER_SERVER}) (\n    {awake}\n  )\n)\nor\n0 * {running}",
             "Asleep versus idle, per rollout server: is its engine asleep? (1 asleep, 0 awake) "
             f'vLLM sets {n.VLLM_SLEEP_STATE}{{sleep_state="awake"}} to 0 while the engine sleeps '
             "(weights_offloaded or discard_all: verl sleeps it between steps in colocated "
@@ -573,7 +579,7 @@ def _sleep_records() -> tuple[Record, ...]:
         records.append(
             Record(
                 n.job_role_replicas_in_state(state),
-                f"sum by ({JR}) ({n.replica_engine_state(state)})",
+                f"sum by ({PER_JOB_ROLE}) ({n.replica_engine_state(state)})",
                 f"Per Ray job and role: how many rollout servers are {_words(state)}?",
             )
         )
@@ -583,9 +589,9 @@ def _sleep_records() -> tuple[Record, ...]:
 def _ratio_of_finished(numerator_selector: str, total: str) -> str:
     """Share of finished requests matching a selector; 0 (not empty) while none matched."""
     return (
-        f"(\n  sum by ({JR}) (rate({numerator_selector}[1m]))\n"
-        f"  or\n  0 * sum by ({JR}) (rate({total}[1m]))\n)\n"
-        f"/\nclamp_min(sum by ({JR}) (rate({total}[1m])), 1e-9)"
+        f"(\n  sum by ({PER_JOB_ROLE}) (rate({numerator_selector}[1m]))\n"
+        f"  or\n  0 * sum by ({PER_JOB_ROLE}) (rate({total}[1m]))\n)\n"
+        f"/\nclamp_min(sum by ({PER_JOB_ROLE}) (rate({total}[1m])), 1e-9)"
     )
 
 
@@ -596,9 +602,9 @@ def _ratio_of_recorded_finished(reason: str) -> str:
     vllm = f'{n.ENGINE}="{n.ENGINE_VLLM}"'
     finished = n.JOB_ROLE_REQUESTS_FINISHED_RATE
     return (
-        f'(\n  sum by ({JR}) ({finished}{{{vllm}, {n.FINISHED_REASON}="{reason}"}})\n'
-        f"  or\n  0 * sum by ({JR}) ({finished}{{{vllm}}})\n)\n"
-        f"/\nclamp_min(sum by ({JR}) ({finished}{{{vllm}}}), 1e-9)"
+        f'(\n  sum by ({PER_JOB_ROLE}) ({finished}{{{vllm}, {n.FINISHED_REASON}="{reason}"}})\n'
+        f"  or\n  0 * sum by ({PER_JOB_ROLE}) ({finished}{{{vllm}}})\n)\n"
+        f"/\nclamp_min(sum by ({PER_JOB_ROLE}) ({finished}{{{vllm}}}), 1e-9)"
     )
 
 
@@ -637,9 +643,10 @@ def _long_tail_records() -> tuple[Record, ...]:
         ),
         Record(
             n.JOB_ROLE_REQUESTS_FINISHED_RATE,
-            f"sum by ({JRE}, {reason}) (\n  rate({n.VLLM_REQUEST_SUCCESS}[1m])\n)\nor\n"
+            f"sum by ({PER_JOB_ROLE_ENGINE}, {reason}) (\n"
+            f"  rate({n.VLLM_REQUEST_SUCCESS}[1m])\n)\nor\n"
             "label_replace(\n"
-            f"  sum by ({JRE}) (rate({n.SGLANG_ABORTED_REQUESTS}[1m])),\n"
+            f"  sum by ({PER_JOB_ROLE_ENGINE}) (rate({n.SGLANG_ABORTED_REQUESTS}[1m])),\n"
             f'  "{reason}", "{n.FINISHED_ABORT}", "", ""\n)',
             "Per Ray job, role and engine: finished requests per second by finished_reason "
             "(stop, length = truncated at max_tokens, abort). SGLang reports aborts only.",
@@ -666,7 +673,7 @@ def _long_tail_records() -> tuple[Record, ...]:
         ),
         Record(
             n.JOB_ROLE_PREEMPTIONS_RATE,
-            f"sum by ({JR}) ({n.REPLICA_PREEMPTIONS_RATE})",
+            f"sum by ({PER_JOB_ROLE}) ({n.REPLICA_PREEMPTIONS_RATE})",
             "Per Ray job and role: preemptions (retractions) per second.",
         ),
         Record(
@@ -712,7 +719,7 @@ def _gauge_average(
     value = f"avg_over_time({engine.reads[gauge]}[1m])"
     if guard is not None:
         value = f"{value}\nand\n(avg_over_time({engine.reads[guard]}[1m]) > 0)"
-    return f"avg by ({R}) (\n{_indent(_engine_labels_applied(value, engine))}\n)"
+    return f"avg by ({PER_SERVER}) (\n{_indent(_engine_labels_applied(value, engine))}\n)"
 
 
 def _per_replica_ratio(
@@ -726,7 +733,7 @@ def _per_replica_ratio(
     parts = []
     for engine in engines.ENGINES:
         if numerator in engine.reads and denominator in engine.reads:
-            parts.append(_counter_ratio(numerator, denominator, R, engine))
+            parts.append(_counter_ratio(numerator, denominator, PER_SERVER, engine))
         elif gauge in engine.reads:
             parts.append(_gauge_average(gauge, guard, engine))
     return "\nor\n".join(parts)
@@ -740,16 +747,19 @@ def _per_job_role_ratio(
     parts = []
     for engine in engines.ENGINES:
         if numerator in engine.reads and denominator in engine.reads:
-            parts.append(_counter_ratio(numerator, denominator, JRE, engine))
+            parts.append(_counter_ratio(numerator, denominator, PER_JOB_ROLE_ENGINE, engine))
         elif gauge in engine.reads:
-            parts.append(f'avg by ({JRE}) ({replica}{{{n.ENGINE}="{engine.label}"}})')
+            parts.append(
+                f'avg by ({PER_JOB_ROLE_ENGINE}) ({replica}{{{n.ENGINE}="{engine.label}"}})'
+            )
     return "\nor\n".join(parts)
 
 
 def _histogram_mean(question: engines.Reads) -> str:
     """Per job, role and engine: mean observed value of a histogram over the last minute."""
     return "\nor\n".join(
-        f"sum by ({JRE}) (rate({name}_sum[1m]))\n/\n(sum by ({JRE}) (rate({name}_count[1m])) > 0)"
+        f"sum by ({PER_JOB_ROLE_ENGINE}) (rate({name}_sum[1m]))\n/\n"
+        f"(sum by ({PER_JOB_ROLE_ENGINE}) (rate({name}_count[1m])) > 0)"
         for _, name in engines.answering(question)
     )
 
@@ -758,8 +768,10 @@ def _prefill_share() -> str:
     parts = []
     for engine in engines.ENGINES:
         if Q.PREFILL_TIME in engine.reads and Q.DECODE_TIME in engine.reads:
-            prefill = f"sum by ({JRE}) (rate({engine.reads[Q.PREFILL_TIME]}_sum[1m]))"
-            decode = f"sum by ({JRE}) (rate({engine.reads[Q.DECODE_TIME]}_sum[1m]))"
+            prefill_time = engine.reads[Q.PREFILL_TIME]
+            decode_time = engine.reads[Q.DECODE_TIME]
+            prefill = f"sum by ({PER_JOB_ROLE_ENGINE}) (rate({prefill_time}_sum[1m]))"
+            decode = f"sum by ({PER_JOB_ROLE_ENGINE}) (rate({decode_time}_sum[1m]))"
             parts.append(f"{prefill}\n/\n(\n  {prefill}\n  +\n  {decode}\n  > 0\n)")
     return "\nor\n".join(parts)
 
@@ -772,12 +784,16 @@ def _spec_accept_length() -> str:
         if Q.SPEC_ACCEPTED_TOKENS in engine.reads and Q.SPEC_DRAFTS in engine.reads:
             parts.append(
                 "1 + (\n"
-                + _indent(_counter_ratio(Q.SPEC_ACCEPTED_TOKENS, Q.SPEC_DRAFTS, JRE, engine))
+                + _indent(
+                    _counter_ratio(
+                        Q.SPEC_ACCEPTED_TOKENS, Q.SPEC_DRAFTS, PER_JOB_ROLE_ENGINE, engine
+                    )
+                )
                 + "\n)"
             )
         elif Q.SPEC_ACCEPT_LENGTH in engine.reads:
             length = f"avg_over_time({engine.reads[Q.SPEC_ACCEPT_LENGTH]}[1m]) > 0"
-            parts.append(f"avg by ({JRE}) (\n  {length}\n)")
+            parts.append(f"avg by ({PER_JOB_ROLE_ENGINE}) (\n  {length}\n)")
     return "\nor\n".join(parts)
 
 
@@ -861,7 +877,7 @@ def _engine_feature_records() -> tuple[Record, ...]:
         ),
         Record(
             n.ROLLOUT_REPLICA_ENGINE_IDLE_RATIO,
-            f"avg by ({RR}) (\n  {n.REPLICA_ENGINE_IDLE_RATIO}\n)",
+            f"avg by ({PER_REPLICA}) (\n  {n.REPLICA_ENGINE_IDLE_RATIO}\n)",
             "Per replica: the engine idle fraction averaged over its servers, to set beside "
             "its GPUs' idle fraction (joined on cluster, ray_job_id, replica).",
         ),

@@ -257,7 +257,7 @@ class Poll:
         )
 
     def _before_apply(self, snapshot: ClusterSnapshot) -> None:
-        """Where the source does not tell the session (``snapshot.session``, contract 1) or the
+        """Where the source does not tell the session (``snapshot.session``) or the
         Reconciler does not report it (``session_changed``): a new head node id is a new Ray
         session; forget the old one before folding the new one in."""
         if getattr(snapshot, "session", "") and hasattr(self.reconciler, "session_changed"):

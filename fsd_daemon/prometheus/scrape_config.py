@@ -21,8 +21,6 @@ import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from yaml.nodes import MappingNode, SequenceNode
 from fsd_daemon.config import Config, prometheus_duration
 from fsd_daemon.pipeline.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
 from fsd_daemon.plumbing.atomic_files import AtomicFileWriter, WriteError
+from fsd_daemon.plumbing.httpclient import HttpFailed, http_request
 from fsd_daemon.plumbing.problem_log import ProblemLog
 from fsd_daemon.prometheus import yamltext
 
@@ -392,26 +391,26 @@ def reload_prometheus(url: str, timeout: float = 10.0) -> bool:
     endpoint = url.rstrip("/")
     if not endpoint.endswith("/-/reload"):
         endpoint += "/-/reload"
-    request = urllib.request.Request(endpoint, method="POST", data=b"")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            log.info("Prometheus reloaded its config (%s: HTTP %s)", endpoint, response.status)
-            return True
-    except urllib.error.HTTPError as exc:
-        body = exc.read(300).decode(errors="replace").strip()
-        if exc.code in (403, 404, 405) or "lifecycle" in body.lower():
+        reply = http_request(endpoint, timeout=timeout, max_bytes=0, method="POST", data=b"")
+    except HttpFailed as exc:
+        if exc.kind != "status":
+            log.error("Prometheus reload failed: %s unreachable: %s", endpoint, exc)
+            return False
+        body = exc.body[:300].decode(errors="replace").strip()
+        if exc.status in (403, 404, 405) or "lifecycle" in body.lower():
             log.error(
                 "Prometheus refused %s (HTTP %s: %s): start it with --web.enable-lifecycle, "
                 "or reload it yourself (SIGHUP)",
                 endpoint,
-                exc.code,
+                exc.status,
                 body,
             )
         else:
-            log.error("Prometheus reload failed (%s: HTTP %s: %s)", endpoint, exc.code, body)
-    except (urllib.error.URLError, OSError) as exc:
-        log.error("Prometheus reload failed: %s unreachable: %s", endpoint, exc)
-    return False
+            log.error("Prometheus reload failed (%s: HTTP %s: %s)", endpoint, exc.status, body)
+        return False
+    log.info("Prometheus reloaded its config (%s: HTTP %s)", endpoint, reply.status)
+    return True
 
 
 def prometheus_config_command(config: Config, patch: str | None) -> int:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from fsd_daemon.plumbing.httpclient import HttpFailed, http_request
 
 # Prometheus refuses a range query of more than 11,000 points per series.
 MAX_POINTS = 11_000
@@ -37,15 +37,14 @@ class Prometheus:
 
     def _get(self, path: str, params: dict[str, str]) -> Any:
         # GET: every endpoint takes it (the targets API takes nothing else).
-        request = urllib.request.Request(f"{self.url}{path}?{urllib.parse.urlencode(params)}")
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read(_MAX_RESPONSE_BYTES)
-        except urllib.error.HTTPError as exc:
-            detail = _error_text(exc.read(4096))
-            raise PrometheusError(f"HTTP {exc.code} from {self.url}{path}: {detail}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            body = http_request(url, timeout=self.timeout, max_bytes=_MAX_RESPONSE_BYTES).body
+        except HttpFailed as exc:
+            if exc.kind == "status":
+                detail = _error_text(exc.body)
+                raise PrometheusError(f"HTTP {exc.status} from {self.url}{path}: {detail}") from exc
+            reason = exc.reason or exc
             raise PrometheusUnreachable(f"cannot reach Prometheus at {self.url}: {reason}") from exc
         try:
             data = json.loads(body)

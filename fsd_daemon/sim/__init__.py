@@ -1,4 +1,5 @@
-"""Simulated rollout servers and jobs for the demo, the tests and the benchmarks."""
+"""Simulated rollout servers and jobs for the demo, the tests and the benchmarks, and what the
+tests and benchmarks both run them on (``rayhead``, ``harness``, ``slowray``)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ def main(gcs_address: str, dashboard_url: str) -> int:
     bridge = RayBridge(gcs_address, timeout=5.0)
     try:
         if not bridge.wait_ready(90):
-            print(orjson.dumps({"problem": _problem(bridge)}).decode(), flush=True)
+            print(orjson.dumps({"problem": bridge.problem()}).decode(), flush=True)
             return 1
         for _ in range(10):
             answers = bridge.resolve_addresses(actors)
@@ -33,15 +33,10 @@ def main(gcs_address: str, dashboard_url: str) -> int:
                     print(orjson.dumps({"name": actor.name, "address": value}).decode())
                 return 0
             time.sleep(1)
-        print(orjson.dumps({"problem": _problem(bridge)}).decode(), flush=True)
+        print(orjson.dumps({"problem": bridge.problem()}).decode(), flush=True)
         return 1
     finally:
         bridge.close()
-
-
-def _problem(bridge: RayBridge) -> str | None:
-    problem = getattr(bridge, "problem", None)  # absent before contract 3
-    return problem() if problem is not None else None
 
 
 if __name__ == "__main__":

@@ -62,16 +62,3 @@ def fill(path: Path) -> Path:
     finally:
         os.close(fd)
     return filler
-
-
-def remove_tree(path: Path, tries: int = 20) -> None:
-    """``rm -rf`` until the directory is gone: a daemon that puts its files back may write one
-    between the unlinks and the rmdir (the directory is then not empty), so an operator's
-    ``rm -rf`` can fail once; again, and it goes."""
-    import shutil
-
-    for _ in range(tries):
-        shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
-            return
-    raise AssertionError(f"{path} came back {tries} times in a row")

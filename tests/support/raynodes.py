@@ -71,10 +71,8 @@ def base_env(home: Path, tmp: Path) -> dict[str, str]:
 
 
 def auth_env(home: Path) -> dict[str, str]:
-    """Ray's token mode and file, given explicitly.
-
-    Explicit until the daemon loads the token on its own (issue #9 item 1, ray engineer).
-    """
+    """Ray's token mode and file, given explicitly: Ray turns token mode on by itself only
+    for ``ray start --head``, so a worker's ``ray start`` and a job driver need them."""
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(home / ".ray" / "auth_token")}
 
 
