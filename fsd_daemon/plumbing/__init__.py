@@ -3,6 +3,7 @@
 ``atomic_files`` (temp file, fsync, rename; change-only), ``backoff``, ``periodic`` (a worker
 on its own monotonic schedule), ``problem_log`` (a lasting problem logged at its start, every
 so often, and its end), ``process`` (logging and signals), ``httpserve`` (the small HTTP
-listener), ``metricscache`` (a /metrics page rendered once per change), ``childlog`` (a child's
-output as log lines), ``gcpause``, ``sdnotify``.
+listener), ``metricscache`` (a /metrics page rendered once per change), ``httpclient`` (one
+bounded HTTP request: status, timeout or unreachable), ``childlog`` (a child's output as log
+lines), ``gcpause``, ``sdnotify``.
 """
