@@ -236,6 +236,16 @@ class TroubledResolver:
     def ray_components(self) -> Mapping[str, str] | None:
         return None  # a described cluster: no Ray components
 
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def restart(self) -> None:
+        pass
+
     def problem(self) -> str | None:
         return self.current_problem
 
@@ -281,6 +291,9 @@ class SlowResolver:
     def ready(self) -> bool:
         return self.answering
 
+    def wait_ready(self, timeout: float) -> bool:
+        return self.answering
+
     def resolve_addresses(self, actors: Iterable[ActorRecord]) -> Mapping[str, Resolution]:
         return self.inner.resolve_addresses(actors) if self.answering else {}
 
@@ -310,7 +323,7 @@ def test_restarted_daemon_never_writes_fewer_targets_than_it_found(
     config = load_config(paths["config"], environ={})
     first = Poll(config, described, described)
     first.prepare()
-    assert first.poll().ok
+    assert first.run_once().ok
     rollout = paths["out"] / "rollout.json"
     before = rollout.read_bytes()
     assert len(targets_in(rollout)) == 2
@@ -321,10 +334,10 @@ def test_restarted_daemon_never_writes_fewer_targets_than_it_found(
     restarted = Poll(config, described, resolver)
     restarted.prepare()
     for _ in range(5):
-        assert restarted.poll().ok
+        assert restarted.run_once().ok
         assert rollout.read_bytes() == before
     del resolver.resolve_addresses  # ... and answers a few polls later
-    assert restarted.poll().ok
+    assert restarted.run_once().ok
     assert len(targets_in(rollout)) == 2
 
 
@@ -341,7 +354,7 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
     config = load_config(paths["config"], environ={})
     poll = Poll(config, described, resolver)
     poll.prepare()
-    assert poll.poll().ok
+    assert poll.run_once().ok
     rollout = paths["out"] / "rollout.json"
     assert len(targets_in(rollout)) == 2
     new_session = {
@@ -350,13 +363,13 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
     }
     paths["cluster"].write_bytes(orjson.dumps(new_session))
     for _ in range(5):
-        assert poll.poll().ok
+        assert poll.run_once().ok
         assert len(targets_in(rollout)) == 2, "written emptier during a Ray restart"
     assert resolver.restarts == 1
     resolver.answering = True
 
     def only_the_new_session() -> bool:
-        assert poll.poll().ok
+        assert poll.run_once().ok
         assert len(targets_in(rollout)) >= 2, "written emptier during a Ray restart"
         data = rollout.read_bytes()
         return b"02000000" in data and b"01000000" not in data
@@ -386,13 +399,13 @@ def test_persisting_write_error_is_logged_once_then_when_it_ends(
     poll.writer.write = full_disk  # type: ignore[method-assign]
     for i in range(20):
         paths["cluster"].write_bytes(orjson.dumps(cluster(*(server(r) for r in range(i % 3)))))
-        poll.poll()
+        poll.run_once()
     _, details = poll.health.check()
     assert "write:rollout.json" in details["problems"]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == len(config_files(config)), [r.getMessage() for r in errors]
     poll.writer.write = real_write  # type: ignore[method-assign]
-    poll.poll()
+    poll.run_once()
     assert "rollout.json written again" in caplog.text
     assert poll.health.check()[0]
 

@@ -1,7 +1,8 @@
 """One poll: discover, reconcile, render, write. A plain object: no threads, signals or servers.
 
-The service (``service.py``) decides when to call :meth:`Poll.poll`; everything one call does
-happens here, so a test can drive polls one by one with a described cluster and its own clock.
+The service (``service/daemon.py``) decides when to call :meth:`Poll.run_once`; everything one
+call does happens here, so a test can drive polls one by one with a described cluster and its
+own clock.
 
 Three gates keep a file from getting emptier than the truth:
 - a failed listing changes no file (a Ray outage never empties a target file);
@@ -24,6 +25,7 @@ import orjson
 
 from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ClusterSnapshot, ClusterSource, Resolver, SourceError
+from fsd_daemon.pipeline.oneshot import discover_once
 from fsd_daemon.pipeline.reconcile import (
     RAY_FILE,
     ROLLOUT_FILE,
@@ -205,15 +207,15 @@ class Poll:
 
     # -- one poll -------------------------------------------------------------------------------
 
-    def poll(self) -> PollResult:
+    def run_once(self) -> PollResult:
         """One pass: list, reconcile, write what changed. Never raises for Ray or disk trouble."""
         started = time.perf_counter()
         try:
-            return self._poll()
+            return self._run_once()
         finally:
             self.metrics.poll_duration.observe(time.perf_counter() - started)
 
-    def _poll(self) -> PollResult:
+    def _run_once(self) -> PollResult:
         # Before asking Ray, and whether or not it answers: a file or directory removed by
         # someone else is put back within one poll, not at the next cluster change.
         self.keep_files()
@@ -256,12 +258,25 @@ class Poll:
             cluster_changed=cluster_changed,
         )
 
+    def write_once(self) -> PollResult:
+        """``run --once``: :func:`discover_once`, then write what is known, even where some
+        servers never answered (no warm-up, no start-up gate: there is no later poll)."""
+        try:
+            found = discover_once(self.config, self.source, self.resolver, clock=self._clock)
+        except SourceError as exc:
+            return PollResult(ok=False, error=str(exc), error_kind=exc.kind)
+        self._check_resolver()
+        self._desired = found.desired
+        self._unwritten = set(found.desired.files)
+        changed = self.write_pending(force=True)
+        return PollResult(ok=True, changed=changed, unresolved=found.unresolved)
+
     def _before_apply(self, snapshot: ClusterSnapshot) -> None:
         """Where the source does not tell the session (``snapshot.session``, contract 1) or the
         Reconciler does not report it (``session_changed``): a new head node id is a new Ray
         session; forget the old one before folding the new one in."""
-        if getattr(snapshot, "session", "") and hasattr(self.reconciler, "session_changed"):
-            return
+        if snapshot.session:
+            return  # the reconciler tells sessions apart (see _after_apply)
         head = next((n.node_id for n in snapshot.nodes if n.is_head), None)
         if head is None:
             return
@@ -272,11 +287,10 @@ class Poll:
 
     def _after_apply(self) -> None:
         """Warm-up and Ray restarts: the resolver must answer once per Ray session."""
-        if getattr(self.reconciler, "session_changed", False):
+        if self.reconciler.session_changed:
             self._new_session()
         if not self._resolver_warm and (
-            bool(getattr(self.resolver, "ready", True))
-            or self._clock() - self._warmup_started > RESOLVER_WARMUP_SECONDS
+            self.resolver.ready or self._clock() - self._warmup_started > RESOLVER_WARMUP_SECONDS
         ):
             self._resolver_warm = True
 
@@ -284,9 +298,7 @@ class Poll:
         # Every actor id, address and port of the old session is meaningless now, and the
         # bridge's driver is connected to a cluster that no longer exists.
         log.info("Ray restarted (a new session): re-resolving every server")
-        restart = getattr(self.resolver, "restart", None)
-        if restart is not None:
-            restart()
+        self.resolver.restart()
         self._restart_warmup()
 
     def _restart_warmup(self) -> None:
@@ -294,8 +306,7 @@ class Poll:
         self._warmup_started = self._clock()
 
     def _check_resolver(self) -> None:
-        problem_of = getattr(self.resolver, "problem", None)
-        problem = problem_of() if problem_of is not None else None
+        problem = self.resolver.problem()
         if problem:
             self.health.problem(STAGE_RESOLVER, problem)
             self._resolver_down.failing(problem)
@@ -319,11 +330,7 @@ class Poll:
             )
             self._gate_count = 0
             return False
-        unresolved_names = getattr(self.reconciler, "unresolved_names", None)
-        if unresolved_names is not None:
-            waiting = bool(self._gate_names & unresolved_names())
-        else:  # a Reconciler without the contract: any unresolved server may be one of them
-            waiting = self.reconciler.has_unresolved()
+        waiting = bool(self._gate_names & self.reconciler.unresolved_names())
         if not waiting:
             self._gate_count = 0  # every old server is resolved or gone: the gate is done
         return waiting

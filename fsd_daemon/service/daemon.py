@@ -365,7 +365,7 @@ class Service:
         now = self._clock()
         if now >= next_poll:
             started = self._last_poll_started = self._clock()
-            result = self.poll.poll()
+            result = self.poll.run_once()
             next_poll = self._clock() + self.next_delay(result, self._clock() - started)
             self._after_poll(result)
             self.health.clear("loop")
@@ -414,24 +414,13 @@ class Service:
     # -- one pass ----------------------------------------------------------------------------------
 
     def _run_once(self) -> int:
-        """One pass for ``run --once``: list first (an unreachable Ray fails within
-        ray.request_timeout_seconds), give slow address resolution a few rounds, then write."""
-        result = self.poll.poll()
+        """``run --once``: one listing (an unreachable Ray fails within
+        ray.request_timeout_seconds), resolution for a bounded while, then every file written
+        with what is known (:func:`fsd_daemon.pipeline.oneshot.discover_once`)."""
+        result = self.poll.write_once()
         if not result.ok:
             log.error("Ray could not be reached: %s", result.error)
             return 1
-        deadline = self._clock() + self.config.ray.resolve_timeout_seconds + 10
-        wait_ready = getattr(self.poll.resolver, "wait_ready", None)
-        if result.unresolved and wait_ready is not None:
-            wait_ready(max(0.0, deadline - self._clock()))
-        while result.unresolved and self._clock() < deadline:
-            time.sleep(0.2)
-            result = self.poll.poll()
-            if not result.ok:
-                log.error("Ray could not be reached: %s", result.error)
-                return 1
-        # Write what is known, even if some servers never answered.
-        self.poll.write_pending(force=True)
         if self.poll.unwritten:
             log.error("could not write %s", ", ".join(sorted(self.poll.unwritten)))
             return 1
