@@ -155,14 +155,13 @@ class Reconciler:
         default_factory=dict, init=False
     )
     # The rollout target of every server with an address (or why it was dropped), kept across
-    # polls. Invariant: for every server not in _dirty_servers, its entry is what building and
-    # validating its target from its current inputs would give, because every change of an
-    # input marks the server: its record or a new server (_fold_servers), its address
-    # (_resolve_addresses, _fold_servers on a restart), its node's record (_changed_nodes,
-    # from _fold_nodes), its replica turning disaggregated or back (_desired compares the
-    # decode replicas with _disaggregated), its key's session (_start_session: all dirty).
-    # None: every server is dirty (the start, a reset, a new config or session). A changed
-    # poll at 10,000 servers thus rebuilds only what changed, not a 10,000-server loop.
+    # polls, each with the RolloutInputs it was built from. Only the servers in _dirty_servers
+    # are looked at again; every change of an input must mark its server (_mark, or
+    # _changed_nodes for a node's record, or None: all of them). That invariant is checked by
+    # tests/test_incremental_poll.py, which drives long random sequences of every kind of change
+    # (servers, addresses, nodes, disaggregation, config reloads, sessions) and compares the
+    # files with those of a fresh reconciler. A changed poll at 10,000 servers thus rebuilds
+    # only what changed, not a 10,000-server loop.
     _rollout: dict[_ServerKey, _CachedTarget] = field(default_factory=dict, init=False)
     _dirty_servers: set[_ServerKey] | None = field(default=None, init=False)
     _changed_nodes: set[str] = field(default_factory=set, init=False)
