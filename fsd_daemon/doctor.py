@@ -463,10 +463,10 @@ def _targets_findings(
     scraped: dict[str, set[str]] = defaultdict(set)
     for target in active:
         labels = target.get("labels", {})
-        job = labels.get("job", "")
+        job = labels.get(names.JOB, "")
         if job not in names.TARGET_JOBS:
             continue
-        instance = labels.get("instance", "")
+        instance = labels.get(names.INSTANCE, "")
         scraped[job].add(instance)
         if target.get("health") != "up":
             error = str(target.get("lastError") or target.get("health"))[:300]

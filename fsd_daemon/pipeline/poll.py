@@ -25,8 +25,10 @@ import orjson
 
 from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ClusterSnapshot, ClusterSource, Resolver, SourceError
+from fsd_daemon.mixin import names
 from fsd_daemon.pipeline.oneshot import discover_once
 from fsd_daemon.pipeline.reconcile import (
+    GPU_FILE,
     RAY_FILE,
     ROLLOUT_FILE,
     Desired,
@@ -42,9 +44,9 @@ log = logging.getLogger(__name__)
 
 # How each file's changes are summarised in the log: noun, grouping label, group name.
 _CHANGE_LOG = {
-    "rollout.json": ("rollout", "ray_job_id", "job"),
-    "gpu.json": ("gpu exporter", "node_ip", "node"),
-    "ray.json": ("ray metrics", "node_ip", "node"),
+    ROLLOUT_FILE: ("rollout", names.RAY_JOB_ID, "job"),
+    GPU_FILE: ("gpu exporter", names.NODE_IP, "node"),
+    RAY_FILE: ("ray metrics", names.NODE_IP, "node"),
 }
 
 # Files whose content needs the resolver (server addresses, node ports).
@@ -106,7 +108,7 @@ def servers_in_file(path: Path) -> tuple[int, frozenset[tuple[str, str]]]:
         groups = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return 0, frozenset()
-    count, names = 0, set()
+    count, servers = 0, set()
     if not isinstance(groups, list):
         return 0, frozenset()
     for group in groups:
@@ -117,10 +119,11 @@ def servers_in_file(path: Path) -> tuple[int, frozenset[tuple[str, str]]]:
         if not isinstance(targets, list) or not isinstance(labels, dict):
             continue
         count += len(targets)
-        namespace, actor = labels.get("ray_namespace", ""), labels.get("actor_name", "")
+        namespace = labels.get(names.RAY_NAMESPACE, "")
+        actor = labels.get(names.ACTOR_NAME, "")
         if isinstance(namespace, str) and isinstance(actor, str) and actor:
-            names.add((namespace, actor))
-    return count, frozenset(names)
+            servers.add((namespace, actor))
+    return count, frozenset(servers)
 
 
 class Poll:

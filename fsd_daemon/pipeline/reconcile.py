@@ -552,7 +552,7 @@ class Reconciler:
                 # A disaggregated replica's prefill server keeps the plain name
                 # (verl/workers/rollout/vllm_rollout/vllm_pd_replica.py): it is known as the
                 # plain server of a replica that also has decode servers.
-                ident = replace(ident, disaggregation="prefill")
+                ident = replace(ident, disaggregation=names.DISAGGREGATION_PREFILL)
             node = nodes.get(actor.node_id)
             node_ip = node.node.node_ip if node else ""
             inputs = RolloutInputs(server.address, ident, actor, node_ip, session)
@@ -637,7 +637,7 @@ def _disaggregated_replicas(servers: dict[_ServerKey, _Server]) -> set[tuple[str
     return {
         _replica_key(session, s)
         for (session, _actor_id), s in servers.items()
-        if s.identity.disaggregation == "decode"
+        if s.identity.disaggregation == names.DISAGGREGATION_DECODE
     }
 
 
