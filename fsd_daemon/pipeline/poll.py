@@ -61,6 +61,19 @@ STAGE_RAY = "ray"
 STAGE_RESOLVER = "resolver"
 
 
+class ReloadRefused(Exception):
+    """A new config cannot be applied; the running one stays entirely."""
+
+
+@dataclass(frozen=True)
+class PreparedConfig:
+    """A new config and what it needs built ahead (see :meth:`Poll.prepare_config`)."""
+
+    config: Config
+    writer: AtomicFileWriter | None  # prepared; None: the same output directory
+    components: tuple[ClusterSource, Resolver] | None  # None: the same Ray settings
+
+
 def write_stage(name: str) -> str:
     return f"write:{name}"
 
@@ -174,34 +187,55 @@ class Poll:
         self.writer.prepare()
 
     def _arm_startup_gate(self) -> None:
-        count, names = servers_in_file(self.writer.directory / ROLLOUT_FILE)
-        self._gate_count, self._gate_names = count, names
+        count, servers = servers_in_file(self.writer.directory / ROLLOUT_FILE)
+        self._gate_count, self._gate_names = count, servers
         self._gate_until = self._clock() + STARTUP_GATE_SECONDS
         if count:
             log.debug("start-up gate: %d rollout targets found in the existing file", count)
 
-    # -- switching to a new config (prepared by the caller, all or nothing) ---------------------
+    # -- switching to a new config: prepare (may fail, changes nothing), then commit ------------
 
-    def reconfigure(
-        self,
-        config: Config,
-        *,
-        writer: AtomicFileWriter | None = None,
-        components: tuple[ClusterSource, Resolver] | None = None,
-    ) -> None:
-        """Take a new config. ``writer`` (prepared) and ``components`` are the new output
-        directory's writer and the new Ray address's source and resolver, when those changed;
-        the caller builds them first so that a failure leaves this object untouched."""
+    def prepare_config(self, new: Config) -> PreparedConfig:
+        """Build what ``new`` needs that may fail: a writer for another output directory
+        (created now), a source and resolver for other Ray settings. Raises ReloadRefused and
+        leaves this object untouched; :meth:`discard` undoes a preparation not committed."""
+        writer = None
+        if new.daemon.output_dir != self.config.daemon.output_dir:
+            writer = AtomicFileWriter(new.daemon.output_dir)
+            try:
+                writer.prepare()
+            except WriteError as exc:
+                raise ReloadRefused(f"daemon.output_dir: {exc}") from None
+        components = None
+        if new.ray != self.config.ray:
+            try:
+                components = default_components(new)
+            except Exception as exc:  # a broken address or missing Ray install
+                raise ReloadRefused(f"ray: {exc}") from None
+        return PreparedConfig(new, writer, components)
+
+    @staticmethod
+    def discard(prepared: PreparedConfig) -> None:
+        if prepared.components is not None:
+            prepared.components[1].close()
+
+    def reconfigure(self, prepared: PreparedConfig) -> None:
+        """Switch to a prepared config; nothing here is expected to fail."""
+        config = prepared.config
+        if prepared.writer is not None:
+            log.info(
+                "output directory %s -> %s", self.config.daemon.output_dir, config.daemon.output_dir
+            )
         self.config = config
         self.reconciler.reconfigure(config)
-        if writer is not None:
-            self.writer = writer
+        if prepared.writer is not None:
+            self.writer = prepared.writer
             self.written_targets.clear()
             self._unwritten = set(self._desired.files) if self._desired else set()
             self._arm_startup_gate()
-        if components is not None:
+        if prepared.components is not None:
             self.resolver.close()
-            self.source, self.resolver = components
+            self.source, self.resolver = prepared.components
             self._restart_warmup()
         self.health.stale_after_seconds = stale_after(config)
 
@@ -432,4 +466,11 @@ def stale_after(config: Config) -> float:
     return max(3 * config.daemon.poll_interval_seconds, config.daemon.max_backoff_seconds) + 5
 
 
-__all__ = ["Poll", "PollResult", "default_components", "servers_in_file"]
+__all__ = [
+    "Poll",
+    "PollResult",
+    "PreparedConfig",
+    "ReloadRefused",
+    "default_components",
+    "servers_in_file",
+]
