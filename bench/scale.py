@@ -386,7 +386,7 @@ def worker(
         # reported apart as gc_cpu).
         gc.collect()
         gc_before = gc_clock.total
-        cpu, _wall, result = timed(daemon.poll)
+        cpu, _wall, result = timed(daemon.run_once)
         gc_in_poll[kind].append(gc_clock.total - gc_before)
         if len(source.parse_cpu) > parsed_before:
             parse_in_poll[kind].append(source.parse_cpu[-1])
