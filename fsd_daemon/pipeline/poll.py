@@ -309,9 +309,8 @@ class Poll:
         return PollResult(ok=True, changed=changed, unresolved=found.unresolved)
 
     def _before_apply(self, snapshot: ClusterSnapshot) -> None:
-        """Where the source does not tell the session (``snapshot.session``, contract 1) or the
-        Reconciler does not report it (``session_changed``): a new head node id is a new Ray
-        session; forget the old one before folding the new one in."""
+        """Where the source does not tell the session (``snapshot.session`` empty): a new head
+        node id is a new Ray session; forget the old one before folding the new one in."""
         if snapshot.session:
             return  # the reconciler tells sessions apart (see _after_apply)
         head = next((n.node_id for n in snapshot.nodes if n.is_head), None)
