@@ -515,3 +515,49 @@ def test_metrics_listener_serves_ipv4_and_ipv6(
 def _capture_info(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.INFO, logger="fsd_daemon")
     yield
+
+
+def test_a_refused_reload_closes_the_resolver_it_built(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another Ray address and a listener that cannot bind: the reload is refused, the running
+    source stays, and the resolver built for the new address is closed (a Ray bridge would
+    otherwise keep its idle thread)."""
+    import fsd_daemon.pipeline.poll as poll_module
+    from fsd_daemon.pipeline.poll import ReloadRefused
+
+    built: list[Any] = []
+
+    class Closing(StaticCluster):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def components(config: Config) -> tuple[Any, Any]:
+        made = Closing(str(paths["cluster"]))
+        built.append(made)
+        return made, made
+
+    monkeypatch.setattr(poll_module, "default_components", components)
+    service = make_service(paths)
+    running = service.poll.source
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        other = paths["cluster"].with_name("other.json")
+        other.write_bytes(paths["cluster"].read_bytes())
+        new = load_config(
+            paths["config"],
+            environ={},
+            overrides={
+                "ray.address": f"file:{other}",
+                "daemon.metrics_listen": f"127.0.0.1:{port}",
+            },
+        )
+        with pytest.raises(ReloadRefused, match="metrics_listen"):
+            service.apply_config(new)
+    assert service.poll.source is running
+    assert [c.closed for c in built] == [True]
+    service.shutdown()
