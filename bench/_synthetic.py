@@ -157,7 +157,7 @@ def plan() -> Cluster:
 
 
 def rollout_targets(cluster: Cluster) -> bytes:
-    """rollout.json as fsd-daemon writes it (labels of reconcile._rollout_target)."""
+    """rollout.json as fsd-daemon writes it (labels of pipeline.targets.rollout_target)."""
     targets = []
     for s in cluster.servers:
         node = cluster.nodes[s.node]
@@ -182,7 +182,7 @@ def rollout_targets(cluster: Cluster) -> bytes:
 
 
 def gpu_targets(cluster: Cluster) -> bytes:
-    """gpu.json as fsd-daemon writes it (labels of reconcile._node_target)."""
+    """gpu.json as fsd-daemon writes it (labels of pipeline.targets.gpu_target)."""
     return render(
         Target.of(
             f"127.0.0.1:{node.port}",

@@ -1,7 +1,7 @@
 """Cold start at 10,000 servers: every server unresolved, addresses learnt through the real
 bridge protocol.
 
-The daemon (in-process ``Daemon.poll()``, its loop's cadence imitated) starts against a
+The daemon (in-process ``Poll.run_once()``, its loop's cadence imitated) starts against a
 cluster that already has N servers, none resolved, and a rollout.json from before the restart
 holding all N. Addresses come from a real ``RayBridge`` child process over its pipe; inside it
 the backend answers like Ray with realistic latency (``fsd_daemon/sim/slowray.py``: each
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         while time.monotonic() - started < args.limit:
             polls += 1
-            result = daemon.poll()
+            result = daemon.run_once()
             if "rollout.json" in result.changed:
                 writes.append((time.monotonic() - started, count_targets(out / "rollout.json")))
             if writes and writes[-1][1] == args.servers:

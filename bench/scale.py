@@ -2,7 +2,7 @@
 
 For each size, a fresh worker process builds a synthetic cluster (8 servers per node, at most
 1,250 nodes), hands it to an in-process ``Poll`` through a replaying ClusterSource and a
-StaticCluster resolver, and measures ``time.process_time()`` around ``Poll.poll()``:
+StaticCluster resolver, and measures ``time.process_time()`` around ``Poll.run_once()``:
 
 - cold poll: every server new (parse, reconcile, resolve, validate, render, write 3 files);
 - changed poll, +1 server; changed poll, 1 % churn (1 % gone, 1 % new; grace period 0);
@@ -230,8 +230,8 @@ class ListingSource:
     """A ClusterSource that parses the dashboard's answers as RayStateSource does: orjson, the
     envelope, then the records through the daemon's own ListingParser, which keeps the previous
     listing's records. The bodies are built untimed (set ``bodies``); parsing them happens
-    inside ``Poll.poll()``, so a changed poll's CPU includes it. Its own share is recorded in
-    ``parse_cpu``."""
+    inside ``Poll.run_once()``, so a changed poll's CPU includes it. Its own share is recorded
+    in ``parse_cpu``."""
 
     def __init__(self) -> None:
         from fsd_daemon.discovery.ray_state import ListingParser
@@ -386,7 +386,7 @@ def worker(
         # reported apart as gc_cpu).
         gc.collect()
         gc_before = gc_clock.total
-        cpu, _wall, result = timed(daemon.poll)
+        cpu, _wall, result = timed(daemon.run_once)
         gc_in_poll[kind].append(gc_clock.total - gc_before)
         if len(source.parse_cpu) > parsed_before:
             parse_in_poll[kind].append(source.parse_cpu[-1])
@@ -482,13 +482,13 @@ def prometheus_trials(
     for _ in range(trials):
         m0 = metrics()
         source.fresh = fresh_snapshot([], nodes)
-        assert daemon.poll().changed
+        assert daemon.run_once().changed
         wait_for(0, syncs(m0))
         # A random phase against Prometheus's 5 s tickers, or every trial would see the same.
         time.sleep(rng.uniform(0.5, 5.5))
         m1 = metrics()
         source.fresh = fresh_snapshot(actors, nodes)
-        result = daemon.poll()
+        result = daemon.run_once()
         written = time.monotonic()
         assert "rollout.json" in result.changed
         done = wait_for(n, syncs(m1))

@@ -215,28 +215,17 @@ def _check_config(config: Config, path: str | None) -> int:
 
 def _targets(config: Config, *, as_json: bool) -> int:
     from fsd_daemon.discovery.base import SourceError
+    from fsd_daemon.pipeline.oneshot import discover_once
     from fsd_daemon.pipeline.poll import default_components
-    from fsd_daemon.pipeline.reconcile import Reconciler
 
     source, resolver = default_components(config)
-    reconciler = Reconciler(config)
     try:
-        try:
-            snapshot = source.snapshot()
-        except SourceError as exc:
-            print(f"fsd-daemon: Ray could not be reached: {exc}", file=sys.stderr)
-            return EXIT_RAY_UNREACHABLE
-        wait_ready = getattr(resolver, "wait_ready", None)
-        if wait_ready is not None:
-            wait_ready(config.ray.resolve_timeout_seconds + 10)
-        desired = reconciler.apply(snapshot, resolver)
-        for _ in range(3):
-            if not reconciler.has_unresolved():
-                break
-            desired = reconciler.apply(snapshot, resolver) or desired
+        desired = discover_once(config, source, resolver).desired
+    except SourceError as exc:
+        print(f"fsd-daemon: Ray could not be reached: {exc}", file=sys.stderr)
+        return EXIT_RAY_UNREACHABLE
     finally:
         resolver.close()
-    assert desired is not None
     if as_json:
         out = {name: orjson.loads(_render(targets)) for name, targets in desired.files.items()}
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -248,8 +237,8 @@ def _targets(config: Config, *, as_json: bool) -> int:
                 (
                     name,
                     t.address,
-                    t.label("engine"),
-                    t.label("role"),
+                    t.label(names.ENGINE),
+                    t.label(names.ROLE),
                     t.label(names.REPLICA),
                     t.label(names.RAY_JOB_ID),
                     t.label(names.NODE_IP),

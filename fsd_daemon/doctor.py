@@ -158,8 +158,8 @@ def _discover(
     """Ray, then the servers it lists, as ``fsd-daemon targets`` sees them, and the run's other
     metric endpoints (:mod:`fsd_daemon.recognition.endpoints`)."""
     from fsd_daemon.discovery.base import SourceError
+    from fsd_daemon.pipeline.oneshot import discover_once
     from fsd_daemon.pipeline.poll import default_components
-    from fsd_daemon.pipeline.reconcile import Reconciler
 
     where = f"Ray at {config.ray.address}"
     try:
@@ -168,34 +168,24 @@ def _discover(
         findings.append(Finding(RAY, False, where, _one_line(exc), _ray_fix(str(exc))))
         return None
     try:
-        try:
-            snapshot = source.snapshot()
-        except SourceError as exc:
-            findings.append(Finding(RAY, False, where, _one_line(exc), _ray_fix(str(exc))))
-            return None
-        findings.append(
-            Finding(
-                RAY,
-                True,
-                where,
-                f"{len(snapshot.nodes)} nodes, {len(snapshot.actors)} alive actors listed",
-            )
-        )
-        findings += endpoint_findings(endpoints.locate(snapshot), timeout)
-        wait_ready = getattr(resolver, "wait_ready", None)
-        if wait_ready is not None:
-            wait_ready(config.ray.resolve_timeout_seconds + 10)
-        reconciler = Reconciler(config)
-        desired = reconciler.apply(snapshot, resolver)
-        for _ in range(3):
-            if not reconciler.has_unresolved():
-                break
-            desired = reconciler.apply(snapshot, resolver) or desired
-        unresolved = reconciler.has_unresolved()
+        found = discover_once(config, source, resolver)
+    except SourceError as exc:
+        findings.append(Finding(RAY, False, where, _one_line(exc), _ray_fix(str(exc))))
+        return None
     finally:
         resolver.close()
-    files = dict(desired.files) if desired is not None else {}
-    for dropped in desired.dropped if desired is not None else ():
+    snapshot, desired = found.snapshot, found.desired
+    findings.append(
+        Finding(
+            RAY,
+            True,
+            where,
+            f"{len(snapshot.nodes)} nodes, {len(snapshot.actors)} alive actors listed",
+        )
+    )
+    findings += endpoint_findings(endpoints.locate(snapshot), timeout)
+    files = dict(desired.files)
+    for dropped in desired.dropped:
         findings.append(
             Finding(
                 SERVERS,
@@ -206,7 +196,7 @@ def _discover(
                 "recognition patterns (fsd-daemon check-config)",
             )
         )
-    findings += _servers_per_job(files.get(ROLLOUT_FILE, ()), unresolved)
+    findings += _servers_per_job(files.get(ROLLOUT_FILE, ()), found.unresolved)
     return files
 
 
@@ -472,10 +462,10 @@ def _targets_findings(
     scraped: dict[str, set[str]] = defaultdict(set)
     for target in active:
         labels = target.get("labels", {})
-        job = labels.get("job", "")
+        job = labels.get(names.JOB, "")
         if job not in names.TARGET_JOBS:
             continue
-        instance = labels.get("instance", "")
+        instance = labels.get(names.INSTANCE, "")
         scraped[job].add(instance)
         if target.get("health") != "up":
             error = str(target.get("lastError") or target.get("health"))[:300]

@@ -4,8 +4,9 @@
   anything else is parsed (and refused or logged) as sent.
 - The reconciler rebuilds only the rollout targets whose inputs changed: after any sequence
   of changes (servers added, gone, restarted with a new or hostile address, nodes added, gone
-  or given a new or hostile IP, replicas turning disaggregated and back), its files and drops
-  equal those of a fresh reconciler that sees only the current cluster.
+  or given a new or hostile IP, replicas turning disaggregated and back, a reloaded config, a
+  new Ray session), its files and drops equal those of a fresh reconciler that sees only the
+  current cluster.
 - ``render.Renderer`` gives render()'s bytes for any sequence of target sets.
 """
 
@@ -95,11 +96,11 @@ def _outcome(desired: Desired | None) -> tuple[dict[str, frozenset[Target]], fro
     return files, frozenset((d.file, d.reason, d.who) for d in desired.dropped)
 
 
-def _config() -> Any:
+def _config(cluster: str = "c") -> Any:
     return load_config(
         None,
         environ={},
-        overrides={"daemon.grace_period_seconds": 0.0, "daemon.cluster": "c"},
+        overrides={"daemon.grace_period_seconds": 0.0, "daemon.cluster": cluster},
     )
 
 
@@ -112,6 +113,8 @@ def test_incremental_targets_equal_a_fresh_build(seed: int) -> None:
     actors: dict[str, dict[str, Any]] = {}
     nodes: dict[str, dict[str, Any]] = {}
     made = 0
+    # "": a source that tells no session (until a change below gives one).
+    session, cluster = rng.choice(["", "session_0"]), "c"
 
     def add_node() -> None:
         node_id = f"n{len(nodes)}-{rng.randrange(10**6)}"
@@ -135,7 +138,7 @@ def test_incremental_targets_equal_a_fresh_build(seed: int) -> None:
         add_server()
     for step in range(60):
         for _ in range(rng.randrange(1, 4)):
-            change = rng.randrange(9)
+            change = rng.randrange(11)
             if change == 0:
                 add_server()
             elif change == 1 and actors:
@@ -163,25 +166,51 @@ def test_incremental_targets_equal_a_fresh_build(seed: int) -> None:
                 if waiting:
                     raw = rng.choice(waiting)
                     book.addresses[(raw["actor_id"], raw["pid"])] = ["127.0.0.1", 40000 + step]
+            elif change == 9:  # a reloaded config: another cluster label
+                cluster = rng.choice(["c", "d"])
+                long_reconciler.reconfigure(_config(cluster))
+            elif change == 10:  # Ray restarted: a new session, the same actor ids
+                session = f"session_{step}"
             # change 8: nothing changes (an identical listing)
         actor_list = [dict(raw) for raw in actors.values()]
         node_list = [
             {**raw, "node_name": "", "is_head_node": i == 0} for i, raw in enumerate(nodes.values())
         ]
         snapshot = ClusterSnapshot(
-            actor_parser.actors.parse(actor_list), node_parser.nodes.parse(node_list)
+            actor_parser.actors.parse(actor_list),
+            node_parser.nodes.parse(node_list),
+            session=session,
         )
         got = long_reconciler.apply(snapshot, book)
-        fresh = Reconciler(_config(), clock=lambda: 1000.0)
+        fresh = Reconciler(_config(cluster), clock=lambda: 1000.0)
         expected = fresh.apply(
             ClusterSnapshot(
-                ListingParser().actors.parse(actor_list), ListingParser().nodes.parse(node_list)
+                ListingParser().actors.parse(actor_list),
+                ListingParser().nodes.parse(node_list),
+                session=session,
             ),
             book,
         )
         if got is None:  # nothing changed: the previous answer stands
             continue
         assert _outcome(got) == _outcome(expected), f"seed {seed}, step {step}"
+
+
+def test_a_source_that_starts_telling_the_session_keeps_every_target() -> None:
+    """The same actors (the very records: an unchanged listing), now with the session the
+    source could not tell before: their keys change, their targets stay."""
+    book = AddressBook()
+    parser = ListingParser()
+    raws = [raw_actor(f"a{i}", f"vllm_server_{i}_0", "n0", 100 + i) for i in range(3)]
+    for raw in raws:
+        book.addresses[(raw["actor_id"], raw["pid"])] = ["127.0.0.1", 20000 + raw["pid"]]
+    nodes = ListingParser().nodes.parse([{"node_id": "n0", "node_ip": "10.0.0.1"}])
+    reconciler = Reconciler(_config(), clock=lambda: 1000.0)
+    before = reconciler.apply(ClusterSnapshot(parser.actors.parse(raws), nodes), book)
+    assert before is not None and len(before.files["rollout.json"]) == 3
+    told = ClusterSnapshot(parser.actors.parse(raws), nodes, session="session_1")
+    after = reconciler.apply(told, book)
+    assert after is not None and len(after.files["rollout.json"]) == 3
 
 
 def test_renderer_gives_render_bytes_for_any_sequence() -> None:

@@ -225,6 +225,16 @@ class TroubledResolver:
     def ray_components(self) -> Mapping[str, str] | None:
         return None  # a described cluster: no Ray components
 
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def restart(self) -> None:
+        pass
+
     def problem(self) -> str | None:
         return self.current_problem
 
@@ -270,6 +280,9 @@ class SlowResolver:
     def ready(self) -> bool:
         return self.answering
 
+    def wait_ready(self, timeout: float) -> bool:
+        return self.answering
+
     def resolve_addresses(self, actors: Iterable[ActorRecord]) -> Mapping[str, Resolution]:
         return self.inner.resolve_addresses(actors) if self.answering else {}
 
@@ -299,7 +312,7 @@ def test_restarted_daemon_never_writes_fewer_targets_than_it_found(
     config = load_config(paths["config"], environ={})
     first = Poll(config, described, described)
     first.prepare()
-    assert first.poll().ok
+    assert first.run_once().ok
     rollout = paths["out"] / "rollout.json"
     before = rollout.read_bytes()
     assert len(targets_in(rollout)) == 2
@@ -310,10 +323,10 @@ def test_restarted_daemon_never_writes_fewer_targets_than_it_found(
     restarted = Poll(config, described, resolver)
     restarted.prepare()
     for _ in range(5):
-        assert restarted.poll().ok
+        assert restarted.run_once().ok
         assert rollout.read_bytes() == before
     del resolver.resolve_addresses  # ... and answers a few polls later
-    assert restarted.poll().ok
+    assert restarted.run_once().ok
     assert len(targets_in(rollout)) == 2
 
 
@@ -330,7 +343,7 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
     config = load_config(paths["config"], environ={})
     poll = Poll(config, described, resolver)
     poll.prepare()
-    assert poll.poll().ok
+    assert poll.run_once().ok
     rollout = paths["out"] / "rollout.json"
     assert len(targets_in(rollout)) == 2
     new_session = {
@@ -339,13 +352,13 @@ def test_ray_restart_never_writes_an_emptier_file(paths: dict[str, Path]) -> Non
     }
     paths["cluster"].write_bytes(orjson.dumps(new_session))
     for _ in range(5):
-        assert poll.poll().ok
+        assert poll.run_once().ok
         assert len(targets_in(rollout)) == 2, "written emptier during a Ray restart"
     assert resolver.restarts == 1
     resolver.answering = True
 
     def only_the_new_session() -> bool:
-        assert poll.poll().ok
+        assert poll.run_once().ok
         assert len(targets_in(rollout)) >= 2, "written emptier during a Ray restart"
         data = rollout.read_bytes()
         return b"02000000" in data and b"01000000" not in data
@@ -375,13 +388,13 @@ def test_persisting_write_error_is_logged_once_then_when_it_ends(
     poll.writer.write = full_disk  # type: ignore[method-assign]
     for i in range(20):
         paths["cluster"].write_bytes(orjson.dumps(cluster(*(server(r) for r in range(i % 3)))))
-        poll.poll()
+        poll.run_once()
     _, details = poll.health.check()
     assert "write:rollout.json" in details["problems"]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == len(config_files(config)), [r.getMessage() for r in errors]
     poll.writer.write = real_write  # type: ignore[method-assign]
-    poll.poll()
+    poll.run_once()
     assert "rollout.json written again" in caplog.text
     assert poll.health.check()[0]
 
@@ -491,3 +504,49 @@ def test_metrics_listener_serves_ipv4_and_ipv6(
 def _capture_info(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.INFO, logger="fsd_daemon")
     yield
+
+
+def test_a_refused_reload_closes_the_resolver_it_built(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another Ray address and a listener that cannot bind: the reload is refused, the running
+    source stays, and the resolver built for the new address is closed (a Ray bridge would
+    otherwise keep its idle thread)."""
+    import fsd_daemon.pipeline.poll as poll_module
+    from fsd_daemon.pipeline.poll import ReloadRefused
+
+    built: list[Any] = []
+
+    class Closing(StaticCluster):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def components(config: Config) -> tuple[Any, Any]:
+        made = Closing(str(paths["cluster"]))
+        built.append(made)
+        return made, made
+
+    monkeypatch.setattr(poll_module, "default_components", components)
+    service = make_service(paths)
+    running = service.poll.source
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        other = paths["cluster"].with_name("other.json")
+        other.write_bytes(paths["cluster"].read_bytes())
+        new = load_config(
+            paths["config"],
+            environ={},
+            overrides={
+                "ray.address": f"file:{other}",
+                "daemon.metrics_listen": f"127.0.0.1:{port}",
+            },
+        )
+        with pytest.raises(ReloadRefused, match="metrics_listen"):
+            service.apply_config(new)
+    assert service.poll.source is running
+    assert [c.closed for c in built] == [True]
+    service.shutdown()

@@ -67,10 +67,10 @@ class ClusterSource(Protocol):
     def snapshot(self) -> ClusterSnapshot: ...
 
 
-class Resolver(Protocol):
-    """Asks servers and nodes for what the listing does not carry.
+class Lookups(Protocol):
+    """Asks servers and nodes for what the listing does not carry: all the reconciler needs.
 
-    Both calls return within their timeout with whatever is known; anything missing from the
+    Every call returns within its timeout with whatever is known; anything missing from the
     answer is simply not known yet and is asked again at a later poll.
     """
 
@@ -83,6 +83,27 @@ class Resolver(Protocol):
         (``names.RAY_COMPONENT_KV_KEYS``: dashboard, autoscaler), unvalidated, as Ray's
         service-discovery file lists them; those not known (yet) are left out. None: the
         source has no Ray components at all (a described cluster), nothing to ask again."""
+        ...
+
+
+class Resolver(Lookups, Protocol):
+    """The lookups, and the life cycle the poll and the one-shot commands drive: every method
+    either calls, so none is optional and none is probed for."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether lookups can be answered now (never blocks). Files that need the resolver
+        wait until it is (the poll's warm-up), at most RESOLVER_WARMUP_SECONDS."""
+        ...
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until ``ready`` or ``timeout`` seconds passed; whether it is ready. Only the
+        one-shot commands wait; the daemon's loop never blocks on it."""
+        ...
+
+    def restart(self) -> None:
+        """A new Ray session: drop whatever is tied to the old one (the bridge's driver);
+        ``ready`` stays false until the resolver answers in the new session."""
         ...
 
     def problem(self) -> str | None:

@@ -47,6 +47,10 @@ JOB = "job"
 # tables.
 NODE_ID = "node_id"
 RAY_NAMESPACE = "ray_namespace"
+# The Ray session a rollout server's actor belongs to (actor and job ids repeat across sessions).
+RAY_SESSION = "ray_session"
+# "true" or "false" on gpu.json and ray.json node targets.
+IS_HEAD_NODE = "is_head_node"
 MODEL_NAME = "model_name"  # put on every series by vLLM and SGLang themselves
 # Prometheus' per-target metrics path (set per group in the target file, e.g. TRT-LLM's).
 METRICS_PATH = "__metrics_path__"

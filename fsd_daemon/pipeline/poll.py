@@ -1,7 +1,8 @@
 """One poll: discover, reconcile, render, write. A plain object: no threads, signals or servers.
 
-The service (``service.py``) decides when to call :meth:`Poll.poll`; everything one call does
-happens here, so a test can drive polls one by one with a described cluster and its own clock.
+The service (``service/daemon.py``) decides when to call :meth:`Poll.run_once`; everything one
+call does happens here, so a test can drive polls one by one with a described cluster and its
+own clock.
 
 Three gates keep a file from getting emptier than the truth:
 - a failed listing changes no file (a Ray outage never empties a target file);
@@ -24,7 +25,10 @@ import orjson
 
 from fsd_daemon.config import Config
 from fsd_daemon.discovery.base import ClusterSnapshot, ClusterSource, Resolver, SourceError
+from fsd_daemon.mixin import names
+from fsd_daemon.pipeline.oneshot import discover_once
 from fsd_daemon.pipeline.reconcile import (
+    GPU_FILE,
     RAY_FILE,
     ROLLOUT_FILE,
     Desired,
@@ -40,9 +44,9 @@ log = logging.getLogger(__name__)
 
 # How each file's changes are summarised in the log: noun, grouping label, group name.
 _CHANGE_LOG = {
-    "rollout.json": ("rollout", "ray_job_id", "job"),
-    "gpu.json": ("gpu exporter", "node_ip", "node"),
-    "ray.json": ("ray metrics", "node_ip", "node"),
+    ROLLOUT_FILE: ("rollout", names.RAY_JOB_ID, "job"),
+    GPU_FILE: ("gpu exporter", names.NODE_IP, "node"),
+    RAY_FILE: ("ray metrics", names.NODE_IP, "node"),
 }
 
 # Files whose content needs the resolver (server addresses, node ports).
@@ -55,6 +59,19 @@ STARTUP_GATE_SECONDS = 60.0
 # Health stages, as /healthz names them.
 STAGE_RAY = "ray"
 STAGE_RESOLVER = "resolver"
+
+
+class ReloadRefused(Exception):
+    """A new config cannot be applied; the running one stays entirely."""
+
+
+@dataclass(frozen=True)
+class PreparedConfig:
+    """A new config and what it needs built ahead (see :meth:`Poll.prepare_config`)."""
+
+    config: Config
+    writer: AtomicFileWriter | None  # prepared; None: the same output directory
+    components: tuple[ClusterSource, Resolver] | None  # None: the same Ray settings
 
 
 def write_stage(name: str) -> str:
@@ -104,7 +121,7 @@ def servers_in_file(path: Path) -> tuple[int, frozenset[tuple[str, str]]]:
         groups = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return 0, frozenset()
-    count, names = 0, set()
+    count, servers = 0, set()
     if not isinstance(groups, list):
         return 0, frozenset()
     for group in groups:
@@ -115,10 +132,11 @@ def servers_in_file(path: Path) -> tuple[int, frozenset[tuple[str, str]]]:
         if not isinstance(targets, list) or not isinstance(labels, dict):
             continue
         count += len(targets)
-        namespace, actor = labels.get("ray_namespace", ""), labels.get("actor_name", "")
+        namespace = labels.get(names.RAY_NAMESPACE, "")
+        actor = labels.get(names.ACTOR_NAME, "")
         if isinstance(namespace, str) and isinstance(actor, str) and actor:
-            names.add((namespace, actor))
-    return count, frozenset(names)
+            servers.add((namespace, actor))
+    return count, frozenset(servers)
 
 
 class Poll:
@@ -169,34 +187,55 @@ class Poll:
         self.writer.prepare()
 
     def _arm_startup_gate(self) -> None:
-        count, names = servers_in_file(self.writer.directory / ROLLOUT_FILE)
-        self._gate_count, self._gate_names = count, names
+        count, servers = servers_in_file(self.writer.directory / ROLLOUT_FILE)
+        self._gate_count, self._gate_names = count, servers
         self._gate_until = self._clock() + STARTUP_GATE_SECONDS
         if count:
             log.debug("start-up gate: %d rollout targets found in the existing file", count)
 
-    # -- switching to a new config (prepared by the caller, all or nothing) ---------------------
+    # -- switching to a new config: prepare (may fail, changes nothing), then commit ------------
 
-    def reconfigure(
-        self,
-        config: Config,
-        *,
-        writer: AtomicFileWriter | None = None,
-        components: tuple[ClusterSource, Resolver] | None = None,
-    ) -> None:
-        """Take a new config. ``writer`` (prepared) and ``components`` are the new output
-        directory's writer and the new Ray address's source and resolver, when those changed;
-        the caller builds them first so that a failure leaves this object untouched."""
+    def prepare_config(self, new: Config) -> PreparedConfig:
+        """Build what ``new`` needs that may fail: a writer for another output directory
+        (created now), a source and resolver for other Ray settings. Raises ReloadRefused and
+        leaves this object untouched; :meth:`discard` undoes a preparation not committed."""
+        writer = None
+        if new.daemon.output_dir != self.config.daemon.output_dir:
+            writer = AtomicFileWriter(new.daemon.output_dir)
+            try:
+                writer.prepare()
+            except WriteError as exc:
+                raise ReloadRefused(f"daemon.output_dir: {exc}") from None
+        components = None
+        if new.ray != self.config.ray:
+            try:
+                components = default_components(new)
+            except Exception as exc:  # a broken address or missing Ray install
+                raise ReloadRefused(f"ray: {exc}") from None
+        return PreparedConfig(new, writer, components)
+
+    @staticmethod
+    def discard(prepared: PreparedConfig) -> None:
+        if prepared.components is not None:
+            prepared.components[1].close()
+
+    def reconfigure(self, prepared: PreparedConfig) -> None:
+        """Switch to a prepared config; nothing here is expected to fail."""
+        config = prepared.config
+        if prepared.writer is not None:
+            log.info(
+                "output directory %s -> %s", self.config.daemon.output_dir, config.daemon.output_dir
+            )
         self.config = config
         self.reconciler.reconfigure(config)
-        if writer is not None:
-            self.writer = writer
+        if prepared.writer is not None:
+            self.writer = prepared.writer
             self.written_targets.clear()
             self._unwritten = set(self._desired.files) if self._desired else set()
             self._arm_startup_gate()
-        if components is not None:
+        if prepared.components is not None:
             self.resolver.close()
-            self.source, self.resolver = components
+            self.source, self.resolver = prepared.components
             self._restart_warmup()
         self.health.stale_after_seconds = stale_after(config)
 
@@ -205,15 +244,15 @@ class Poll:
 
     # -- one poll -------------------------------------------------------------------------------
 
-    def poll(self) -> PollResult:
+    def run_once(self) -> PollResult:
         """One pass: list, reconcile, write what changed. Never raises for Ray or disk trouble."""
         started = time.perf_counter()
         try:
-            return self._poll()
+            return self._run_once()
         finally:
             self.metrics.poll_duration.observe(time.perf_counter() - started)
 
-    def _poll(self) -> PollResult:
+    def _run_once(self) -> PollResult:
         # Before asking Ray, and whether or not it answers: a file or directory removed by
         # someone else is put back within one poll, not at the next cluster change.
         self.keep_files()
@@ -256,12 +295,24 @@ class Poll:
             cluster_changed=cluster_changed,
         )
 
+    def write_once(self) -> PollResult:
+        """``run --once``: :func:`discover_once`, then write what is known, even where some
+        servers never answered (no warm-up, no start-up gate: there is no later poll)."""
+        try:
+            found = discover_once(self.config, self.source, self.resolver, clock=self._clock)
+        except SourceError as exc:
+            return PollResult(ok=False, error=str(exc), error_kind=exc.kind)
+        self._check_resolver()
+        self._desired = found.desired
+        self._unwritten = set(found.desired.files)
+        changed = self.write_pending(force=True)
+        return PollResult(ok=True, changed=changed, unresolved=found.unresolved)
+
     def _before_apply(self, snapshot: ClusterSnapshot) -> None:
-        """Where the source does not tell the session (``snapshot.session``) or the
-        Reconciler does not report it (``session_changed``): a new head node id is a new Ray
-        session; forget the old one before folding the new one in."""
-        if getattr(snapshot, "session", "") and hasattr(self.reconciler, "session_changed"):
-            return
+        """Where the source does not tell the session (``snapshot.session`` empty): a new head
+        node id is a new Ray session; forget the old one before folding the new one in."""
+        if snapshot.session:
+            return  # the reconciler tells sessions apart (see _after_apply)
         head = next((n.node_id for n in snapshot.nodes if n.is_head), None)
         if head is None:
             return
@@ -272,11 +323,10 @@ class Poll:
 
     def _after_apply(self) -> None:
         """Warm-up and Ray restarts: the resolver must answer once per Ray session."""
-        if getattr(self.reconciler, "session_changed", False):
+        if self.reconciler.session_changed:
             self._new_session()
         if not self._resolver_warm and (
-            bool(getattr(self.resolver, "ready", True))
-            or self._clock() - self._warmup_started > RESOLVER_WARMUP_SECONDS
+            self.resolver.ready or self._clock() - self._warmup_started > RESOLVER_WARMUP_SECONDS
         ):
             self._resolver_warm = True
 
@@ -284,9 +334,7 @@ class Poll:
         # Every actor id, address and port of the old session is meaningless now, and the
         # bridge's driver is connected to a cluster that no longer exists.
         log.info("Ray restarted (a new session): re-resolving every server")
-        restart = getattr(self.resolver, "restart", None)
-        if restart is not None:
-            restart()
+        self.resolver.restart()
         self._restart_warmup()
 
     def _restart_warmup(self) -> None:
@@ -294,8 +342,7 @@ class Poll:
         self._warmup_started = self._clock()
 
     def _check_resolver(self) -> None:
-        problem_of = getattr(self.resolver, "problem", None)
-        problem = problem_of() if problem_of is not None else None
+        problem = self.resolver.problem()
         if problem:
             self.health.problem(STAGE_RESOLVER, problem)
             self._resolver_down.failing(problem)
@@ -319,11 +366,7 @@ class Poll:
             )
             self._gate_count = 0
             return False
-        unresolved_names = getattr(self.reconciler, "unresolved_names", None)
-        if unresolved_names is not None:
-            waiting = bool(self._gate_names & unresolved_names())
-        else:  # a Reconciler without the contract: any unresolved server may be one of them
-            waiting = self.reconciler.has_unresolved()
+        waiting = bool(self._gate_names & self.reconciler.unresolved_names())
         if not waiting:
             self._gate_count = 0  # every old server is resolved or gone: the gate is done
         return waiting
@@ -422,4 +465,11 @@ def stale_after(config: Config) -> float:
     return max(3 * config.daemon.poll_interval_seconds, config.daemon.max_backoff_seconds) + 5
 
 
-__all__ = ["Poll", "PollResult", "default_components", "servers_in_file"]
+__all__ = [
+    "Poll",
+    "PollResult",
+    "PreparedConfig",
+    "ReloadRefused",
+    "default_components",
+    "servers_in_file",
+]

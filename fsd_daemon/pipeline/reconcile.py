@@ -16,21 +16,20 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from fsd_daemon.config import Config
-from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord, Resolver
+from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, Lookups, NodeRecord
 from fsd_daemon.mixin import names
-from fsd_daemon.pipeline.render import (
-    METRICS_PATH_LABEL,
-    InvalidTarget,
-    Target,
-    format_address,
-    parse_address,
-    validate_target,
+from fsd_daemon.pipeline.render import InvalidTarget, Target, parse_address, validate_target
+from fsd_daemon.pipeline.targets import (
+    RolloutInputs,
+    gpu_target,
+    ray_component_target,
+    ray_node_target,
+    rollout_target,
 )
 from fsd_daemon.recognition.recognise import Recogniser, Rejected, ServerIdentity, describe
-from fsd_daemon.recognition.verl import DEFAULT_METRICS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,11 @@ RAY_FILE = "ray.json"
 _COMPONENTS_RETRY = 30.0
 
 
-# (Ray session, actor id): see the module docstring.
-_ServerKey = tuple[str, str]
+class _ServerKey(NamedTuple):
+    """A server's identity across polls (see the module docstring)."""
+
+    session: str
+    actor_id: str
 
 
 @dataclass
@@ -97,8 +99,12 @@ class _Pending:
         return self.unresolved or self.ports_missing or due or components
 
 
-# (what the target was made of, the valid target or None, why it was dropped or None)
-_CachedTarget = tuple[tuple[Any, ...], "Target | None", "Dropped | None"]
+class _CachedTarget(NamedTuple):
+    """One entry's target as validated at some poll, with what it was made of."""
+
+    inputs: Hashable  # equal inputs (and an unchanged config) give an equal target
+    target: Target | None  # None when it was dropped
+    dropped: Dropped | None  # why, when it was dropped
 
 
 @dataclass
@@ -149,14 +155,13 @@ class Reconciler:
         default_factory=dict, init=False
     )
     # The rollout target of every server with an address (or why it was dropped), kept across
-    # polls. Invariant: for every server not in _dirty_servers, its entry is what building and
-    # validating its target from its current inputs would give, because every change of an
-    # input marks the server: its record or a new server (_fold_servers), its address
-    # (_resolve_addresses, _fold_servers on a restart), its node's record (_changed_nodes,
-    # from _fold_nodes), its replica turning disaggregated or back (_desired compares the
-    # decode replicas with _disaggregated), its key's session (_start_session: all dirty).
-    # None: every server is dirty (the start, a reset, a new config or session). A changed
-    # poll at 10,000 servers thus rebuilds only what changed, not a 10,000-server loop.
+    # polls, each with the RolloutInputs it was built from. Only the servers in _dirty_servers
+    # are looked at again; every change of an input must mark its server (_mark, or
+    # _changed_nodes for a node's record, or None: all of them). That invariant is checked by
+    # tests/test_incremental_poll.py, which drives long random sequences of every kind of change
+    # (servers, addresses, nodes, disaggregation, config reloads, sessions) and compares the
+    # files with those of a fresh reconciler. A changed poll at 10,000 servers thus rebuilds
+    # only what changed, not a 10,000-server loop.
     _rollout: dict[_ServerKey, _CachedTarget] = field(default_factory=dict, init=False)
     _dirty_servers: set[_ServerKey] | None = field(default=None, init=False)
     _changed_nodes: set[str] = field(default_factory=set, init=False)
@@ -217,7 +222,7 @@ class Reconciler:
             n.metrics_port is None for n in self._nodes.values()
         )
 
-    def apply(self, snapshot: ClusterSnapshot, resolver: Resolver) -> Desired | None:
+    def apply(self, snapshot: ClusterSnapshot, resolver: Lookups) -> Desired | None:
         """Fold one successful poll in. None means nothing can have changed since the last call.
 
         Only call this with a complete snapshot: a failed poll must not reach here, which is
@@ -252,7 +257,7 @@ class Reconciler:
         return {
             (s.actor.namespace, s.actor.name)
             for key, s in self._servers.items()
-            if s.address is None and key[0] == self._session
+            if s.address is None and key.session == self._session
         }
 
     # -- Ray sessions ----------------------------------------------------------------------
@@ -272,8 +277,8 @@ class Reconciler:
             self._stale_sessions = bool(self._servers)
         else:
             # The source told no session until now: what it listed belongs to this one.
-            self._servers = {(session, key[1]): s for key, s in self._servers.items()}
-            self._listed_servers = {(session, key[1]) for key in self._listed_servers}
+            self._servers = {key._replace(session=session): s for key, s in self._servers.items()}
+            self._listed_servers = {key._replace(session=session) for key in self._listed_servers}
         self._session = session
         self._dirty_servers = None  # keys carry the session
         # A new session's dashboard and autoscaler: ask again, at once.
@@ -284,13 +289,15 @@ class Reconciler:
         if not self._stale_sessions:
             return
         resolved = {
-            key[1] for key, s in self._servers.items() if key[0] == self._session and s.address
+            key.actor_id
+            for key, s in self._servers.items()
+            if key.session == self._session and s.address
         }
-        stale = [key for key in self._servers if key[0] != self._session]
+        stale = [key for key in self._servers if key.session != self._session]
         for key in stale:
-            if key[1] in resolved:
+            if key.actor_id in resolved:
                 del self._servers[key]
-        self._stale_sessions = any(key[0] != self._session for key in self._servers)
+        self._stale_sessions = any(key.session != self._session for key in self._servers)
 
     # -- servers ---------------------------------------------------------------------------
 
@@ -298,7 +305,7 @@ class Reconciler:
         live: set[_ServerKey] = set()
         servers, session = self._servers, self._session
         for actor in snapshot.actors:
-            key = (session, actor.actor_id)
+            key = _ServerKey(session, actor.actor_id)
             known = servers.get(key)
             if known is not None and known.actor is actor:
                 # The very record the last fold took (RayStateSource reuses the record of an
@@ -367,18 +374,19 @@ class Reconciler:
                     deadline if current is None else min(current, deadline)
                 )
 
-    def _resolve_addresses(self, resolver: Resolver) -> None:
+    def _resolve_addresses(self, resolver: Lookups) -> None:
         waiting = [s.actor for s in self._servers.values() if s.address is None]
         if not waiting:
             return
         answers = resolver.resolve_addresses(waiting)
         for actor in waiting:
-            server = self._servers[(self._session, actor.actor_id)]
+            key = _ServerKey(self._session, actor.actor_id)
+            server = self._servers[key]
             answer = answers.get(actor.actor_id)
             if answer is not None and answer.address is not None:
                 try:
                     server.address = parse_address(answer.address)
-                    self._mark((self._session, actor.actor_id))
+                    self._mark(key)
                 except InvalidTarget as exc:
                     who = _who(actor)
                     self._warn_drop(ROLLOUT_FILE, exc.reason, who, f"{who}: {exc}; dropped")
@@ -430,7 +438,7 @@ class Reconciler:
         self._expire(self._nodes, live, listed_before, not live, now, "node")
         changed |= before - self._nodes.keys()
 
-    def _resolve_ports(self, resolver: Resolver) -> bool:
+    def _resolve_ports(self, resolver: Lookups) -> bool:
         """Ask for the ports not known yet; True when the resolver gave one now."""
         if not self.config.targets.write_ray:
             return False
@@ -446,7 +454,7 @@ class Reconciler:
                 self._pending.ports_missing = True
         return any(ports.get(node_id) for node_id in missing)
 
-    def _resolve_components(self, resolver: Resolver, now: float, *, with_ports: bool) -> None:
+    def _resolve_components(self, resolver: Lookups, now: float, *, with_ports: bool) -> None:
         """Ray's dashboard and autoscaler addresses: fixed for a session once written (they
         are written at their start), so asked until both are known: at once when the
         resolver has just given nodes' ports (it answers now), else after a delay that grows
@@ -490,17 +498,17 @@ class Reconciler:
             # (same address) replaces it at once; only its ray.json target may still be waited.
             replaced = key not in self._listed_nodes and record.node_ip in listed_ips
             if self.config.targets.write_gpu and not replaced:
-                make = partial(_node_target, record, gpu_port, cluster)
+                make = partial(gpu_target, record, gpu_port, cluster)
                 self._add(built, GPU_FILE, record.node_id, (record, gpu_port), make, who)
             if self.config.targets.write_ray and entry.metrics_port:
                 port = entry.metrics_port
-                make = partial(_node_target, record, port, cluster, ray=True)
+                make = partial(ray_node_target, record, port, cluster)
                 self._add(built, RAY_FILE, record.node_id, (record, port), make, who)
         if self.config.targets.write_ray:
             head = next((n.node for n in self._nodes.values() if n.node.is_head), None)
             for component, value in sorted((self._components or {}).items()):
                 who = partial(str.__add__, "Ray component ", component)
-                make = partial(_component_target, component, value, head, cluster)
+                make = partial(ray_component_target, component, value, head, cluster)
                 self._add(built, RAY_FILE, component, (value, head), make, who)
         self._target_cache = built.cache
         files = {ROLLOUT_FILE: tuple(rollout_targets)}
@@ -526,7 +534,7 @@ class Reconciler:
                 dirty |= {
                     key
                     for key, s in servers.items()
-                    if s.actor.node_id in nodes_changed or _replica_key(key[0], s) in flipped
+                    if s.actor.node_id in nodes_changed or _replica_key(key.session, s) in flipped
                 }
         nodes = self._nodes
         for key in dirty:
@@ -534,7 +542,7 @@ class Reconciler:
             if server is None or server.address is None:
                 rollout.pop(key, None)
                 continue
-            session = key[0]
+            session = key.session
             actor, ident = server.actor, server.identity
             if (
                 disaggregated
@@ -544,21 +552,21 @@ class Reconciler:
                 # A disaggregated replica's prefill server keeps the plain name
                 # (verl/workers/rollout/vllm_rollout/vllm_pd_replica.py): it is known as the
                 # plain server of a replica that also has decode servers.
-                ident = replace(ident, disaggregation="prefill")
+                ident = replace(ident, disaggregation=names.DISAGGREGATION_PREFILL)
             node = nodes.get(actor.node_id)
             node_ip = node.node.node_ip if node else ""
-            inputs = (actor, ident, node_ip, server.address, session)
+            inputs = RolloutInputs(server.address, ident, actor, node_ip, session)
             cached = rollout.get(key)
-            if cached is None or cached[0] != inputs:
-                made = _rollout_target(server.address, ident, actor, node_ip, cluster, session)
+            if cached is None or cached.inputs != inputs:
+                made = rollout_target(inputs, cluster)
                 invalid = self._invalid(ROLLOUT_FILE, made, partial(_who, actor))
-                cached = (inputs, None if invalid else made, invalid)
+                cached = _CachedTarget(inputs, None if invalid else made, invalid)
             rollout[key] = cached
         self._dirty_servers = set()
         self._changed_nodes = set()
         self._disaggregated = disaggregated
-        targets = [c[1] for c in rollout.values() if c[1] is not None]
-        dropped = [c[2] for c in rollout.values() if c[2] is not None]
+        targets = [c.target for c in rollout.values() if c.target is not None]
+        dropped = [c.dropped for c in rollout.values() if c.dropped is not None]
         return targets, dropped
 
     def _add(
@@ -577,16 +585,15 @@ class Reconciler:
         """
         slot = (file, ident)
         cached = built.previous.get(slot)
-        if cached is None or cached[0] != key:
+        if cached is None or cached.inputs != key:
             made = make()
             invalid = self._invalid(file, made, who)
-            cached = (key, None if invalid else made, invalid)
+            cached = _CachedTarget(key, None if invalid else made, invalid)
         built.cache[slot] = cached
-        _, target, why = cached
-        if target is not None:
-            built.targets[file].append(target)
-        elif why is not None:
-            built.dropped.append(why)
+        if cached.target is not None:
+            built.targets[file].append(cached.target)
+        elif cached.dropped is not None:
+            built.dropped.append(cached.dropped)
 
     def _invalid(self, file: str, target: Target, who: Callable[[], str]) -> Dropped | None:
         """Why ``target`` cannot be written (warned once per offender), or None if it can."""
@@ -629,74 +636,9 @@ def _disaggregated_replicas(servers: dict[_ServerKey, _Server]) -> set[tuple[str
     """The replicas that have decode servers (their plain-named server is the prefill one)."""
     return {
         _replica_key(session, s)
-        for (session, _), s in servers.items()
-        if s.identity.disaggregation == "decode"
+        for (session, _actor_id), s in servers.items()
+        if s.identity.disaggregation == names.DISAGGREGATION_DECODE
     }
-
-
-def _rollout_target(
-    address: str,
-    ident: ServerIdentity,
-    actor: ActorRecord,
-    node_ip: str,
-    cluster: str,
-    session: str,
-) -> Target:
-    """One server's target. Labels that do not apply are empty, hence left out of the file."""
-    return Target.of(
-        address,
-        {
-            names.ENGINE: ident.engine,
-            names.ROLE: ident.role,
-            names.DISAGGREGATION: ident.disaggregation,
-            names.TEACHER: ident.teacher,
-            names.REPLICA: ident.replica,
-            names.NODE_IP: node_ip,
-            names.NODE_ID: actor.node_id,
-            names.RAY_JOB_ID: actor.job_id,
-            names.RAY_NAMESPACE: actor.namespace,
-            "ray_session": session,
-            names.ACTOR_NAME: actor.name,
-            names.CLUSTER: cluster,
-            # verl <= 0.5 servers have no metrics route: rules tell them from a server down.
-            names.METRICS_ROUTE: "" if ident.has_metrics_route else "absent",
-            METRICS_PATH_LABEL: (
-                "" if ident.metrics_path == DEFAULT_METRICS_PATH else ident.metrics_path
-            ),
-        },
-    )
-
-
-def _node_target(record: NodeRecord, port: int, cluster: str, *, ray: bool = False) -> Target:
-    labels = {
-        names.NODE_ID: record.node_id,
-        names.NODE_IP: record.node_ip,
-        names.NODE_NAME: record.node_name,
-        "is_head_node": "true" if record.is_head else "false",
-        "cluster": cluster,
-    }
-    if ray:
-        labels[names.RAY_COMPONENT] = names.RAY_COMPONENT_NODE
-    return Target.of(format_address(record.node_ip, port), labels)
-
-
-def _component_target(component: str, value: str, head: NodeRecord | None, cluster: str) -> Target:
-    """The target of Ray's dashboard or autoscaler, written as Ray's own file lists it
-    ("host:port", from the GCS): labelled with its component and, where it runs on the head
-    node's address (as Ray starts both), with the head node's labels."""
-    labels = {names.RAY_COMPONENT: component, names.CLUSTER: cluster}
-    host = value.rpartition(":")[0].strip("[]")
-    if host:
-        labels[names.NODE_IP] = host
-    if head is not None and host == head.node_ip:
-        labels.update(
-            {
-                names.NODE_ID: head.node_id,
-                names.NODE_NAME: head.node_name,
-                "is_head_node": "true",
-            }
-        )
-    return Target.of(value, labels)
 
 
 def summarize_changes(

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from fsd_daemon.mixin import names
+
 LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # The one reserved label a target may carry: Prometheus scrapes that path instead of the job's
 # metrics_path (TRT-LLM serves Prometheus text at /prometheus/metrics, not /metrics).
-METRICS_PATH_LABEL = "__metrics_path__"
+METRICS_PATH_LABEL = names.METRICS_PATH
 _METRICS_PATH_RE = re.compile(r"/[A-Za-z0-9_\-./]{0,255}\Z", re.ASCII)
 # RFC 1123 host names; Prometheus would accept more, but nothing Ray reports needs more.
 # Matched with fullmatch and \Z: "$" would accept a trailing newline, which Prometheus then

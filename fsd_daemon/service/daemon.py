@@ -30,9 +30,9 @@ from fsd_daemon.discovery.base import ClusterSource, Resolver
 from fsd_daemon.discovery.ray_auth import ReloadsAuth
 from fsd_daemon.discovery.ray_events import ActorEventWatch
 from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
-from fsd_daemon.pipeline.poll import Poll, PollResult, default_components
+from fsd_daemon.pipeline.poll import Poll, PollResult, ReloadRefused, default_components
 from fsd_daemon.pipeline.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
-from fsd_daemon.plumbing.atomic_files import AtomicFileWriter, WriteError
+from fsd_daemon.plumbing.atomic_files import WriteError
 from fsd_daemon.plumbing.backoff import Backoff
 from fsd_daemon.plumbing.process import handled_signals, set_log_level
 from fsd_daemon.plumbing.sdnotify import SystemdNotifier
@@ -66,10 +66,6 @@ _FIXABLE_WITHOUT_US = frozenset({"EACCES", "EPERM", "ENOSPC", "EDQUOT"})
 
 class StartupError(Exception):
     """The service cannot start as configured. ``str()`` is the one line for the user."""
-
-
-class ReloadRefused(Exception):
-    """A new config cannot be applied; the running one stays entirely."""
 
 
 def _bind_metrics(config: Config, poll: Poll, sd_lists: HeldTargetLists) -> Any:
@@ -366,7 +362,7 @@ class Service:
         now = self._clock()
         if now >= next_poll:
             started = self._last_poll_started = self._clock()
-            result = self.poll.poll()
+            result = self.poll.run_once()
             next_poll = self._clock() + self.next_delay(result, self._clock() - started)
             self._after_poll(result)
             self.health.clear("loop")
@@ -415,24 +411,13 @@ class Service:
     # -- one pass ----------------------------------------------------------------------------------
 
     def _run_once(self) -> int:
-        """One pass for ``run --once``: list first (an unreachable Ray fails within
-        ray.request_timeout_seconds), give slow address resolution a few rounds, then write."""
-        result = self.poll.poll()
+        """``run --once``: one listing (an unreachable Ray fails within
+        ray.request_timeout_seconds), resolution for a bounded while, then every file written
+        with what is known (:func:`fsd_daemon.pipeline.oneshot.discover_once`)."""
+        result = self.poll.write_once()
         if not result.ok:
             log.error("Ray could not be reached: %s", result.error)
             return 1
-        deadline = self._clock() + self.config.ray.resolve_timeout_seconds + 10
-        wait_ready = getattr(self.poll.resolver, "wait_ready", None)
-        if result.unresolved and wait_ready is not None:
-            wait_ready(max(0.0, deadline - self._clock()))
-        while result.unresolved and self._clock() < deadline:
-            time.sleep(0.2)
-            result = self.poll.poll()
-            if not result.ok:
-                log.error("Ray could not be reached: %s", result.error)
-                return 1
-        # Write what is known, even if some servers never answered.
-        self.poll.write_pending(force=True)
         if self.poll.unwritten:
             log.error("could not write %s", ", ".join(sorted(self.poll.unwritten)))
             return 1
@@ -518,48 +503,23 @@ class Service:
         return True
 
     def apply_config(self, new: Config) -> None:
-        """Prepare everything the new config needs, then switch. Raises ReloadRefused, having
-        changed nothing, when any part cannot be prepared."""
+        """The one place a new config comes in: prepare every part it needs (the pipeline's
+        output directory and Ray components, this service's listener), then switch every part
+        to it. Raises ReloadRefused, having changed nothing, when any part cannot be prepared."""
         old = self.config
-        writer = None
-        if new.daemon.output_dir != old.daemon.output_dir:
-            writer = AtomicFileWriter(new.daemon.output_dir)
-            try:
-                writer.prepare()
-            except WriteError as exc:
-                raise ReloadRefused(f"daemon.output_dir: {exc}") from None
-        server, new_listener = None, _listener_changed(old, new)
+        prepared = self.poll.prepare_config(new)
+        new_listener = _listener_changed(old, new)
         # Same address, another TLS/auth file or other lists: the old socket holds the port
         # until the switch, so only the file is checked now and the listener is bound again at
         # the switch.
         same_address = new_listener and new.daemon.metrics_listen == old.daemon.metrics_listen
-        if same_address and new.daemon.web_config_file:
-            try:
-                load_web_config(new.daemon.web_config_file)
-            except WebConfigError as exc:
-                raise ReloadRefused(f"daemon.web_config_file: {exc}") from None
-        if new_listener and new.daemon.metrics_listen and not same_address:
-            try:
-                server = _bind_metrics(new, self.poll, self.sd_lists)
-            except OSError as exc:
-                raise ReloadRefused(
-                    f"daemon.metrics_listen: cannot listen on {new.daemon.metrics_listen}: "
-                    f"{exc.strerror or exc}"
-                ) from None
-            except WebConfigError as exc:
-                raise ReloadRefused(f"daemon.web_config_file: {exc}") from None
-        components = None
-        if new.ray != old.ray:
-            try:
-                components = default_components(new)
-            except Exception as exc:
-                if server is not None:
-                    server.stop()
-                raise ReloadRefused(f"ray: {exc}") from None
+        try:
+            server = self._prepare_listener(new, new_listener, same_address)
+        except ReloadRefused:
+            self.poll.discard(prepared)
+            raise
         # Commit: from here on nothing is expected to fail.
-        if writer is not None:
-            log.info("output directory %s -> %s", old.daemon.output_dir, new.daemon.output_dir)
-        self.poll.reconfigure(new, writer=writer, components=components)
+        self.poll.reconfigure(prepared)
         if new_listener:
             if self._metrics_server is not None:
                 self._metrics_server.stop()
@@ -590,6 +550,26 @@ class Service:
                 old.prometheus.ray_temp_dir,
             ):
                 self._watch_actor_events(new)
+
+    def _prepare_listener(self, new: Config, changed: bool, same_address: bool) -> Any:
+        """The listener ``new`` needs, bound (None: none, or bound again at the switch).
+        Raises ReloadRefused."""
+        if same_address and new.daemon.web_config_file:
+            try:
+                load_web_config(new.daemon.web_config_file)
+            except WebConfigError as exc:
+                raise ReloadRefused(f"daemon.web_config_file: {exc}") from None
+        if not (changed and new.daemon.metrics_listen and not same_address):
+            return None
+        try:
+            return _bind_metrics(new, self.poll, self.sd_lists)
+        except OSError as exc:
+            raise ReloadRefused(
+                f"daemon.metrics_listen: cannot listen on {new.daemon.metrics_listen}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        except WebConfigError as exc:
+            raise ReloadRefused(f"daemon.web_config_file: {exc}") from None
 
     @staticmethod
     def _new_backoff(config: Config) -> Backoff:
