@@ -474,15 +474,15 @@ def _load_records() -> tuple[Record, ...]:
         Record(
             n.ROLLOUT_REPLICA_GENERATION_TOKENS_RATE,
             f"sum by ({PER_REPLICA}) (\n  {n.REPLICA_GENERATION_TOKENS_RATE}{{{_GENERATING}}}\n)",
-            "Per replica: how many tokens per second do its servers generate? A disaggregated "
-            "replica's decode servers are summed and its prefill server left out (it emits only "
+            "Per replica: how many tokens per second do its servers generate? A disaggregated"
+            " replica's decode servers are summed and its prefill server left out (it emits only "
             "the first token of requests its decode servers then generate).",
         ),
         Record(
             n.ROLLOUT_REPLICA_PROMPT_TOKENS_RATE,
             f"sum by ({PER_REPLICA}) (\n  {n.REPLICA_PROMPT_TOKENS_RATE}{{{_PREFILLING}}}\n)",
-            "Per replica: how many prompt tokens per second does it process? A disaggregated "
-            "replica's prefill server counts, its decode servers (which receive the prompt's "
+            "Per replica: how many prompt tokens per second does it process? A disaggregated"
+            " replica's prefill server counts, its decode servers (which receive the prompt's "
             "KV cache from it) do not.",
         ),
         Record(
