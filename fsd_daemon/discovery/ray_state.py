@@ -58,6 +58,8 @@ _DEAD = (("state", "=", "DEAD"),)  # filtered inside the GCS, like ALIVE
 # Between full listings a poll only compares counts (see the module's docstring); what they
 # cannot show is seen at most this late.
 FULL_LISTING_INTERVAL = 30.0
+# The change probe runs between polls on the poll's thread: a slow Ray must not hold it long.
+PROBE_TIMEOUT = 1.0
 
 
 class _TokenChanged(SourceError):
@@ -226,6 +228,31 @@ class RayStateSource:
         ):
             return None
         return self._last
+
+    def looks_changed(self) -> bool:
+        """Whether the actors may have changed since the last snapshot (a ``ChangeProbe``):
+        one ``limit=1`` listing of ALIVE actors, plus the DEAD count while the last full
+        listing left actors not ALIVE yet, compared with the counts the last snapshot was
+        taken at (the quick poll's first test, without its node listing).
+
+        False when there is nothing to compare with (no snapshot yet, a failed or truncated
+        last poll) or when the question fails: the next poll finds out either way, so the
+        probe never decides what a file holds. Asked at most PROBE_TIMEOUT long."""
+        client = self._client
+        if client is None or self._last is None or self._last.truncated:
+            return False
+        timeout = min(self.timeout, PROBE_TIMEOUT)
+        try:
+            actors = client.list_state("actors", filters=_ALIVE, limit=1, timeout=timeout)
+            if _counts(actors) != self._last_actor_counts:
+                return True
+            if self._last_dead is None:
+                return False
+            dead = client.list_state("actors", filters=_DEAD, limit=1, timeout=timeout)
+            return _counts(dead)[0] != self._last_dead
+        except (DashboardError, KeyError, TypeError, ValueError) as exc:
+            log.debug("change probe failed (%s); the next poll asks in full", exc)
+            return False
 
     def _dead_count(self, client: DashboardClient) -> int:
         dead = client.list_state("actors", filters=_DEAD, limit=1, timeout=self.timeout)
