@@ -388,7 +388,7 @@ class Service:
         if not isinstance(source, ChangeProbe) or interval <= 0:
             self._next_probe = float("inf")
             return False
-        if self._actor_events is not None and self._actor_events.watched is not None:
+        if self._actor_events is not None and self._actor_events.ringing:
             # Ray's actor export events ring the bell already: asking would only cost.
             self._next_probe = self._clock() + interval
             return False

@@ -70,7 +70,6 @@ def test_a_new_server_is_seen_long_before_the_next_quiet_poll_without_export_eve
     job = None
     try:
         wait_for(lambda: (out / "rollout.json").exists(), timeout=60)
-        assert "Ray writes no actor export events" in log_path.read_text()
         # Past the fast-poll window of the first poll: from here the daemon polls every 30 s.
         time.sleep(11)
         job = start_job(head.address, "--vllm", "1")
@@ -101,6 +100,7 @@ def test_a_dashboard_that_stops_answering_between_polls_changes_no_file(
     try:
         wait_for(lambda: len(read_groups(out / "rollout.json")) == 2, timeout=60)
         before = (out / "rollout.json").read_bytes()
+        time.sleep(11)  # past the fast-poll window: only probes until the next quiet poll
         head.pause_dashboard()
         try:
             time.sleep(8)
