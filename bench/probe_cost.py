@@ -38,12 +38,38 @@ from fsd_daemon.probe import RolloutMetricsProbe
 from fsd_daemon.render import Target
 
 _SERVERS = """
-import sys, threading
+import http.server, sys, threading
+from prometheus_client import generate_latest
 from fsd_daemon.sim.rollout_server import LoadModel, SimulatedEngine, serve_metrics
+n, page_kb = int(sys.argv[1]), float(sys.argv[2])
 ports = []
-for i in range(int(sys.argv[1])):
-    engine = SimulatedEngine("vllm", "Qwen/Qwen2.5-0.5B-Instruct", LoadModel(), seed=i)
-    ports.append(serve_metrics(engine, "127.0.0.1").server_address[1])
+if page_kb <= 0:
+    for i in range(n):
+        engine = SimulatedEngine("vllm", "Qwen/Qwen2.5-0.5B-Instruct", LoadModel(), seed=i)
+        ports.append(serve_metrics(engine, "127.0.0.1").server_address[1])
+else:
+    # One simulated engine's page, repeated to page_kb: the same lines (a real vLLM page
+    # holds more series of the same kinds), served as is by every server.
+    engine = SimulatedEngine("vllm", "Qwen/Qwen2.5-0.5B-Instruct", LoadModel(), seed=0)
+    page = generate_latest(engine.registry)
+    body = page * max(1, round(page_kb * 1000 / len(page)))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    for i in range(n):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        ports.append(server.server_address[1])
 print(" ".join(map(str, ports)), flush=True)
 threading.Event().wait()
 """
@@ -66,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     child = subprocess.Popen(
-        [sys.executable, "-c", _SERVERS, str(args.servers)],
+        [sys.executable, "-c", _SERVERS, str(args.servers), str(args.page_kb)],
         stdout=subprocess.PIPE,
         cwd=str(common.REPO),
     )
@@ -134,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         description="CPU and bytes of the daemon's metrics probe over N quiet servers.",
     )
     p.add_argument("--servers", type=int, default=1000, help="simulated vLLM servers")
+    p.add_argument(
+        "--page-kb",
+        type=float,
+        default=0.0,
+        help="serve one simulated page repeated to this size (0: each engine's own page)",
+    )
     return common.bench_main(p, run, summarize, argv)
 
 
