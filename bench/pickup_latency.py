@@ -2,8 +2,8 @@
 active target in a real Prometheus. Three ways, measured on the same servers in the same run.
 
 - fsd: a real local Ray cluster (``ray.cluster_utils.Cluster``, 127.0.0.1) and a real
-  ``fsd-daemon run`` process (built-in defaults: 2 s poll) writing rollout.json, watched by
-  Prometheus A through file_sd.
+  ``fsd-daemon run`` process (built-in defaults: 2 s poll, 0.5 s change probe between polls,
+  Ray bridge kept connected) writing rollout.json, watched by Prometheus A through file_sd.
 - verl's way: the moment the driver has the server's address, rewrite a static prometheus.yml
   with every server so far and POST /-/reload to Prometheus B (--web.enable-lifecycle).
 - Ray's way: a writer that rewrites its file_sd file every 5 s whatever happened
@@ -21,6 +21,10 @@ the file (fsd: seen by a 20 ms stat poller; verl: /-/reload returned; Ray's way:
 that first holds it) and when it is in the activeTargets of /api/v1/targets (polled every
 100 ms). ``in file -> active`` is Prometheus's own share: file_sd's two internal 5 s tickers
 (discovery manager, then scrape manager), or, for the reload, the same scrape manager ticker.
+
+``--quiet-trials`` more servers follow, each after ``--quiet-seconds`` with no change in the
+cluster (the first server after a quiet spell: the daemon's fast re-poll is over, an idle
+bridge would have been stopped); they are reported apart.
 
 Servers stay up until the end (verl's servers never leave either); every process started here
 is stopped by its PID, temp dirs are removed.
