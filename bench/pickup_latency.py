@@ -2,8 +2,8 @@
 active target in a real Prometheus. Three ways, measured on the same servers in the same run.
 
 - fsd: a real local Ray cluster (``ray.cluster_utils.Cluster``, 127.0.0.1) and a real
-  ``fsd-daemon run`` process (built-in defaults: 2 s poll) writing rollout.json, watched by
-  Prometheus A through file_sd.
+  ``fsd-daemon run`` process (built-in defaults: 2 s poll, 0.5 s change probe between polls,
+  Ray bridge kept connected) writing rollout.json, watched by Prometheus A through file_sd.
 - verl's way: the moment the driver has the server's address, rewrite a static prometheus.yml
   with every server so far and POST /-/reload to Prometheus B (--web.enable-lifecycle).
 - Ray's way: a writer that rewrites its file_sd file every 5 s whatever happened
@@ -22,6 +22,10 @@ that first holds it) and when it is in the activeTargets of /api/v1/targets (pol
 100 ms). ``in file -> active`` is Prometheus's own share: file_sd's two internal 5 s tickers
 (discovery manager, then scrape manager), or, for the reload, the same scrape manager ticker.
 
+``--quiet-trials`` more servers follow, each after ``--quiet-seconds`` with no change in the
+cluster (the first server after a quiet spell: the daemon's fast re-poll is over, an idle
+bridge would have been stopped); they are reported apart.
+
 Servers stay up until the end (verl's servers never leave either); every process started here
 is stopped by its PID, temp dirs are removed.
 """
@@ -39,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -214,9 +219,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server_cls = ray.remote(vLLMHttpServer)
         trials: list[dict[str, Any]] = []
         rng = random.Random(args.seed)
-        for i in range(args.servers):
+        total = args.servers + args.quiet_trials
+        for i in range(total):
             rewriter.rephase(rng.uniform(0, common.RAY_FLUSH_PERIOD))
-            time.sleep(rng.uniform(0, 5))
+            # The last --quiet-trials servers each come after a quiet spell: nothing has
+            # changed in the cluster for --quiet-seconds (the daemon's fast re-poll is long
+            # over, an idle bridge would have been stopped).
+            quiet = i >= args.servers
+            time.sleep((args.quiet_seconds if quiet else 0.0) + rng.uniform(0, 5))
             created = time.monotonic()
             handle = server_cls.options(name=f"vllm_server_{i}_0", num_cpus=0).remote(seed=i)
             handles.append(handle)
@@ -250,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "verl": verl.reloaded.get(address),
                 "ray": rewriter.first_written.get(address),
             }
-            trial = {"i": i, "address": address, "create_to_t0": t0 - created}
+            trial = {"i": i, "address": address, "create_to_t0": t0 - created, "quiet": quiet}
             for way in WAYS:
                 f, a = in_file[way], active.get(way)
                 trial[way] = {
@@ -259,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
             trials.append(trial)
             print(
-                f"  server {i + 1:>3}/{args.servers}: "
+                f"  server {i + 1:>3}/{total}{' (after a quiet spell)' if quiet else ''}: "
                 + ", ".join(
                     f"{way} {trial[way]['active']:.2f}s"
                     if trial[way]["active"] is not None
@@ -273,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "trials": trials,
             "poll_interval": args.poll_interval,
+            "quiet_seconds": args.quiet_seconds,
             "reload_seconds": verl.reload_seconds,
             "rewrites": rewriter.writes,
             "fsd_file_changes": watcher.changes,
@@ -302,7 +313,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(result: dict[str, Any]) -> str:
-    trials = result["trials"]
+    quiet = [t for t in result["trials"] if t.get("quiet")]
+    trials = [t for t in result["trials"] if not t.get("quiet")]
     rows = []
     p50 = {}
     for way in WAYS:
@@ -343,6 +355,7 @@ def summarize(result: dict[str, Any]) -> str:
         "Prometheus share (mean)",
         "p50 vs fsd",
     ]
+    fsd_files = [t["fsd"]["file"] for t in trials if t["fsd"]["file"] is not None]
     create_p50 = common.percentile([t["create_to_t0"] for t in trials], 50)
     out = [
         f"Pick-up latency, seconds from t0 (server answers get_server_address()), "
@@ -355,8 +368,24 @@ def summarize(result: dict[str, Any]) -> str:
         f"the daemon wrote rollout.json {result['daemon_writes']:.0f} times. Prometheus file "
         f"rescans: fsd {result['sd_scans']['fsd']:.0f}, Ray's way {result['sd_scans']['ray']:.0f}.",
         f"Actor creation -> t0: p50 {create_p50:.2f} s (Ray worker start-up; not counted above).",
+        f"fsd -> in file, every server: max {max(fsd_files, default=nan):.2f} s",
     ]
+    if quiet:
+        out.append(
+            f"After {result['quiet_seconds']:g} s with no change in the cluster ({len(quiet)} "
+            "servers), seconds from t0, per server: "
+            + "; ".join(
+                ", ".join(
+                    f"{way} file {_s(t[way]['file'])} active {_s(t[way]['active'])}" for way in WAYS
+                )
+                for t in quiet
+            )
+        )
     return "\n".join(out)
+
+
+def _s(value: float | None) -> str:
+    return "timeout" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         help="daemon.poll_interval_seconds (built-in default 2)",
     )
     p.add_argument("--timeout", type=float, default=60.0, help="give up on a trial after N s")
+    p.add_argument(
+        "--quiet-trials",
+        type=int,
+        default=3,
+        help="more servers after those, each after --quiet-seconds with no change (reported apart)",
+    )
+    p.add_argument("--quiet-seconds", type=float, default=70.0, help="the quiet spell, seconds")
     p.add_argument("--seed", type=int, default=1, help="seed of the random waits between trials")
     return common.bench_main(p, run, summarize, argv, json_what="trials")
 

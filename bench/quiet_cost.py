@@ -112,6 +112,35 @@ def rss(procs: list[Any]) -> list[int]:
     return out
 
 
+class TreeCpu:
+    """CPU seconds of a process and every descendant it has had since ``sample()`` was first
+    called: the tree is walked again at each sample, so a child started later (the Ray bridge,
+    the dashboard lookup) is counted, and one that ended keeps the CPU it had at its last
+    sample (at most one sample step of its work is lost)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._last: dict[int, tuple[str, float]] = {}
+
+    def sample(self) -> float:
+        import psutil
+
+        try:
+            procs = proc_tree(self.pid)
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                self._last[p.pid] = (p.name(), t.user + t.system)
+            except psutil.NoSuchProcess:
+                pass
+        return sum(cpu for _name, cpu in self._last.values())
+
+    def each(self) -> dict[int, tuple[str, float]]:
+        return dict(self._last)
+
+
 PROM_COUNTERS = {
     "rescans": ("prometheus_sd_file_scan_duration_seconds_count", ""),
     "rescan_seconds": ("prometheus_sd_file_scan_duration_seconds_sum", ""),
@@ -228,15 +257,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         counter.start()
         time.sleep(0.5)  # the counter's first pass records where each file stands
 
-        fsd_procs = proc_tree(daemon.pid)
+        fsd_tree = TreeCpu(daemon.pid)
         rw_procs = proc_tree(rewriter.pid)
 
         def reading(daemon: DaemonProcess, counter: ReplaceCounter) -> dict[str, Any]:
             """Where every measure stands now (the window is the difference of two)."""
             return {
                 "time": time.monotonic(),
-                "fsd_cpu": cpu_seconds(fsd_procs),
-                "fsd_cpu_each": cpu_each(fsd_procs),
+                "fsd_cpu": fsd_tree.sample(),
+                "fsd_cpu_each": fsd_tree.each(),
                 "ray_cpu": cpu_seconds(rw_procs),
                 "dash_cpu": cpu_seconds(dash),
                 "daemon_writes": common.metric_sum(
@@ -250,9 +279,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_samples: dict[str, list[list[int]]] = {"fsd": [], "ray": []}
         end_at = start["time"] + args.duration
         while time.monotonic() < end_at:
-            rss_samples["fsd"].append(rss(fsd_procs))
+            fsd_tree.sample()
+            rss_samples["fsd"].append(rss(proc_tree(daemon.pid)))
             rss_samples["ray"].append(rss(rw_procs))
-            time.sleep(min(5.0, max(0.0, end_at - time.monotonic())))
+            time.sleep(min(1.0, max(0.0, end_at - time.monotonic())))
         end = reading(daemon, counter)
         window = end["time"] - start["time"]
         fsd_replaced = sum(end["counts"][f] - start["counts"][f] for f in files)
@@ -262,7 +292,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "window": window,
             "baseline": baseline,
             "procs": {
-                "fsd": [f"{p.name()}({p.pid})" for p in fsd_procs],
+                "fsd": [f"{name}({pid})" for pid, (name, _cpu) in end["fsd_cpu_each"].items()],
                 "ray": [f"{p.name()}({p.pid})" for p in rw_procs],
             },
             "fsd": {
@@ -270,7 +300,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "daemon_writes": end["daemon_writes"] - start["daemon_writes"],
                 "cpu": end["fsd_cpu"] - start["fsd_cpu"],
                 "cpu_parts": [
-                    b - a for a, b in zip(start["fsd_cpu_each"], end["fsd_cpu_each"], strict=True)
+                    cpu - start["fsd_cpu_each"].get(pid, (name, 0.0))[1]
+                    for pid, (name, cpu) in end["fsd_cpu_each"].items()
                 ],
                 "rss": max(sum(s) for s in rss_samples["fsd"]),
                 "rss_parts": rss_samples["fsd"][-1],

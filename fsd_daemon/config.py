@@ -312,6 +312,14 @@ class RaySection(_Table):
     # RAY_enable_export_api_write_config=EXPORT_ACTOR (read from
     # <prometheus.ray_temp_dir>/session_latest/logs/export_events; a doorbell only).
     watch_export_events: Switch = True
+    # Between quiet polls, ask this often whether an actor was created or finished starting (one
+    # limit=1 listing of the actors PENDING_CREATION, filtered inside the GCS) and poll at once
+    # when one was; 0 turns the probe off. Not asked while export events ring.
+    change_probe_interval_seconds: Annotated[Number, Field(ge=0)] = 0.5
+    # Keep the Ray bridge (the child with a Ray driver that resolves server addresses) connected
+    # while the cluster is quiet, so the first new server after a quiet spell is resolved at
+    # once (about 100 MiB more memory); false stops it after a minute without use.
+    keep_bridge_connected: Switch = True
 
 
 class PatternTable(_Table):

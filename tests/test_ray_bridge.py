@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fsd_daemon.discovery import ray_bridge
 from fsd_daemon.discovery.base import ActorRecord
 from fsd_daemon.discovery.ray_bridge import RayBridge
 from tests.support.raycluster import start_job
@@ -428,3 +430,42 @@ def test_child_output_reaches_the_log_one_line_per_event(
     ]
     assert any("global_state_accessor.cc:111" in e and "lines at DEBUG" in e for e in events)
     assert any("ConnectionError: InvalidAuthToken" in e for e in events), events
+
+
+def test_a_child_kept_connected_stays_up_when_quiet_and_is_replaced_ahead_of_need(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kept connected, the child is not stopped for being idle (a fresh one takes seconds to
+    import Ray and connect: the first server after a quiet minute waited 2.5 s for it); one
+    that has lived ``max_age_seconds`` is replaced while quiet, and one that exits is started
+    again, both without waiting for a request; the replacement answers at once."""
+    monkeypatch.setattr(ray_bridge, "_QUIET_BEFORE_REPLACING", 0.5)
+    bridge = _started(
+        RayBridge(
+            "fake:1",
+            timeout=1.0,
+            idle_seconds=0.4,
+            max_age_seconds=3.0,
+            backend=SLOW,
+            keep_connected=True,
+        )
+    )
+    try:
+        assert bridge.resolve_addresses(_actors(3))
+        first = bridge.pid
+        time.sleep(1.5)  # idle for well over idle_seconds
+        assert bridge.pid == first, "the quiet child was stopped"
+        deadline = time.monotonic() + 20
+        while (bridge.pid in (None, first) or bridge.recycles < 1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = bridge.pid
+        assert bridge.recycles == 1 and second not in (None, first), "not replaced by age"
+        os.kill(second, signal.SIGKILL)  # a child that dies while the cluster is quiet
+        deadline = time.monotonic() + 20
+        while bridge.pid in (None, second) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert bridge.pid not in (None, second), "the dead child was not started again"
+        assert bridge.wait_ready(60)
+        assert len(bridge.resolve_addresses(_actors(2))) == 2
+    finally:
+        bridge.close()

@@ -137,3 +137,19 @@ def test_no_export_events_changes_nothing(tmp_path: Path) -> None:
     watch.stop()
     assert threading.active_count() == before
     assert os.listdir(tmp_path) == []
+
+
+def test_an_empty_events_file_is_no_doorbell(tmp_path: Path) -> None:
+    """Ray 2.60 creates event_EXPORT_ACTOR.log, empty, in every session whether or not export
+    events are on: only a file Ray has written to says that they ring (the change probe is
+    left out only then)."""
+    session = _session(tmp_path, "session_a")
+    watch = ActorEventWatch(tmp_path, lambda: None)
+    try:
+        watch.refresh()
+        assert watch.watched is not None and not watch.ringing
+        (session / EVENTS_DIR / ACTOR_EVENTS_FILE).write_text('{"event_id": "x"}\n')
+        assert watch.ringing
+    finally:
+        watch.stop()
+    assert not watch.ringing

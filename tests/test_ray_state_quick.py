@@ -30,6 +30,7 @@ class Dashboard:
         self.dead_actors = 0
         self.pending_actors = 0  # created, not ALIVE yet: in `total` only
         self.dead_asks = 0
+        self.pending_asks = 0
         self.nodes: list[dict[str, Any]] = [_node("a" * 56, head=True)]
         self.requests: list[tuple[str, int]] = []
         self.headers: list[str | None] = []
@@ -57,6 +58,9 @@ class Dashboard:
                         if query["filter_values"] == ["DEAD"]:
                             rows = [{"state": "DEAD"}] * owner.dead_actors
                             owner.dead_asks += 1
+                        elif query["filter_values"] == ["PENDING_CREATION"]:
+                            rows = [{"state": "PENDING_CREATION"}] * owner.pending_actors
+                            owner.pending_asks += 1
                     limit = int(query["limit"][0])
                     owner.requests.append((url.path.rsplit("/", 1)[1], limit))
                     assert int(query["timeout"][0]) >= 2  # Ray 2.44 refuses less
@@ -263,3 +267,26 @@ def test_the_api_servers_refusal_is_named_not_called_unreachable(dashboard: Dash
     assert refused.value.kind == "api_error"
     assert "refused /api/v0/actors: AssertionError: 0 second timeout" in str(refused.value)
     assert "unreachable" not in str(refused.value)
+
+
+def test_the_change_probe_sees_a_creation_and_a_start_once_each(dashboard: Dashboard) -> None:
+    """Between polls the probe asks only for the actors PENDING_CREATION (``limit=1``; the GCS
+    filters by state, so the dashboard converts none of the ALIVE ones): a creation raises
+    ``total``, an actor becoming ALIVE lowers the pending count; each is reported once. A
+    failed probe says nothing changed and raises nothing."""
+    dashboard.actors = [_actor(i) for i in range(3)]
+    source = _source(dashboard)
+    assert source.looks_changed() is False  # nothing to compare with before a listing
+    source.snapshot()
+    listed, asked = len(dashboard.requests), dashboard.pending_asks
+    assert source.looks_changed() is False
+    dashboard.pending_actors = 1  # a server actor created, not ALIVE yet
+    assert source.looks_changed() is True
+    assert source.looks_changed() is False  # reported once
+    dashboard.pending_actors = 0
+    dashboard.actors.append(_actor(3))  # ... and now ALIVE: total unchanged
+    assert source.looks_changed() is True
+    assert dashboard.pending_asks - asked == 4
+    assert dashboard.requests[listed:] == [("actors", 1)] * 4  # no listing of ALIVE actors
+    dashboard.fail = True
+    assert source.looks_changed() is False

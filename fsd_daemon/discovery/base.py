@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +113,13 @@ class Resolver(Lookups, Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChangeProbe(Protocol):
+    """A source that can tell, more cheaply than a poll, that the cluster may have changed."""
+
+    def looks_changed(self) -> bool:
+        """True when a poll now may see something new. False also when the source cannot
+        tell: the regular polls still run, so a False is never taken as proof of anything."""
+        ...

@@ -4,8 +4,11 @@ The state API lists actors but not their HTTP ports (verl binds port 0 and asks 
 nodes but not their metrics export ports. Both need ``ray.init``. A Ray driver, though, is
 fate-shared with the cluster (its core worker may end the process when the GCS goes away), a
 call into a hung actor blocks, and a driver costs about 100 MiB. So the driver lives in a child
-process (the bridge) that the daemon starts only while something is unresolved, stops once it
-has been idle for ``idle_seconds``, times out, kills by PID and starts again.
+process (the bridge) that the daemon starts when it first needs it, times out, kills by PID and
+starts again. Kept connected (``keep_connected``, the daemon's default) it stays up while the
+cluster is quiet, so that the first server after a quiet hour is resolved at once: a fresh child
+takes seconds to import Ray and connect (measured 2.5 s for the first server after a quiet
+minute, BENCHMARKS.md). Otherwise it is stopped once it has been idle for ``idle_seconds``.
 
 A Ray driver that looks up and calls actors grows for as long as it lives, and nothing it
 offers gives the memory back (its core worker keeps what it learnt of every actor it met:
@@ -14,8 +17,10 @@ steady churn the child is never idle long enough to be stopped, so it is stopped
 has answered ``recycle_after`` lookups or has lived ``max_age_seconds``, at a moment when it
 is not busy (the way gunicorn's ``max_requests`` and Celery's
 ``max_tasks_per_child`` bound a worker's growth). As after an idle stop, the next request
-starts a fresh child and the warm-up gate stays open. A cold start with thousands of servers
-is never cut short: the child is busy until it has worked through them, and is replaced after.
+starts a fresh child and the warm-up gate stays open; a bridge kept connected starts the
+replacement at once instead, and replaces a quiet child at ``max_age_seconds`` by itself.
+A cold start with thousands of servers is never cut short: the child is busy until it has
+worked through them, and is replaced after.
 
 Protocol over a ``multiprocessing`` pipe, one request and one reply at a time:
 ``("resolve", [(actor_id, name, namespace), ...], timeout)`` -> ``("ok", ({actor_id: (value,
@@ -65,6 +70,9 @@ _REPLY_MARGIN = 3.0  # pickling a large answer and scheduling, beyond the child'
 RECYCLE_AFTER = 128
 MAX_AGE_SECONDS = 3600.0
 DEFAULT_BACKEND = "fsd_daemon.discovery.ray_bridge:RayBackend"
+# A child kept connected is replaced for its age only after this long without a request, so
+# that a replacement never lands in the middle of a wave of new servers.
+_QUIET_BEFORE_REPLACING = 10.0
 
 
 class RayBridge:
@@ -82,10 +90,12 @@ class RayBridge:
         backend: str = DEFAULT_BACKEND,
         backend_options: Mapping[str, Any] | None = None,
         auth: RayAuth | None = None,
+        keep_connected: bool = False,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.idle_seconds = idle_seconds
+        self.keep_connected = keep_connected
         self.concurrency = concurrency
         self.recycle_after = recycle_after
         self.max_age_seconds = max_age_seconds
@@ -108,9 +118,7 @@ class RayBridge:
         self._answered = 0  # lookups the current child has answered (value or error)
         self.starts = 0
         self.recycles = 0
-        self._idle = PeriodicWorker(
-            "ray-bridge-idle", self._stop_if_idle, max(0.05, idle_seconds / 4)
-        )
+        self._idle = PeriodicWorker("ray-bridge-idle", self._tend, max(0.05, idle_seconds / 4))
 
     # -- Resolver ------------------------------------------------------------------------------
 
@@ -234,6 +242,8 @@ class RayBridge:
             )
             self.recycles += 1
             self._stop_child()  # _warm stays: the next request starts a fresh child
+            if self.keep_connected:
+                self._start_child()  # connects in the background, before it is needed
 
     def _ask(self, request: tuple[Any, ...], reply_timeout: float) -> Any:
         with self._lock:
@@ -371,18 +381,47 @@ class RayBridge:
         self._answered = 0
         self._started_at = self._last_used = time.monotonic()
         self.starts += 1
-        if self.idle_seconds > 0:
+        if self.idle_seconds > 0 or self.keep_connected:
             self._idle.start()
         log.debug("started Ray bridge pid %s", proc.pid)
 
-    def _stop_if_idle(self) -> float | None:
+    def _tend(self) -> float | None:
+        """Every ``idle_seconds / 4``: stop an idle child; or, kept connected, replace one
+        that is due (quiet for a while and older than ``max_age_seconds``) and start one
+        that is missing (exited, or stopped after a failure, once its backoff has passed)."""
+        if self.keep_connected:
+            self._keep_connected()
+        else:
+            self._stop_if_idle()
+        return None
+
+    def _keep_connected(self) -> None:
+        with self._lock:
+            if not self._warm:
+                return  # never connected in this session: the poll's requests start it
+            if self._proc is not None and self._ready:
+                now = time.monotonic()
+                quiet = now - self._last_used >= _QUIET_BEFORE_REPLACING
+                if quiet and now - self._started_at >= self.max_age_seconds:
+                    log.info(
+                        "Ray bridge (pid %s) connected for %.0f s: replacing it "
+                        "(a Ray driver grows while it lives)",
+                        self.pid,
+                        now - self._started_at,
+                    )
+                    self.recycles += 1
+                    self._stop_child()
+            # Starts a missing child (after its backoff) and notes when a starting one is
+            # ready; never blocks.
+            self._ensure_ready()
+
+    def _stop_if_idle(self) -> None:
         with self._lock:
             if self._proc is not None and self._ready:
                 idle = time.monotonic() - self._last_used
                 if idle >= self.idle_seconds:
                     log.info("Ray bridge (pid %s) idle for %.0f s: stopping it", self.pid, idle)
                     self._stop_child()
-        return None
 
     def _fail(self) -> None:
         self._stop_child()

@@ -70,6 +70,19 @@ class ActorEventWatch:
         """The export-events directory watched now (None: Ray writes no actor events)."""
         return self._watched
 
+    @property
+    def ringing(self) -> bool:
+        """Whether Ray has written actor events in the watched session: Ray 2.60 creates the
+        file, empty, whether or not export events are on, so a watched file alone says
+        nothing. A stat."""
+        watched = self._watched
+        if watched is None:
+            return False
+        try:
+            return (watched / ACTOR_EVENTS_FILE).stat().st_size > 0
+        except OSError:
+            return False
+
     def refresh(self) -> None:
         events_dir = actor_events_dir(self.ray_temp_dir)
         with self._lock:

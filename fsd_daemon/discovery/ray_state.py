@@ -47,9 +47,12 @@ _TRUNCATION_LOG_INTERVAL = 60.0
 _LOOKUP_TIMEOUT = 30.0
 _ALIVE = (("state", "=", "ALIVE"),)
 _DEAD = (("state", "=", "DEAD"),)  # filtered inside the GCS, like ALIVE
+_PENDING = (("state", "=", "PENDING_CREATION"),)
 # Between full listings a poll only compares counts (see the module's docstring); what they
 # cannot show is seen at most this late.
 FULL_LISTING_INTERVAL = 30.0
+# The change probe runs between polls on the poll's thread: a slow Ray must not hold it long.
+PROBE_TIMEOUT = 1.0
 
 
 class _TokenChanged(SourceError):
@@ -97,6 +100,7 @@ class RayStateSource:
         self._last_node_ids: frozenset[str] = frozenset()
         self._last_node_counts = (-1, -1)
         self._last_full = -float("inf")
+        self._probe_mark: tuple[int, int] | None = None  # see looks_changed
         self._session = ""
         self._session_head = ""
         self._parser = ListingParser()
@@ -156,6 +160,7 @@ class RayStateSource:
             if quick is not None:
                 return quick
             dead = self._dead_count(client)  # before the listing: see the module's docstring
+            probe_mark = self._pending_mark(client, self.timeout)  # before it, likewise
             actors, truncated, actor_counts = self._list(client, "actors", self.actor_limit)
             # Built before the next request: the 10,000 raw records then live only inside the
             # collector's pause (fsd_daemon.plumbing.gcpause), not across another HTTP round trip.
@@ -167,6 +172,7 @@ class RayStateSource:
             session = self._session_of(client, nodes)
         except DashboardError as exc:
             self._last = None  # after a failure, only a full listing says what is there
+            self._probe_mark = None
             if exc.kind == "unreachable" and not is_dashboard_url(self.address):
                 # The dashboard may come back elsewhere (a Ray restart picks its URL anew).
                 self._client = None
@@ -193,6 +199,7 @@ class RayStateSource:
             session=session,
         )
         self._last, self._last_actor_counts = snapshot, actor_counts
+        self._probe_mark = probe_mark
         # Actors created but not ALIVE yet (or restarting): one may become ALIVE as another
         # dies, moving only the DEAD count.
         self._last_dead = dead if actor_counts[1] - actor_counts[0] - dead > 0 else None
@@ -222,6 +229,38 @@ class RayStateSource:
         ):
             return None
         return self._last
+
+    def looks_changed(self) -> bool:
+        """Whether an actor may have been created or become ALIVE since the last look (a
+        ``ChangeProbe``). One ``limit=1`` listing of the actors PENDING_CREATION: the GCS
+        filters by state itself, so the dashboard converts only the pending actors (none on a
+        quiet cluster), where a listing of ALIVE ones converts every ALIVE actor before it
+        cuts (python/ray/dashboard/state_aggregator.py list_actors). Its ``total`` (every
+        actor the GCS holds) rises with every creation; its count of pending actors falls as
+        one becomes ALIVE. Deaths are left to the polls (a leaving server waits out its grace
+        period anyway).
+
+        The mark it compares with is taken before every full listing and after every probe,
+        so a move is reported once. False when there is nothing to compare with, or the
+        question fails: the next poll finds out either way, so the probe never decides what
+        a file holds. Asked at most PROBE_TIMEOUT long."""
+        client = self._client
+        if client is None or self._probe_mark is None:
+            return False
+        try:
+            mark = self._pending_mark(client, min(self.timeout, PROBE_TIMEOUT))
+        except DashboardError as exc:
+            log.debug("change probe failed (%s); the next poll asks in full", exc)
+            return False
+        changed, self._probe_mark = mark != self._probe_mark, mark
+        return changed
+
+    def _pending_mark(self, client: DashboardClient, timeout: float) -> tuple[int, int]:
+        listing = client.list_state("actors", filters=_PENDING, limit=1, timeout=timeout)
+        try:
+            return _counts(listing)
+        except (TypeError, ValueError) as exc:
+            raise DashboardError("bad_response", f"actors: bad PENDING count ({exc})") from None
 
     def _dead_count(self, client: DashboardClient) -> int:
         dead = client.list_state("actors", filters=_DEAD, limit=1, timeout=self.timeout)

@@ -111,7 +111,11 @@ def default_components(config: Config) -> tuple[ClusterSource, Resolver]:
         actor_limit=config.ray.actor_limit,
         node_limit=config.ray.node_limit,
     )
-    return source, RayBridge(config.ray.address, timeout=config.ray.resolve_timeout_seconds)
+    return source, RayBridge(
+        config.ray.address,
+        timeout=config.ray.resolve_timeout_seconds,
+        keep_connected=config.ray.keep_bridge_connected,
+    )
 
 
 def servers_in_file(path: Path) -> tuple[int, frozenset[tuple[str, str]]]:

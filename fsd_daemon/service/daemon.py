@@ -11,7 +11,9 @@ capped backoff (``fsd_daemon.plumbing.backoff``) while Ray fails slowly (timeout
 overloaded), but the normal interval while Ray is simply absent (connection refused costs it
 nothing), so a Ray that is back is seen within a poll, not at the backoff ceiling. Where Ray
 logs actor export events (``fsd_daemon.discovery.ray_events``), each one brings the next poll
-forward to at most ACTOR_EVENT_MIN_GAP_SECONDS after the last one began.
+forward to at most ACTOR_EVENT_MIN_GAP_SECONDS after the last one began. Between quiet polls
+after a good one, a source that is a ``ChangeProbe`` is asked every
+``ray.change_probe_interval_seconds`` whether the actors changed; a yes polls at once.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fsd_daemon.config import Config, ConfigError, holds_no_settings, parse_listen
-from fsd_daemon.discovery.base import ClusterSource, Resolver
+from fsd_daemon.discovery.base import ChangeProbe, ClusterSource, Resolver
 from fsd_daemon.discovery.ray_auth import ReloadsAuth
 from fsd_daemon.discovery.ray_events import ActorEventWatch
 from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
@@ -137,6 +139,10 @@ class Service:
         self._poll_now = False
         self._actor_event = False
         self._last_poll_started = -ACTOR_EVENT_MIN_GAP_SECONDS
+        # When to ask the source's change probe next; infinite while it must not be asked
+        # (before the first good poll, after a failed one: the poll's own pace decides then).
+        self._next_probe = float("inf")
+        self.probes = 0  # change probes asked (what a quiet cluster costs between polls)
         self._restore: set[str] = set()
         self._restore_lock = threading.Lock()
         self._metrics_server: Any = None
@@ -321,7 +327,7 @@ class Service:
                     log.debug("unexpected error in the daemon loop again", exc_info=True)
                 next_poll = now + self._backoff.failed()
             self.notifier.notify(WATCHDOG=1)
-            wait = max(0.0, next_poll - self._clock())
+            wait = max(0.0, min(next_poll, self._next_probe) - self._clock())
             if self._reload_at is not None:
                 wait = min(wait, max(0.0, self._reload_at - self._clock()))
             # A backoff may be longer than WatchdogSec: ping while waiting (the interval is
@@ -360,15 +366,42 @@ class Service:
             self._actor_event = False
             next_poll = min(next_poll, self._last_poll_started + ACTOR_EVENT_MIN_GAP_SECONDS)
         now = self._clock()
+        if now < next_poll and now >= self._next_probe and self._probe_says_changed():
+            next_poll = now
         if now >= next_poll:
             started = self._last_poll_started = self._clock()
             result = self.poll.run_once()
             next_poll = self._clock() + self.next_delay(result, self._clock() - started)
+            self._schedule_probe(result)
             self._after_poll(result)
             self.health.clear("loop")
             if self._actor_events is not None:
                 self._actor_events.refresh()  # follows a Ray restart: a readlink and a stat
         return next_poll
+
+    def _probe_says_changed(self) -> bool:
+        source = self.poll.source
+        interval = self.config.ray.change_probe_interval_seconds
+        if not isinstance(source, ChangeProbe) or interval <= 0:
+            self._next_probe = float("inf")
+            return False
+        if self._actor_events is not None and self._actor_events.ringing:
+            # Ray's actor export events ring the bell already: asking would only cost.
+            self._next_probe = self._clock() + interval
+            return False
+        self.probes += 1
+        changed = source.looks_changed()
+        self._next_probe = self._clock() + interval
+        if changed:
+            log.debug("change probe: the actors changed; polling now")
+        return changed
+
+    def _schedule_probe(self, result: PollResult) -> None:
+        interval = self.config.ray.change_probe_interval_seconds
+        if result.ok and interval > 0:
+            self._next_probe = self._clock() + interval
+        else:
+            self._next_probe = float("inf")
 
     def next_delay(self, result: PollResult, took: float = 0.0) -> float:
         daemon = self.config.daemon
