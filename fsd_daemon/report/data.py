@@ -64,10 +64,9 @@ def _selector(job: str | None, extra: str = "", cluster: str | None = None) -> s
 
 def _on_grid(grid: np.ndarray, start: float, step: float, series: Series) -> np.ndarray:
     values = np.full(grid.shape, np.nan)
-    for t, v in series.samples:
-        i = round((t - start) / step)
-        if 0 <= i < len(grid):
-            values[i] = v
+    index = np.rint((series.times - start) / step).astype(np.int64)
+    inside = (index >= 0) & (index < len(grid))
+    values[index[inside]] = series.values[inside]
     return values
 
 
