@@ -150,7 +150,7 @@ def parse_federate(body: bytes) -> Universe:
             # A GPU shared by a rollout engine and a trainer is driven by the rollout owner.
             if key not in owners or owner[0] == n.ROLE_ROLLOUT:
                 owners[key] = owner
-    for prefix, value, name, labels in rows:
+    for prefix, scraped, name, labels in rows:
         job = labels.get("job")
         k, d = KIND_CONSTANT, -1
         if name.endswith("_created") or name in ("up",) or name.startswith("scrape_"):
@@ -172,7 +172,7 @@ def parse_federate(body: bytes) -> Universe:
             elif name == GPU_UTILIZATION:
                 k = KIND_UTIL
         prefixes.append(prefix.encode())
-        base.append(value)
+        base.append(scraped)
         kind.append(k)
         driver.append(d)
     replica_job = [""] * len(replicas)

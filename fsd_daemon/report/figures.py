@@ -169,7 +169,7 @@ def _draw_step_tails(ax: plt.Axes, data: ReportData, analysis: Analysis) -> None
     for job in sorted({s.job for s in steps}):
         mine = [s for s in steps if s.job == job]
         ax.plot(
-            [_when(s.start) for s in mine],
+            mdates.date2num([_when(s.start) for s in mine]),
             [s.tail_seconds for s in mine],
             marker=".",
             markersize=3,
@@ -179,7 +179,7 @@ def _draw_step_tails(ax: plt.Axes, data: ReportData, analysis: Analysis) -> None
     for s in sorted(steps, key=lambda s: -s.tail_seconds)[:LONGEST_TAILS_NAMED]:
         ax.annotate(
             f"{s.tail_seconds:.0f} s ({s.tail_share:.0%})\n{s.job[:8]}:{s.index + 1}",
-            (_when(s.start), s.tail_seconds),
+            (float(mdates.date2num(_when(s.start))), s.tail_seconds),
             ha="center",
             va="bottom",
             fontsize="small",
