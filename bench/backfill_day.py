@@ -65,10 +65,11 @@ from fsd_daemon.config import Config
 from fsd_daemon.mixin import names as n
 from fsd_daemon.promconfig import full_config
 
-# One OpenMetrics file per hour: promtool re-reads its whole input once per 2 h block and maps
-# it into memory (about 2x the file in RSS), so an hour (about 5 GiB of text) keeps it linear
-# and within the machine's memory.
+# One OpenMetrics file per hour at 15 s: promtool re-reads its whole input once per 2 h block
+# and maps it into memory (about 2x the file in RSS), so an hour (about 5 GiB of text) keeps it
+# linear and within the machine's memory. At a coarser step a whole 2 h block per file.
 CHUNK_SECONDS = 3600
+BLOCK_SECONDS = 7200
 SCRAPES_BEFORE_CAPTURE = 40.0
 # Rollout steps per awake job: (period s, phase s). A step's median replica finishes at
 # MEDIAN_SHARE of the period; the rest of the period is training (rollout idle).
@@ -562,8 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     history.set_replica_keys(keys)
 
     grid = np.arange(start + args.step, end + args.step / 2, args.step)
-    edges = np.arange(math.floor(start / CHUNK_SECONDS) * CHUNK_SECONDS, end + 1, CHUNK_SECONDS)
-    chunks = [grid[(grid >= lo) & (grid < lo + CHUNK_SECONDS)] for lo in edges]
+    chunk_s = CHUNK_SECONDS if args.step < 30 else BLOCK_SECONDS
+    edges = np.arange(math.floor(start / chunk_s) * chunk_s, end + 1, chunk_s)
+    chunks = [grid[(grid >= lo) & (grid < lo + chunk_s)] for lo in edges]
     chunks = [t for t in chunks if len(t)]
     totals = {"generate_s": 0.0, "bytes": 0, "samples": 0}
 
