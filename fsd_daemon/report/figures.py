@@ -5,6 +5,7 @@ Each figure has a fixed size in pixels (:data:`FIGURE_SIZES`), so a page and a t
 
 from __future__ import annotations
 
+import math
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,8 @@ SLOWEST_NAMED = 5
 # longest few named: a bar a few pixels wide with a note on it cannot be read.
 MAX_STEP_BARS = 30
 LONGEST_TAILS_NAMED = 3
+# More grid times than this are drawn as bins of several (a 1,200-pixel panel).
+MAX_DRAWN_TIMES = 400
 DAY_SECONDS = 86400.0
 
 
@@ -116,9 +119,26 @@ def _draw_running(ax: plt.Axes, data: ReportData, shaded: bool) -> str:
             else ""
         )
     matrix = np.vstack([values for _, values in ordered])
+    per_bin = math.ceil(len(times) / MAX_DRAWN_TIMES)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns outside the run
+        if per_bin > 1:
+            # Hundreds of steps in a few pixels each are a carpet: each replica's mean over a
+            # bin of grid times is drawn instead (the distribution of load, not each step).
+            pad = (-len(times)) % per_bin
+            padded = np.pad(matrix, ((0, 0), (0, pad)), constant_values=np.nan)
+            matrix = np.nanmean(padded.reshape(len(ordered), -1, per_bin), axis=2)
+            times = times[::per_bin]
         low, p10, median, p90, high = np.nanpercentile(matrix, [0, 10, 50, 90, 100], axis=0)
+    if per_bin > 1:
+        ax.fill_between(times, low, high, step="post", color="#c6dbef", label="range (min-max)")
+        ax.fill_between(times, p10, p90, step="post", color="#6baed6", label="10-90% of replicas")
+        ax.step(times, median, where="post", color="#08306b", linewidth=1.5, label="median")
+        minutes = per_bin * data.step / 60
+        return (
+            f"Requests running over {len(ordered)} rollout replicas, each replica's mean per "
+            f"{minutes:.3g} min: median, 10-90% band and range"
+        )
     ax.fill_between(times, low, high, step="post", color="#c6dbef", label="range (min-max)")
     ax.fill_between(times, p10, p90, step="post", color="#6baed6", label="10-90% of replicas")
     ax.step(times, median, where="post", color="#08306b", linewidth=1.5, label="median replica")
@@ -176,7 +196,15 @@ def _draw_step_tails(ax: plt.Axes, data: ReportData, analysis: Analysis) -> None
             linewidth=0.5,
             label=f"{job[:10]} ({len(mine)} steps)",
         )
-    for s in sorted(steps, key=lambda s: -s.tail_seconds)[:LONGEST_TAILS_NAMED]:
+    named: list[float] = []
+    span = max(s.start for s in steps) - min(s.start for s in steps)
+    for s in sorted(steps, key=lambda s: -s.tail_seconds):
+        # Apart by a sixth of the range at least: notes on neighbouring steps overlap.
+        if len(named) == LONGEST_TAILS_NAMED:
+            break
+        if any(abs(s.start - t) < span / 6 for t in named):
+            continue
+        named.append(s.start)
         ax.annotate(
             f"{s.tail_seconds:.0f} s ({s.tail_share:.0%})\n{s.job[:8]}:{s.index + 1}",
             (float(mdates.date2num(_when(s.start))), s.tail_seconds),
@@ -271,7 +299,9 @@ def idleness_figure(data: ReportData, analysis: Analysis) -> plt.Figure:
         right.set_xlabel("idle GPU-hours (awake)")
         right.set_title("Idle GPU-hours by role / job")
         for yi, v in zip(y, values, strict=True):
-            right.annotate(f" {v:.3g}", (v, yi), va="center", fontsize="small")
+            right.annotate(
+                f" {v:,.0f}" if v >= 100 else f" {v:.3g}", (v, yi), va="center", fontsize="small"
+            )
         right.set_xlim(0, max(values) * 1.25 or 1)
     else:
         _note(right, "Idle GPU-hours need fsd-gpu-exporter series; none in the range.")

@@ -3,6 +3,7 @@ the time that has data, and words, not an empty frame, where there is nothing to
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
 
 import matplotlib.dates as mdates
@@ -119,6 +120,12 @@ def test_hundreds_of_steps_are_drawn_as_tails_over_time_not_a_bar_each() -> None
     # The panel above does not shade hundreds of tails, and its title does not say it does.
     assert len(top.patches) <= READABLE_BARS and len(top.lines) <= MAX_REPLICA_LINES + 1
     assert "shaded" not in top.get_title()
+    # Nor draws each of 5,780 grid times in 1,200 pixels: replicas' means over bins of them.
+    assert "mean per" in top.get_title()
+    assert all(len(line.get_xdata()) <= 600 for line in top.lines)
+    # The longest tails are named where their notes do not overlap.
+    xs = sorted(t.xy[0] for t in bottom.texts)
+    assert all(b - a > 0.1 for a, b in itertools.pairwise(xs)), xs  # days apart > 2 h
     # A day and more: the time labels say the day.
     fig.canvas.draw()
     labels = [t.get_text() for t in bottom.get_xticklabels() if t.get_text()]
