@@ -122,9 +122,9 @@ def test_hundreds_of_steps_are_drawn_as_tails_over_time_not_a_bar_each() -> None
     assert "shaded" not in top.get_title()
     # Nor draws each of 5,780 grid times in 1,200 pixels: replicas' means over bins of them.
     assert "mean per" in top.get_title()
-    assert all(len(line.get_xdata()) <= 600 for line in top.lines)
+    assert all(np.size(line.get_xdata()) <= 600 for line in top.lines)
     # The longest tails are named where their notes do not overlap.
-    xs = sorted(t.xy[0] for t in bottom.texts)
+    xs = sorted(t.get_position()[0] for t in bottom.texts)
     assert all(b - a > 0.1 for a, b in itertools.pairwise(xs)), xs  # days apart > 2 h
     # A day and more: the time labels say the day.
     fig.canvas.draw()
