@@ -1,4 +1,4 @@
-"""A synthetic 1,000-GPU cluster for the Prometheus-side benchmarks (rules_scale, day_of_a_run).
+"""A synthetic 1,000-GPU cluster for the Prometheus-side benchmarks (rules_scale, backfill_day).
 
 125 GPU nodes of 8 GPUs and 256 rollout servers in four Ray jobs:
 

@@ -32,9 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
-from fsd_daemon.render import Target
 
 from fsd_daemon.mixin import names
+from fsd_daemon.pipeline.render import Target
 from fsd_daemon.probe import RolloutMetricsProbe
 
 _SERVERS = """

@@ -175,6 +175,16 @@ def replica_states(data: ReportData) -> StateSeries:
     return StateSeries("replicas", asleep, busy, idle)
 
 
+def _owner_spans(owners: np.ndarray, present: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Each owner tag of a GPU with the grid times it holds the GPU (and has a sample)."""
+    return [(tag, present & (owners == tag)) for tag in set(owners[present].tolist())]
+
+
+def _sleeping(data: ReportData, job: str, replica: str) -> np.ndarray | None:
+    sleep = data.asleep.get((job, replica))
+    return None if sleep is None else np.nan_to_num(sleep) > 0
+
+
 def gpu_states(data: ReportData) -> StateSeries:
     """Rollout GPUs per state, from the exporter's busy time and the owner's sleep state."""
     shape = data.grid.shape
@@ -183,19 +193,16 @@ def gpu_states(data: ReportData) -> StateSeries:
         owners = data.gpu_owner.get(key)
         if owners is None:
             continue
-        for t in range(len(data.grid)):
-            tag = owners[t]
-            if not tag or np.isnan(ratio[t]):
-                continue
+        for tag, held in _owner_spans(owners, ~np.isnan(ratio) & (owners != "")):
             role, job, replica, _state = tag.split("|")
             if role != verl.ROLE_ROLLOUT:
                 continue
-            sleep = data.asleep.get((job, replica))
-            if sleep is not None and np.nan_to_num(sleep[t]) > 0:
-                asleep[t] += 1
-            else:
-                busy[t] += ratio[t]
-                idle[t] += 1 - ratio[t]
+            sleeping = _sleeping(data, job, replica)
+            lent = held & sleeping if sleeping is not None else np.zeros(shape, dtype=bool)
+            awake = held & ~lent
+            asleep += lent
+            busy += np.where(awake, ratio, 0.0)
+            idle += np.where(awake, 1 - ratio, 0.0)
     return StateSeries("GPUs", asleep, busy, idle)
 
 
@@ -205,16 +212,15 @@ def idle_gpu_hours(data: ReportData) -> dict[tuple[str, str], float]:
     hours: dict[tuple[str, str], float] = {}
     for key, ratio in data.gpu_busy.items():
         owners = data.gpu_owner.get(key, np.full(data.grid.shape, "", dtype=object))
-        for t in range(len(data.grid)):
-            if np.isnan(ratio[t]):
-                continue
-            tag = owners[t]
+        for tag, held in _owner_spans(owners, ~np.isnan(ratio)):
             role, job, replica = tag.split("|")[:3] if tag else ("none", "", "")
-            sleep = data.asleep.get((job, replica))
-            if sleep is not None and np.nan_to_num(sleep[t]) > 0:
+            sleeping = _sleeping(data, job, replica)
+            counted = held & ~sleeping if sleeping is not None else held
+            if not counted.any():
                 continue
             group = (role or "none", job)
-            hours[group] = hours.get(group, 0.0) + (1 - ratio[t]) * data.step / 3600
+            idle = float(np.sum(1 - ratio[counted])) * data.step / 3600
+            hours[group] = hours.get(group, 0.0) + idle
     return hours
 
 

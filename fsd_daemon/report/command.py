@@ -158,7 +158,17 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     stamp = datetime.fromtimestamp(end, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     output = Path(args.output or f"fsd-report-{stamp}")
-    return draw(args.prometheus, start, end, step, args.job, output, args.cluster, run_b)
+    return draw(
+        args.prometheus,
+        start,
+        end,
+        step,
+        args.job,
+        output,
+        args.cluster,
+        run_b,
+        exact_step=args.resolution is not None,
+    )
 
 
 def compared_run(
@@ -194,6 +204,7 @@ def draw(
     output: Path,
     cluster: str | None = None,
     run_b: tuple[float, float, str | None, str | None] | None = None,
+    exact_step: bool = False,
 ) -> int:
     try:
         from fsd_daemon.report import analysis, data, figures, page, summary
@@ -210,11 +221,13 @@ def draw(
     from fsd_daemon.report.prom import Prometheus, PrometheusError, PrometheusUnreachable
 
     try:
-        report_data = data.fetch(Prometheus(url), start, end, step, job, cluster)
+        report_data = data.fetch(Prometheus(url), start, end, step, job, cluster, exact_step)
         data_b = None
         if run_b is not None:
             b_start, b_end, b_job, b_cluster = run_b
-            data_b = data.fetch(Prometheus(url), b_start, b_end, step, b_job, b_cluster)
+            data_b = data.fetch(
+                Prometheus(url), b_start, b_end, report_data.step, b_job, b_cluster, True
+            )
     except PrometheusUnreachable as exc:
         print(f"fsd-daemon report: {exc}", file=sys.stderr)
         return EXIT_NO_REPORT

@@ -64,10 +64,9 @@ def _selector(job: str | None, extra: str = "", cluster: str | None = None) -> s
 
 def _on_grid(grid: np.ndarray, start: float, step: float, series: Series) -> np.ndarray:
     values = np.full(grid.shape, np.nan)
-    for t, v in series.samples:
-        i = round((t - start) / step)
-        if 0 <= i < len(grid):
-            values[i] = v
+    index = np.rint((series.times - start) / step).astype(np.int64)
+    inside = (index >= 0) & (index < len(grid))
+    values[index[inside]] = series.values[inside]
     return values
 
 
@@ -78,10 +77,19 @@ def fetch(
     step: float,
     job: str | None = None,
     cluster: str | None = None,
+    exact_step: bool = False,
 ) -> ReportData:
     """Ask Prometheus for everything the report draws (of one cluster's series, with
     ``cluster``: a store holds many). Raises PrometheusUnreachable when there is no
-    Prometheus; a part without data is listed in ``missing`` instead."""
+    Prometheus; a part without data is listed in ``missing`` instead.
+
+    Unless ``exact_step``, the grid is never finer than the exporters' scrape interval: a
+    finer one repeats each sample (an hour at 1 s over 15 s scrapes asks Prometheus for 15
+    times the points the data has, and a day of 1,000 GPUs runs out of time and memory)."""
+    interval = _scrape_interval(prometheus, start, end)
+    if not exact_step:
+        # Whole seconds: an interval read from the samples is an estimate (14.6 for 15).
+        step = max(step, float(max(1, round(interval))))
     grid = np.arange(start, end + step / 2, step)
     data = ReportData(start=start, end=end, step=step, grid=grid)
     by = f"{names.RAY_JOB_ID}, {names.REPLICA}, {names.ENGINE}"
@@ -128,23 +136,22 @@ def fetch(
     )
     for s in tokens:
         data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(grid, start, step, s)
-    data.gpu_rate_window = _rate_window(prometheus, start, end)
+    data.gpu_rate_window = f"{max(2.0, RATE_WINDOW_SCRAPES * interval):.0f}s"
     _fetch_gpus(rng, data, job, data.gpu_rate_window, cluster)
     return data
 
 
-def _rate_window(prometheus: Prometheus, start: float, end: float) -> str:
-    """``RATE_WINDOW_SCRAPES`` scrape intervals of the GPU exporters (their longest, as
-    Prometheus' targets API says now), as a PromQL duration. A store that scrapes nothing
-    itself (remote write into VictoriaMetrics, Thanos, Mimir) lists no targets: there the
-    interval is read from the samples."""
+def _scrape_interval(prometheus: Prometheus, start: float, end: float) -> float:
+    """Seconds between the GPU exporters' samples (their longest, as Prometheus' targets API
+    says now). A store that scrapes nothing itself (remote write into VictoriaMetrics, Thanos,
+    Mimir) lists no targets: there the interval is read from the samples. Rates are taken
+    over ``RATE_WINDOW_SCRAPES`` of it."""
     intervals = [
         seconds
         for labels, interval in prometheus.scrape_intervals()
         if labels.get("job") == names.JOB_GPU and (seconds := duration_seconds(interval))
     ]
-    interval = max(intervals) if intervals else _interval_from_samples(prometheus, start, end)
-    return f"{max(2.0, RATE_WINDOW_SCRAPES * interval):.0f}s"
+    return max(intervals) if intervals else _interval_from_samples(prometheus, start, end)
 
 
 # The span whose samples are counted to estimate the scrape interval.

@@ -5,6 +5,7 @@ Each figure has a fixed size in pixels (:data:`FIGURE_SIZES`), so a page and a t
 
 from __future__ import annotations
 
+import math
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,14 @@ STATE_COLOURS = {"busy": "#2b8cbe", "idle": "#fdae61", "asleep": "#bababa"}
 MAX_REPLICA_LINES = 10
 # The replicas named beside the distribution: those with requests running latest.
 SLOWEST_NAMED = 5
+# Up to this many steps get a bar and a note each, and their tails shaded in the panel above;
+# more (hours of a run: hundreds of steps) are drawn as each step's tail against time, the
+# longest few named: a bar a few pixels wide with a note on it cannot be read.
+MAX_STEP_BARS = 30
+LONGEST_TAILS_NAMED = 3
+# More grid times than this are drawn as bins of several (a 1,200-pixel panel).
+MAX_DRAWN_TIMES = 400
+DAY_SECONDS = 86400.0
 
 
 def _times(data: ReportData) -> list[datetime]:
@@ -79,6 +88,9 @@ def _fit_time_axis(ax: plt.Axes, data: ReportData) -> None:
     span = data_span(data)
     if span is not None:
         ax.set_xlim(float(mdates.date2num(_when(span[0]))), float(mdates.date2num(_when(span[1]))))
+        if span[1] - span[0] > DAY_SECONDS:
+            # Over a day "HH:MM:SS" repeats: the labels say the day.
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d %H:%M", tz=timezone.utc))
 
 
 def _replica_label(key: tuple[str, str], jobs: list[str]) -> str:
@@ -92,7 +104,7 @@ def _last_running(values: np.ndarray) -> int:
     return int(idx[-1]) if len(idx) else -1
 
 
-def _draw_running(ax: plt.Axes, data: ReportData) -> str:
+def _draw_running(ax: plt.Axes, data: ReportData, shaded: bool) -> str:
     """Requests running per replica: one line each up to MAX_REPLICA_LINES, else the
     distribution over replicas and the SLOWEST_NAMED that ran latest. Returns the title."""
     times = mdates.date2num(_times(data))
@@ -101,14 +113,32 @@ def _draw_running(ax: plt.Axes, data: ReportData) -> str:
     if len(ordered) <= MAX_REPLICA_LINES:
         for key, values in ordered:
             ax.step(times, values, where="post", linewidth=1.2, label=_replica_label(key, jobs))
-        return (
-            "Requests running per rollout replica; shaded: the tail, from the median replica's "
-            "finish to the slowest's"
+        return "Requests running per rollout replica" + (
+            "; shaded: the tail, from the median replica's finish to the slowest's"
+            if shaded
+            else ""
         )
     matrix = np.vstack([values for _, values in ordered])
+    per_bin = math.ceil(len(times) / MAX_DRAWN_TIMES)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns outside the run
+        if per_bin > 1:
+            # Hundreds of steps in a few pixels each are a carpet: each replica's mean over a
+            # bin of grid times is drawn instead (the distribution of load, not each step).
+            pad = (-len(times)) % per_bin
+            padded = np.pad(matrix, ((0, 0), (0, pad)), constant_values=np.nan)
+            matrix = np.nanmean(padded.reshape(len(ordered), -1, per_bin), axis=2)
+            times = times[::per_bin]
         low, p10, median, p90, high = np.nanpercentile(matrix, [0, 10, 50, 90, 100], axis=0)
+    if per_bin > 1:
+        ax.fill_between(times, low, high, step="post", color="#c6dbef", label="range (min-max)")
+        ax.fill_between(times, p10, p90, step="post", color="#6baed6", label="10-90% of replicas")
+        ax.step(times, median, where="post", color="#08306b", linewidth=1.5, label="median")
+        minutes = per_bin * data.step / 60
+        return (
+            f"Requests running over {len(ordered)} rollout replicas, each replica's mean per "
+            f"{minutes:.3g} min: median, 10-90% band and range"
+        )
     ax.fill_between(times, low, high, step="post", color="#c6dbef", label="range (min-max)")
     ax.fill_between(times, p10, p90, step="post", color="#6baed6", label="10-90% of replicas")
     ax.step(times, median, where="post", color="#08306b", linewidth=1.5, label="median replica")
@@ -117,8 +147,84 @@ def _draw_running(ax: plt.Axes, data: ReportData) -> str:
         ax.step(times, values, where="post", linewidth=0.9, label=_replica_label(key, jobs))
     return (
         f"Requests running over {len(ordered)} rollout replicas: median, 10-90% band and range, "
-        f"with the {len(slowest)} that ran latest; shaded red: the tail"
+        f"with the {len(slowest)} that ran latest" + ("; shaded red: the tail" if shaded else "")
     )
+
+
+def _draw_step_bars(ax: plt.Axes, analysis: Analysis, jobs: list[str]) -> None:
+    """One stacked bar per step: until the median replica finished, then the tail."""
+    steps = analysis.steps
+    labels = [f"{s.index + 1}" if len(jobs) == 1 else f"{s.job[:8]}:{s.index + 1}" for s in steps]
+    x = np.arange(len(steps))
+    median_part = [s.median_finish - s.start for s in steps]
+    tail_part = [s.tail_seconds for s in steps]
+    ax.bar(x, median_part, color="#74a9cf", label="until the median replica finished")
+    ax.bar(
+        x,
+        tail_part,
+        bottom=median_part,
+        color="#d7301f",
+        label="tail: waiting for the slowest replica",
+    )
+    for xi, s in zip(x, steps, strict=True):
+        ax.annotate(
+            f"{s.tail_seconds:.0f} s tail\n{s.tail_share:.0%} of GPU time",
+            (xi, s.seconds),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("rollout step")
+    ax.set_ylabel("seconds")
+    ax.set_ylim(0, max(s.seconds for s in steps) * 1.35)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    ax.set_title("Per step: time until the median replica finished, then the tail")
+
+
+def _draw_step_tails(ax: plt.Axes, data: ReportData, analysis: Analysis) -> None:
+    """Too many steps for bars: each step's tail (seconds) at its start time, one marker
+    colour per job, the longest LONGEST_TAILS_NAMED named."""
+    steps = analysis.steps
+    for job in sorted({s.job for s in steps}):
+        mine = [s for s in steps if s.job == job]
+        ax.plot(
+            mdates.date2num([_when(s.start) for s in mine]),
+            [s.tail_seconds for s in mine],
+            marker=".",
+            markersize=3,
+            linewidth=0.5,
+            label=f"{job[:10]} ({len(mine)} steps)",
+        )
+    named: list[float] = []
+    span = max(s.start for s in steps) - min(s.start for s in steps)
+    for s in sorted(steps, key=lambda s: -s.tail_seconds):
+        # Apart by a sixth of the range at least: notes on neighbouring steps overlap.
+        if len(named) == LONGEST_TAILS_NAMED:
+            break
+        if any(abs(s.start - t) < span / 6 for t in named):
+            continue
+        named.append(s.start)
+        ax.annotate(
+            f"{s.tail_seconds:.0f} s ({s.tail_share:.0%})\n{s.job[:8]}:{s.index + 1}",
+            (float(mdates.date2num(_when(s.start))), s.tail_seconds),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
+    tails = [s.tail_seconds for s in steps]
+    shares = [s.tail_share for s in steps]
+    ax.set_ylim(0, max(tails) * 1.3 or 1)
+    ax.set_ylabel("tail (s)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    ax.set_title(
+        f"Tail of each of {len(steps)} steps (slowest replica's finish minus the median's), "
+        f"at the step's start: median {np.median(tails):.0f} s, "
+        f"{np.median(shares):.0%} of the step's GPU time",
+        fontsize="medium",
+    )
+    _format_time_axis(ax)
+    _fit_time_axis(ax, data)
 
 
 def long_tail_figure(data: ReportData, analysis: Analysis) -> plt.Figure:
@@ -128,52 +234,27 @@ def long_tail_figure(data: ReportData, analysis: Analysis) -> plt.Figure:
     if not data.running:
         _note(top, "No rollout engine series in the range: the long tail cannot be drawn.")
     else:
-        title = _draw_running(top, data)
-    for step in analysis.steps:
-        top.axvspan(_when(step.median_finish), _when(step.end), color="#d7301f", alpha=0.15)
-        top.axvline(_when(step.median_finish), color="#555555", linestyle="--", linewidth=0.8)
+        title = _draw_running(top, data, shaded=len(analysis.steps) <= MAX_STEP_BARS)
+    if len(analysis.steps) <= MAX_STEP_BARS:
+        for step in analysis.steps:
+            top.axvspan(_when(step.median_finish), _when(step.end), color="#d7301f", alpha=0.15)
+            top.axvline(_when(step.median_finish), color="#555555", linestyle="--", linewidth=0.8)
     if data.running:
         top.set_ylabel("requests running")
         top.set_title(title, fontsize="medium")
         top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
         _format_time_axis(top)
         _fit_time_axis(top, data)
-    if analysis.steps:
-        labels = [
-            f"{s.index + 1}" if len(jobs) == 1 else f"{s.job[:8]}:{s.index + 1}"
-            for s in analysis.steps
-        ]
-        x = np.arange(len(analysis.steps))
-        median_part = [s.median_finish - s.start for s in analysis.steps]
-        tail_part = [s.tail_seconds for s in analysis.steps]
-        bottom.bar(x, median_part, color="#74a9cf", label="until the median replica finished")
-        bottom.bar(
-            x,
-            tail_part,
-            bottom=median_part,
-            color="#d7301f",
-            label="tail: waiting for the slowest replica",
-        )
-        for xi, s in zip(x, analysis.steps, strict=True):
-            bottom.annotate(
-                f"{s.tail_seconds:.0f} s tail\n{s.tail_share:.0%} of GPU time",
-                (xi, s.seconds),
-                ha="center",
-                va="bottom",
-                fontsize="small",
-            )
-        bottom.set_xticks(x, labels)
-        bottom.set_xlabel("rollout step")
-        bottom.set_ylabel("seconds")
-        bottom.set_ylim(0, max(s.seconds for s in analysis.steps) * 1.35)
-        bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-        bottom.set_title("Per step: time until the median replica finished, then the tail")
-    else:
+    if not analysis.steps:
         _note(
             bottom,
             "No complete rollout step in the range (a step ends when running "
             "requests fall to zero).",
         )
+    elif len(analysis.steps) <= MAX_STEP_BARS:
+        _draw_step_bars(bottom, analysis, jobs)
+    else:
+        _draw_step_tails(bottom, data, analysis)
     return fig
 
 
@@ -218,7 +299,9 @@ def idleness_figure(data: ReportData, analysis: Analysis) -> plt.Figure:
         right.set_xlabel("idle GPU-hours (awake)")
         right.set_title("Idle GPU-hours by role / job")
         for yi, v in zip(y, values, strict=True):
-            right.annotate(f" {v:.3g}", (v, yi), va="center", fontsize="small")
+            right.annotate(
+                f" {v:,.0f}" if v >= 100 else f" {v:.3g}", (v, yi), va="center", fontsize="small"
+            )
         right.set_xlim(0, max(values) * 1.25 or 1)
     else:
         _note(right, "Idle GPU-hours need fsd-gpu-exporter series; none in the range.")

@@ -7,11 +7,16 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from fsd_daemon.plumbing.httpclient import HttpFailed, http_request
 
 # Prometheus refuses a range query of more than 11,000 points per series.
 MAX_POINTS = 11_000
 _MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+# A range query asks for at most this many steps at once: a day of 1,000 GPUs at one query
+# is hundreds of MB of JSON and of Python objects; slices keep the peak to one slice's.
+SLICE_POINTS = 1_000
 
 
 class PrometheusUnreachable(RuntimeError):
@@ -24,10 +29,17 @@ class PrometheusError(RuntimeError):
 
 @dataclass(frozen=True)
 class Series:
-    """One series of a range query: its labels and its samples (unix seconds, value)."""
+    """One series of a range query: its labels and its samples' times (unix seconds) and
+    values, in time order."""
 
     labels: dict[str, str]
-    samples: list[tuple[float, float]]
+    times: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def from_samples(cls, labels: dict[str, str], samples: list[tuple[float, float]]) -> Series:
+        times = np.array([t for t, _ in samples], dtype=float)
+        return cls(labels, times, np.array([v for _, v in samples], dtype=float))
 
 
 class Prometheus:
@@ -55,16 +67,29 @@ class Prometheus:
         return data.get("data", {})
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
-        data = self._get(
-            "/api/v1/query_range",
-            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
-        )
-        return [
-            Series(
-                labels=dict(item.get("metric", {})),
-                samples=[(float(t), float(v)) for t, v in item.get("values", [])],
+        """The range as slices of at most SLICE_POINTS steps, each turned into arrays before
+        the next is asked; one Series per label set, its slices joined."""
+        parts: dict[
+            tuple[tuple[str, str], ...], tuple[dict[str, str], list[np.ndarray], list[np.ndarray]]
+        ] = {}
+        lo = start
+        while lo <= end:
+            hi = min(end, lo + (SLICE_POINTS - 1) * step)
+            data = self._get(
+                "/api/v1/query_range",
+                {"query": expr, "start": f"{lo:.3f}", "end": f"{hi:.3f}", "step": f"{step:g}"},
             )
-            for item in data.get("result", [])
+            for item in data.get("result", []):
+                labels = dict(item.get("metric", {}))
+                pairs = item.get("values", [])
+                entry = parts.setdefault(tuple(sorted(labels.items())), (labels, [], []))
+                entry[1].append(np.fromiter((p[0] for p in pairs), float, len(pairs)))
+                entry[2].append(np.array([p[1] for p in pairs], dtype=float))
+            del data
+            lo = hi + step
+        return [
+            Series(labels=labels, times=np.concatenate(times), values=np.concatenate(values))
+            for labels, times, values in parts.values()
         ]
 
     def scrape_intervals(self) -> list[tuple[dict[str, str], str]]:

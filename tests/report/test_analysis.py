@@ -86,13 +86,14 @@ def test_a_hybrid_gpu_counts_as_its_rollout_replicas_whatever_the_order() -> Non
     for order in ("train-first", "rollout-first"):
         data = ReportData(start=start, end=start + 3 * step, step=step, grid=grid)
         owners = [
-            Series({"instance": "n", "gpu": "0", "role": r, "ray_job_id": "j", "replica": rep,
-                    "state": "active"}, [(float(t), 1.0) for t in grid])
+            Series.from_samples(
+                {"instance": "n", "gpu": "0", "role": r, "ray_job_id": "j", "replica": rep,
+                 "state": "active"}, [(float(t), 1.0) for t in grid])
             for r, rep in (("train", ""), ("reward", "0"), ("rollout", "0"))
         ]  # fmt: skip
         if order == "rollout-first":
             owners.reverse()
-        busy = Series({"instance": "n", "gpu": "0"}, [(float(t), 0.25) for t in grid])
+        busy = Series.from_samples({"instance": "n", "gpu": "0"}, [(float(t), 0.25) for t in grid])
 
         def query(expr: str, owners: list[Series] = owners, busy: Series = busy) -> list[Series]:
             return owners if "owner_info" in expr else [busy]

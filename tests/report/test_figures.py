@@ -3,6 +3,7 @@ the time that has data, and words, not an empty frame, where there is nothing to
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
 
 import matplotlib.dates as mdates
@@ -14,6 +15,8 @@ from fsd_daemon.report.data import ReportData
 from fsd_daemon.report.figures import MAX_REPLICA_LINES, idleness_figure, long_tail_figure
 
 START = 1_700_000_000.0
+# More bars (or notes) than this in a 1200-pixel panel cannot be read.
+READABLE_BARS = 40
 
 
 def run_of(replicas: int, asked_seconds: int, run_seconds: int) -> ReportData:
@@ -86,4 +89,55 @@ def test_idleness_without_data_is_words() -> None:
     data = run_of(1, 60, 60)
     fig = idleness_figure(data, Analysis())
     assert all(not ax.axison for ax in fig.axes)
+    plt.close(fig)
+
+
+def day_of_steps(steps: int, replicas: int = 16, period: int = 300) -> ReportData:
+    """``steps`` rollout steps of ``period`` seconds on a 15 s grid; in each step one replica
+    (a different one each time) is the straggler."""
+    grid = START + np.arange(0, steps * period + period, 15, dtype=float)
+    data = ReportData(start=START, end=grid[-1], step=15.0, grid=grid)
+    offset = np.mod(grid - START, period)
+    index = ((grid - START) // period).astype(int)
+    for r in range(replicas):
+        finish = np.where(index % replicas == r, 240, 120)
+        values = np.where((offset > 0) & (offset < finish), 4.0, 0.0)
+        data.running[("01000000", str(r))] = values
+        data.engines[("01000000", str(r))] = "vllm"
+    return data
+
+
+def test_hundreds_of_steps_are_drawn_as_tails_over_time_not_a_bar_each() -> None:
+    data = day_of_steps(288)  # a day of 5-minute steps
+    analysis = analyse(data)
+    assert len(analysis.steps) > 250
+    fig = long_tail_figure(data, analysis)
+    top, bottom = fig.axes[0], fig.axes[1]
+    assert len(bottom.patches) <= READABLE_BARS  # no bar per step
+    assert len(bottom.texts) <= READABLE_BARS  # no note per step
+    assert f"{len(analysis.steps)} steps" in bottom.get_title()
+    assert "120 s" in bottom.get_title()  # the median tail: 240 - 120 s
+    # The panel above does not shade hundreds of tails, and its title does not say it does.
+    assert len(top.patches) <= READABLE_BARS and len(top.lines) <= MAX_REPLICA_LINES + 1
+    assert "shaded" not in top.get_title()
+    # Nor draws each of 5,780 grid times in 1,200 pixels: replicas' means over bins of them.
+    assert "mean per" in top.get_title()
+    assert all(np.size(line.get_xdata()) <= 600 for line in top.lines)
+    # The longest tails are named where their notes do not overlap.
+    xs = sorted(t.get_position()[0] for t in bottom.texts)
+    assert all(b - a > 0.1 for a, b in itertools.pairwise(xs)), xs  # days apart > 2 h
+    # A day and more: the time labels say the day.
+    fig.canvas.draw()
+    labels = [t.get_text() for t in bottom.get_xticklabels() if t.get_text()]
+    assert labels and all(len(label.split()) == 3 for label in labels), labels
+    plt.close(fig)
+
+
+def test_a_few_steps_keep_a_bar_and_a_note_each() -> None:
+    data = day_of_steps(4, replicas=3)
+    analysis = analyse(data)
+    fig = long_tail_figure(data, analysis)
+    bottom = fig.axes[1]
+    assert len(bottom.patches) == 2 * len(analysis.steps)
+    assert sum("s tail" in t.get_text() for t in bottom.texts) == len(analysis.steps)
     plt.close(fig)
