@@ -505,26 +505,6 @@ def wait_compaction(store: Store, quiet: float = 90.0, limit: float = 1800.0) ->
     return round(since - t0, 1)
 
 
-def timed_report(url: str, start: float, end: float, output: Path) -> dict[str, Any]:
-    cli = Path(sys.executable).with_name("fsd-daemon")
-    command = ["/usr/bin/time", "-v", str(cli), "report", "--prometheus", url]
-    command += ["--from", f"{start:.0f}", "--to", f"{end:.0f}", "--output", str(output)]
-    t0 = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-    wall = time.monotonic() - t0
-    peak_kib = next(
-        (int(line.split()[-1]) for line in done.stderr.splitlines() if "Maximum resident" in line),
-        0,
-    )
-    return {
-        "rc": done.returncode,
-        "wall_s": round(wall, 2),
-        "peak_rss_mib": peak_kib // 1024,
-        "stdout_tail": done.stdout[-400:],
-        "stderr_tail": done.stderr[-600:] if done.returncode else "",
-    }
-
-
 def du_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -643,7 +623,9 @@ def main(argv: list[str] | None = None) -> int:
         result["panels"] = panels
         if args.report:
             result["load_average_report"] = [round(x, 2) for x in os.getloadavg()]
-            result["report"] = timed_report(store.url, start, end, args.report)
+            result["report"] = rules_scale.timed_report(
+                store.url, ["--from", f"{start:.0f}", "--to", f"{end:.0f}"], args.report, 1800
+            )
         result["prometheus_rss_mib_after"] = round(
             store.metric("process_resident_memory_bytes") / 2**20
         )

@@ -138,12 +138,14 @@ def scraped_up(prom: Prometheus) -> tuple[int, int]:
     return up, len(prom.active_targets())
 
 
-def timed_report(url: str, since_s: float, output: Path) -> dict[str, Any]:
+def timed_report(url: str, window: list[str], output: Path, timeout: float = 600) -> dict[str, Any]:
+    """``fsd-daemon report`` over ``window`` (``--since 5m`` or ``--from``/``--to``) under
+    ``/usr/bin/time -v``: exit status, wall seconds, peak RSS, the tails of its output."""
     cli = Path(sys.executable).with_name("fsd-daemon")
-    command = ["/usr/bin/time", "-v", str(cli), "report", "--prometheus", url]
-    command += ["--since", f"{since_s:.0f}s", "--output", str(output)]
+    command = ["/usr/bin/time", "-v", str(cli), "report", "--prometheus", url, *window]
+    command += ["--output", str(output)]
     t0 = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - t0
     peak_kib = next(
         (int(line.split()[-1]) for line in done.stderr.splitlines() if "Maximum resident" in line),
@@ -154,7 +156,7 @@ def timed_report(url: str, since_s: float, output: Path) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "peak_rss_mib": peak_kib // 1024,
         "stdout_tail": done.stdout[-600:],
-        "stderr_tail": done.stderr[-300:] if done.returncode else "",
+        "stderr_tail": done.stderr[-600:] if done.returncode else "",
     }
 
 
@@ -246,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             result["panels_range_s"] = round(since_start)
             result["panels"] = dashboard_queries.run(proms["rules"].url, since_start, time.time())
         if args.report:
-            result["report"] = timed_report(proms["rules"].url, time.time() - started, args.report)
+            result["report"] = timed_report(
+                proms["rules"].url, ["--since", f"{time.time() - started:.0f}s"], args.report
+            )
         print(json.dumps(result, indent=1))
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))

@@ -10,8 +10,6 @@ not at the next quiet poll.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +19,10 @@ import pytest
 from fsd_daemon.sim.launch import stop_process
 from tests.support.daemonproc import read_groups, wait_for
 from tests.support.raycluster import start_job
-from tests.support.rayhead import RayHead, clean_env
+from tests.support.rayhead import RayHead
 
 QUIET_POLL_SECONDS = 30.0
+_QUIET = {"FSD_DAEMON_POLL_INTERVAL_SECONDS": str(QUIET_POLL_SECONDS)}
 
 
 @pytest.fixture(scope="module")
@@ -33,32 +32,6 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
         yield started
 
 
-def _run_daemon(head: RayHead, out: Path, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
-    with open(log_path, "w") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fsd_daemon.cli",
-                "run",
-                "--ray-address",
-                head.address,
-                "--output-dir",
-                str(out),
-                "--log-level",
-                "debug",
-            ],
-            env={
-                **clean_env(head.home),
-                "FSD_DAEMON_POLL_INTERVAL_SECONDS": str(QUIET_POLL_SECONDS),
-                "FSD_PROMETHEUS_RAY_TEMP_DIR": str(head.temp_dir),
-                **env,
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_new_server_is_seen_long_before_the_next_quiet_poll_without_export_events(
@@ -66,7 +39,7 @@ def test_a_new_server_is_seen_long_before_the_next_quiet_poll_without_export_eve
 ) -> None:
     out = tmp_path / "targets"
     log_path = tmp_path / "daemon.log"
-    daemon = _run_daemon(head, out, log_path)
+    daemon = head.start_daemon(out, log_path, _QUIET)
     job = None
     try:
         wait_for(lambda: (out / "rollout.json").exists(), timeout=60)
@@ -96,7 +69,7 @@ def test_a_dashboard_that_stops_answering_between_polls_changes_no_file(
     out = tmp_path / "targets"
     log_path = tmp_path / "daemon.log"
     job = start_job(head.address, "--vllm", "2")
-    daemon = _run_daemon(head, out, log_path)
+    daemon = head.start_daemon(out, log_path, _QUIET)
     try:
         wait_for(lambda: len(read_groups(out / "rollout.json")) == 2, timeout=60)
         before = (out / "rollout.json").read_bytes()

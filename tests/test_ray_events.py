@@ -11,8 +11,6 @@ of it serving; without the doorbell it would wait for the next quiet poll.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -86,29 +84,8 @@ def test_a_new_server_is_in_the_file_long_before_the_next_quiet_poll(
 ) -> None:
     out = tmp_path / "targets"
     log_path = tmp_path / "daemon.log"
-    env = {
-        **clean_env(head.home),
-        "FSD_DAEMON_POLL_INTERVAL_SECONDS": str(QUIET_POLL_SECONDS),
-        "FSD_PROMETHEUS_RAY_TEMP_DIR": str(head.temp_dir),
-    }
-    with open(log_path, "w") as log:
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fsd_daemon.cli",
-                "run",
-                "--ray-address",
-                head.address,
-                "--output-dir",
-                str(out),
-                "--log-level",
-                "debug",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    quiet = {"FSD_DAEMON_POLL_INTERVAL_SECONDS": str(QUIET_POLL_SECONDS)}
+    daemon = head.start_daemon(out, log_path, quiet)
     job = None
     try:
         wait_for(lambda: (out / "rollout.json").exists(), timeout=60)

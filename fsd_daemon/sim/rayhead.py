@@ -225,6 +225,21 @@ class RayHead:
         for pid in self.process_pids("dashboard/dashboard.py"):
             os.kill(pid, signal.SIGCONT)
 
+    def start_daemon(
+        self, out: Path, log_path: Path, settings: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``fsd-daemon run`` against this head as a user starts it: a fresh shell's
+        environment (nothing inherited from the test), debug logs to ``log_path``, Ray's temp
+        directory where this head keeps it, and ``settings`` (``FSD_*`` variables) on top. The
+        caller stops it by its PID."""
+        env = clean_env(
+            self.home, FSD_PROMETHEUS_RAY_TEMP_DIR=str(self.temp_dir), **dict(settings or {})
+        )
+        command = [sys.executable, "-m", "fsd_daemon.cli", "run", "--ray-address", self.address]
+        command += ["--output-dir", str(out), "--log-level", "debug"]
+        with open(log_path, "w") as log:
+            return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
     def stop(self) -> None:
         """SIGTERM the ``ray start --block`` process, then SIGKILL what is left, by PID."""
         if self.proc is None:
