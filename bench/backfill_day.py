@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ import dashboard_queries
 import rules_scale
 from _common import Prometheus, free_port, http_get, stop_pid
 
-from fsd_daemon.config import Config
+from fsd_daemon.config import Config, DaemonSection, PrometheusSection
 from fsd_daemon.mixin import names as n
 from fsd_daemon.prometheus.scrape_config import full_config
 
@@ -445,12 +445,10 @@ def empty_config(work: Path, with_rules: bool, rule_files: tuple[str, ...] = ())
     """The shipped config (full_config) over an empty targets dir: nothing is scraped."""
     targets = work / "no-targets"
     targets.mkdir(exist_ok=True)
-    config = Config()
     files = tuple(str(p) for p in sorted(RULES_DIR.glob("*.yml"))) if with_rules else rule_files
-    config = replace(
-        config,
-        daemon=replace(config.daemon, output_dir=str(targets), metrics_listen=""),
-        prometheus=replace(config.prometheus, rule_files=files),
+    config = Config(
+        daemon=DaemonSection(output_dir=str(targets), metrics_listen=""),
+        prometheus=PrometheusSection(rule_files=files),
     )
     return full_config(config)
 

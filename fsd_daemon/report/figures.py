@@ -104,6 +104,15 @@ def _last_running(values: np.ndarray) -> int:
     return int(idx[-1]) if len(idx) else -1
 
 
+def _bin_means(rows: np.ndarray, per_bin: int) -> np.ndarray:
+    """Each row's mean over consecutive bins of ``per_bin`` grid times (NaN ignored; the last
+    bin may be short). A stack of bin means still adds up: the mean of a sum is the sum of the
+    means."""
+    pad = (-rows.shape[1]) % per_bin
+    padded = np.pad(rows, ((0, 0), (0, pad)), constant_values=np.nan)
+    return np.nanmean(padded.reshape(rows.shape[0], -1, per_bin), axis=2)
+
+
 def _draw_running(ax: plt.Axes, data: ReportData, shaded: bool) -> str:
     """Requests running per replica: one line each up to MAX_REPLICA_LINES, else the
     distribution over replicas and the SLOWEST_NAMED that ran latest. Returns the title."""
@@ -125,9 +134,7 @@ def _draw_running(ax: plt.Axes, data: ReportData, shaded: bool) -> str:
         if per_bin > 1:
             # Hundreds of steps in a few pixels each are a carpet: each replica's mean over a
             # bin of grid times is drawn instead (the distribution of load, not each step).
-            pad = (-len(times)) % per_bin
-            padded = np.pad(matrix, ((0, 0), (0, pad)), constant_values=np.nan)
-            matrix = np.nanmean(padded.reshape(len(ordered), -1, per_bin), axis=2)
+            matrix = _bin_means(matrix, per_bin)
             times = times[::per_bin]
         low, p10, median, p90, high = np.nanpercentile(matrix, [0, 10, 50, 90, 100], axis=0)
     if per_bin > 1:
@@ -271,21 +278,29 @@ def idleness_figure(data: ReportData, analysis: Analysis) -> plt.Figure:
     if states is None:
         _note(left, "No engine or exporter series in the range: idleness cannot be drawn.")
     else:
-        times = _times(data)
+        times = mdates.date2num(_times(data))
+        layers = np.vstack([states.busy, states.idle, states.asleep])
+        per_bin = math.ceil(len(times) / MAX_DRAWN_TIMES)
+        if per_bin > 1:
+            # A day of 15 s points is thousands of slivers per pixel column (a striped band):
+            # the mean of each bin of grid times is drawn, and the title says so.
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins outside the run
+                layers = _bin_means(layers, per_bin)
+            times = times[::per_bin]
         left.stackplot(
             times,
-            states.busy,
-            states.idle,
-            states.asleep,
+            *layers,
             labels=["awake, busy", "awake, idle", "asleep (lent to the trainer)"],
             colors=[STATE_COLOURS["busy"], STATE_COLOURS["idle"], STATE_COLOURS["asleep"]],
             step="post",
         )
         left.set_ylabel(f"rollout {states.unit}")
         source = "fsd-gpu-exporter busy time" if states.unit == "GPUs" else "engines' requests"
-        left.set_title(f"Rollout {states.unit}: busy, idle, asleep (from {source})")
+        binned = f";\neach a mean per {per_bin * data.step / 60:.3g} min" if per_bin > 1 else ""
+        left.set_title(f"Rollout {states.unit}: busy, idle, asleep (from {source}{binned})")
         left.legend(loc="upper left", fontsize="small")
-        left.set_ylim(0, float(np.nanmax(states.busy + states.idle + states.asleep)) * 1.3 or 1)
+        left.set_ylim(0, float(np.nanmax(layers.sum(axis=0))) * 1.3 or 1)
         _format_time_axis(left)
         _fit_time_axis(left, data)
     if analysis.idle_gpu_hours:

@@ -10,9 +10,14 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fsd_daemon.report.analysis import Analysis, analyse
+from fsd_daemon.report.analysis import Analysis, StateSeries, analyse
 from fsd_daemon.report.data import ReportData
-from fsd_daemon.report.figures import MAX_REPLICA_LINES, idleness_figure, long_tail_figure
+from fsd_daemon.report.figures import (
+    MAX_DRAWN_TIMES,
+    MAX_REPLICA_LINES,
+    idleness_figure,
+    long_tail_figure,
+)
 
 START = 1_700_000_000.0
 # More bars (or notes) than this in a 1200-pixel panel cannot be read.
@@ -140,4 +145,26 @@ def test_a_few_steps_keep_a_bar_and_a_note_each() -> None:
     bottom = fig.axes[1]
     assert len(bottom.patches) == 2 * len(analysis.steps)
     assert sum("s tail" in t.get_text() for t in bottom.texts) == len(analysis.steps)
+    plt.close(fig)
+
+
+def test_a_day_of_gpu_states_is_drawn_as_bin_means_that_still_add_up() -> None:
+    """A day on a 15 s grid is 5,761 points in a 700-pixel panel: drawn as they are, the stack
+    is a striped band. Bins of grid times are drawn instead (at most MAX_DRAWN_TIMES), their
+    means keep the total, and the title says what is drawn."""
+    data = day_of_steps(288)
+    n = len(data.grid)
+    busy = np.where(np.arange(n) % 20 < 8, 300.0, 100.0)  # a 5-minute rhythm of busy GPUs
+    states = StateSeries(unit="GPUs", busy=busy, idle=400.0 - busy, asleep=np.full(n, 250.0))
+    fig = idleness_figure(data, Analysis(states=states))
+    left = fig.axes[0]
+    assert "mean per" in left.get_title()
+    drawn = [c for c in left.collections if len(c.get_paths())]
+    assert len(drawn) == 3
+    for layer in drawn:
+        xs = layer.get_paths()[0].vertices[:, 0]
+        # fill_between with step="post" makes 2 vertices per point, plus the closing ones.
+        assert len(np.unique(xs)) <= MAX_DRAWN_TIMES + 2
+    top = max(float(v[:, 1].max()) for c in drawn for v in (c.get_paths()[0].vertices,))
+    assert abs(top - 650.0) < 1e-6  # busy + idle + asleep, whatever the bins
     plt.close(fig)
