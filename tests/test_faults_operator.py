@@ -79,6 +79,22 @@ def test_removed_output_directory_is_watched_again(tmp_path: Path) -> None:
         assert "Traceback" not in d.output()
 
 
+def _replace_directory_by_a_file(out: Path) -> None:
+    """``rm -rf out; echo ... > out``, as an operator retries it: the daemon watches its output
+    directory and may make it again between the two (CI saw IsADirectoryError), so the file
+    is created exclusively and the pair is repeated until the file wins."""
+    for _ in range(100):
+        remove_tree(out)
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except (FileExistsError, IsADirectoryError):
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write("not a directory\n")
+        return
+    raise AssertionError(f"{out} was made a directory again 100 times in a row")
+
+
 def test_output_directory_replaced_by_a_file_is_reported_then_restored(tmp_path: Path) -> None:
     """The directory replaced by a regular file: within one poll /healthz is 503 naming
     ENOTDIR, the write errors are counted, the targets gauge says 0 (Prometheus reads no
@@ -90,8 +106,7 @@ def test_output_directory_replaced_by_a_file_is_reported_then_restored(tmp_path:
     with DaemonProcess(f"file:{described}", out, clean_env=True, **settings) as d:
         wait_for(lambda: len(d.rollout()) == 2, timeout=20)
         good = (out / "rollout.json").read_bytes()
-        remove_tree(out)
-        out.write_text("not a directory\n")
+        _replace_directory_by_a_file(out)
         wait_for(lambda: d.health()[0] == 503, timeout=4.0, step=0.02)
         _, body = d.health()
         assert "ENOTDIR" in orjson.dumps(body).decode()
