@@ -83,13 +83,16 @@ def fetch(
     ``cluster``: a store holds many). Raises PrometheusUnreachable when there is no
     Prometheus; a part without data is listed in ``missing`` instead.
 
-    Unless ``exact_step``, the grid is never finer than the exporters' scrape interval: a
-    finer one repeats each sample (an hour at 1 s over 15 s scrapes asks Prometheus for 15
-    times the points the data has, and a day of 1,000 GPUs runs out of time and memory)."""
-    interval = _scrape_interval(prometheus, start, end)
-    if not exact_step:
+    Unless ``exact_step``, the grid is never finer than the data: the shortest scrape interval
+    of the series drawn (rollout servers', GPU exporters'), where it is known. A finer grid
+    repeats each sample (an hour at 1 s over 15 s scrapes asks Prometheus for 15 times the
+    points the data has, and a day of 1,000 GPUs runs out of time and memory)."""
+    targets = _scrape_intervals_by_job(prometheus)
+    interval = _gpu_scrape_interval(targets, prometheus, start, end)
+    floor = _grid_floor(targets, interval)
+    if not exact_step and floor is not None:
         # Whole seconds: an interval read from the samples is an estimate (14.6 for 15).
-        step = max(step, float(max(1, round(interval))))
+        step = max(step, float(max(1, round(floor))))
     grid = np.arange(start, end + step / 2, step)
     data = ReportData(start=start, end=end, step=step, grid=grid)
     by = f"{names.RAY_JOB_ID}, {names.REPLICA}, {names.ENGINE}"
@@ -136,22 +139,45 @@ def fetch(
     )
     for s in tokens:
         data.tokens_per_second[s.labels.get(names.RAY_JOB_ID, "")] = _on_grid(grid, start, step, s)
-    data.gpu_rate_window = f"{max(2.0, RATE_WINDOW_SCRAPES * interval):.0f}s"
+    # Rates are taken over RATE_WINDOW_SCRAPES of the exporters' interval.
+    gpu_interval = interval or DEFAULT_SCRAPE_INTERVAL
+    data.gpu_rate_window = f"{max(2.0, RATE_WINDOW_SCRAPES * gpu_interval):.0f}s"
     _fetch_gpus(rng, data, job, data.gpu_rate_window, cluster)
     return data
 
 
-def _scrape_interval(prometheus: Prometheus, start: float, end: float) -> float:
-    """Seconds between the GPU exporters' samples (their longest, as Prometheus' targets API
-    says now). A store that scrapes nothing itself (remote write into VictoriaMetrics, Thanos,
-    Mimir) lists no targets: there the interval is read from the samples. Rates are taken
-    over ``RATE_WINDOW_SCRAPES`` of it."""
-    intervals = [
-        seconds
-        for labels, interval in prometheus.scrape_intervals()
-        if labels.get("job") == names.JOB_GPU and (seconds := duration_seconds(interval))
-    ]
-    return max(intervals) if intervals else _interval_from_samples(prometheus, start, end)
+def _scrape_intervals_by_job(prometheus: Prometheus) -> dict[str, float]:
+    """The longest scrape interval of each job's active targets (``/api/v1/targets``); empty
+    for a store that scrapes nothing itself (remote write into VictoriaMetrics, Thanos,
+    Mimir)."""
+    longest: dict[str, float] = {}
+    for labels, interval in prometheus.scrape_intervals():
+        seconds = duration_seconds(interval)
+        job = labels.get("job", "")
+        if seconds:
+            longest[job] = max(seconds, longest.get(job, 0.0))
+    return longest
+
+
+def _gpu_scrape_interval(
+    targets: dict[str, float], prometheus: Prometheus, start: float, end: float
+) -> float | None:
+    """Seconds between the GPU exporters' samples: the targets API's, else read from the
+    samples; None when neither tells (no exporter in the range)."""
+    if names.JOB_GPU in targets:
+        return targets[names.JOB_GPU]
+    return _interval_from_samples(prometheus, start, end) or None
+
+
+def _grid_floor(targets: dict[str, float], gpu_interval: float | None) -> float | None:
+    """The finest grid the data can fill: the shortest interval at which the series drawn
+    (rollout servers', GPU exporters') are scraped. None where it is not known (no targets and
+    no GPU samples to count): then the asked step stands, since a default would coarsen a
+    rollout-only run's grid below its steps."""
+    known = [targets[j] for j in (names.JOB_ROLLOUT, names.JOB_GPU) if j in targets]
+    if known:
+        return min(known)
+    return gpu_interval
 
 
 # The span whose samples are counted to estimate the scrape interval.
@@ -161,16 +187,16 @@ _MAX_COUNTED_SPAN_SECONDS = 600.0
 def _interval_from_samples(prometheus: Prometheus, start: float, end: float) -> float:
     """Seconds between a GPU exporter's samples over the end of the range: the span divided
     by the most samples any busy-time series has in it (a series that started within the
-    span has fewer; the fullest one has been there all along)."""
+    span has fewer; the fullest one has been there all along); 0 when there are none."""
     span = max(1.0, min(end - start, _MAX_COUNTED_SPAN_SECONDS))
     try:
         counts = prometheus.query(
             f"max(count_over_time({names.GPU_BUSY_SECONDS}[{span:.0f}s]))", end
         )
     except PrometheusError:
-        return DEFAULT_SCRAPE_INTERVAL
+        return 0.0
     most = max((value for _, value in counts), default=0.0)
-    return span / most if most >= 2 else DEFAULT_SCRAPE_INTERVAL
+    return span / most if most >= 2 else 0.0
 
 
 _PROM_DURATION_RE = re.compile(r"(\d{1,9})(ms|s|m|h|d|w)")
