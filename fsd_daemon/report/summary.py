@@ -6,6 +6,7 @@ import statistics
 from datetime import datetime, timezone
 from typing import Any
 
+from fsd_daemon.mixin import names
 from fsd_daemon.report.analysis import NEVER_USED_BUSY_RATIO, Analysis
 from fsd_daemon.report.data import ReportData
 
@@ -43,7 +44,9 @@ def as_json(data: ReportData, analysis: Analysis) -> dict[str, Any]:
             }
             for s in analysis.steps
         ],
-        "never_busy_replicas": [{"job": j, "replica": r} for j, r in analysis.never_busy_replicas],
+        "never_busy_replicas": [
+            {"job": j, names.REPLICA: r} for j, r in analysis.never_busy_replicas
+        ],
         "states": None
         if fractions is None or analysis.states is None
         else {
