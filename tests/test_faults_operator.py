@@ -95,6 +95,11 @@ def _replace_directory_by_a_file(out: Path) -> None:
     raise AssertionError(f"{out} was made a directory again 100 times in a row")
 
 
+def _health_names(d: DaemonProcess, status: int, word: str) -> bool:
+    code, body = d.health()
+    return code == status and word in orjson.dumps(body).decode()
+
+
 def test_output_directory_replaced_by_a_file_is_reported_then_restored(tmp_path: Path) -> None:
     """The directory replaced by a regular file: within one poll /healthz is 503 naming
     ENOTDIR, the write errors are counted, the targets gauge says 0 (Prometheus reads no
@@ -107,9 +112,7 @@ def test_output_directory_replaced_by_a_file_is_reported_then_restored(tmp_path:
         wait_for(lambda: len(d.rollout()) == 2, timeout=20)
         good = (out / "rollout.json").read_bytes()
         _replace_directory_by_a_file(out)
-        wait_for(lambda: d.health()[0] == 503, timeout=4.0, step=0.02)
-        _, body = d.health()
-        assert "ENOTDIR" in orjson.dumps(body).decode()
+        wait_for(lambda: _health_names(d, 503, "ENOTDIR"), timeout=4.0, step=0.02)
         wait_for(lambda: _metric(d, 'fsd_daemon_poll_errors_total{kind="write"}') > 0, timeout=5)
         assert _metric(d, 'fsd_daemon_targets{file="rollout.json"}') == 0
         # A cluster change meanwhile: still no traceback, still counted.
