@@ -43,17 +43,25 @@ class _OutputDirHandler(FileSystemEventHandler):
         self.root = root
         self.names = names
         self.on_change = on_change
+        # Set once the watched directory itself is deleted or moved away: this watch is dead
+        # from then on (watchdog stops its emitter), whatever the path holds later.
+        self.root_gone = threading.Event()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if _is_read(event):
             return
-        if event.is_directory:
-            # The directory itself removed or moved away: every file in it is gone.
-            if event.event_type in ("deleted", "moved") and self.root in _paths(event):
-                for name in sorted(self.names):
-                    self.on_change(name)
+        paths = _paths(event)
+        if self.root in paths and event.event_type in ("deleted", "moved"):
+            # The directory itself removed or moved away: every file in it is gone. Not
+            # tested on is_directory: inotify's IN_DELETE_SELF carries no IN_ISDIR, so
+            # watchdog may report the directory's own deletion as a file's.
+            self.root_gone.set()
+            for name in sorted(self.names):
+                self.on_change(name)
             return
-        for path in _paths(event):
+        if event.is_directory:
+            return
+        for path in paths:
             name = os.path.basename(path)
             if name in self.names:
                 self.on_change(name)
@@ -135,6 +143,7 @@ class Watcher:
         self._on_ray_session = on_ray_session
         self._observer: Any = None
         self._config_handler: _ConfigHandler | None = None
+        self._output_dir_handler: _OutputDirHandler | None = None
         self._output_dir_id: tuple[int, int] | None = None
 
     def start(self) -> None:
@@ -142,10 +151,12 @@ class Watcher:
         observer = Observer()
         watched: list[str] = []
         self._output_dir_id = _dir_id(plan.output_dir)
+        self._output_dir_handler = None
         if plan.output_dir is not None and self._output_dir_id is not None:
             root = os.fsdecode(os.path.abspath(plan.output_dir))
             handler = _OutputDirHandler(root, plan.managed_files, self._on_target_file)
             observer.schedule(handler, root, recursive=False)
+            self._output_dir_handler = handler
             watched.append(root)
         if plan.config_file is not None:
             config_path = plan.config_file.absolute()
@@ -167,10 +178,16 @@ class Watcher:
     def refresh(self) -> bool:
         """Watch the output directory again if it was removed and made anew (or was missing
         at start): inotify watches an inode, not a path. A stat; called once per loop step.
-        True when it watches a new directory: what happened there before is not seen."""
+        True when it watches a new directory: what happened there before is not seen.
+
+        The watch's own word that its directory went counts as much as the stat: a directory
+        made again at once often gets the freed inode number back (ext4 does), so the same
+        (device, inode) does not prove the same directory."""
         if self.plan.output_dir is None:
             return False
-        if _dir_id(self.plan.output_dir) != self._output_dir_id:
+        handler = self._output_dir_handler
+        gone = handler is not None and handler.root_gone.is_set()
+        if gone or _dir_id(self.plan.output_dir) != self._output_dir_id:
             self.stop()
             self.start()
             return True
