@@ -52,9 +52,8 @@ class _OutputDirHandler(FileSystemEventHandler):
             return
         paths = _paths(event)
         if self.root in paths and event.event_type in ("deleted", "moved"):
-            # The directory itself removed or moved away: every file in it is gone. Not
-            # tested on is_directory: inotify's IN_DELETE_SELF carries no IN_ISDIR, so
-            # watchdog may report the directory's own deletion as a file's.
+            # The directory itself removed or moved away: every file in it is gone, and
+            # refresh() must watch whatever directory takes its path.
             self.root_gone.set()
             for name in sorted(self.names):
                 self.on_change(name)
