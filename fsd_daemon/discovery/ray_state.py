@@ -37,6 +37,7 @@ from fsd_daemon.discovery.ray_http import (
     find_dashboard_url,
     is_dashboard_url,
 )
+from fsd_daemon.mixin import names
 from fsd_daemon.plumbing.gcpause import paused_gc
 
 log = logging.getLogger(__name__)
@@ -391,7 +392,12 @@ _Record = TypeVar("_Record", ActorRecord, NodeRecord)
 _NONE = type(None)
 _ACTOR_FIELDS = ("actor_id", "class_name", "name", "job_id", "ray_namespace", "node_id", "pid")
 _ACTOR_TYPES = ((str, _NONE),) * 6 + ((int, _NONE),)
-_NODE_FIELDS = ("node_id", "node_ip", "node_name", "is_head_node")
+_NODE_FIELDS = (
+    names.RAY_NODE_ID_FIELD,
+    names.RAY_NODE_IP_FIELD,
+    names.RAY_NODE_NAME_FIELD,
+    names.RAY_IS_HEAD_NODE_FIELD,
+)
 _NODE_TYPES = ((str,), (str,), (str, _NONE), (bool, _NONE))
 
 
@@ -519,13 +525,14 @@ def _actor(record: Any) -> ActorRecord | None:
 
 def _node(record: Any) -> NodeRecord | None:
     try:
-        if not record["node_id"] or not record["node_ip"]:
+        node_id, node_ip = record[names.RAY_NODE_ID_FIELD], record[names.RAY_NODE_IP_FIELD]
+        if not node_id or not node_ip:
             raise ValueError("node without id or ip")
         return NodeRecord(
-            node_id=str(record["node_id"]),
-            node_ip=str(record["node_ip"]),
-            node_name=str(record.get("node_name") or ""),
-            is_head=bool(record.get("is_head_node")),
+            node_id=str(node_id),
+            node_ip=str(node_ip),
+            node_name=str(record.get(names.RAY_NODE_NAME_FIELD) or ""),
+            is_head=bool(record.get(names.RAY_IS_HEAD_NODE_FIELD)),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         log.warning("ignoring a malformed node record from Ray (%s): %.300r", exc, record)

@@ -9,8 +9,10 @@ Format::
      "actors": [{"actor_id": "...", "class_name": "vLLMHttpServer", "name": "vllm_server_0_0",
                  "job_id": "01000000", "namespace": "...", "node_id": "...", "pid": 123,
                  "address": ["10.0.0.1", 8000]}],
-     "nodes": [{"node_id": "...", "node_ip": "10.0.0.1", "node_name": "...", "is_head": true,
-                "metrics_port": 8080}]}
+     "nodes": [{<Ray's node fields>, "is_head": true, "metrics_port": 8080}]}
+
+where Ray's node fields are the three of its state API that discovery reads: ``node_id``,
+``node_ip`` (an address such as 10.0.0.1) and ``node_name`` (``names.RAY_NODE_*_FIELD``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fsd_daemon.discovery.base import (
     Resolution,
     SourceError,
 )
+from fsd_daemon.mixin import names
 
 STATIC_PREFIX = "file:"
 # A Ray session name is about 40 characters ("session_2026-01-01_00-00-00_000000_1").
@@ -90,9 +93,9 @@ class StaticCluster:
             ports: dict[str, int] = {}
             for n in data.get("nodes", []):
                 node = NodeRecord(
-                    node_id=str(n["node_id"]),
-                    node_ip=str(n["node_ip"]),
-                    node_name=str(n.get("node_name", "")),
+                    node_id=str(n[names.RAY_NODE_ID_FIELD]),
+                    node_ip=str(n[names.RAY_NODE_IP_FIELD]),
+                    node_name=str(n.get(names.RAY_NODE_NAME_FIELD, "")),
                     is_head=bool(n.get("is_head", False)),
                 )
                 nodes.append(node)

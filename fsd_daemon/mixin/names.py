@@ -69,6 +69,14 @@ RAY_COMPONENT_KV_KEYS = {
     RAY_COMPONENT_DASHBOARD: "DashboardMetricsAddress",
     RAY_COMPONENT_AUTOSCALER: "AutoscalerMetricsAddress",
 }
+# The fields of Ray's state API node records that discovery reads (NodeState,
+# python/ray/util/state/common.py, the same in Ray 2.44.1 and 2.60); the static cluster file
+# (fsd_daemon/discovery/static.py) repeats the first three. These are Ray's words: the node labels
+# above reuse them, but a label rename must leave these alone.
+RAY_NODE_ID_FIELD = "node_id"
+RAY_NODE_IP_FIELD = "node_ip"
+RAY_NODE_NAME_FIELD = "node_name"
+RAY_IS_HEAD_NODE_FIELD = "is_head_node"
 
 # Label values.
 ROLE_ROLLOUT = "rollout"
