@@ -1,5 +1,5 @@
 """Shared fixtures. A real local Ray cluster, bound to 127.0.0.1, is started once per session
-by the ``ray_cluster`` fixture; jobs are separate driver processes (tests/support/raycluster.py).
+by the ``ray_cluster`` fixture; jobs are separate driver processes (fsd_daemon/sim/launch.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.raycluster import LocalRayCluster
+from fsd_daemon.sim.harness import LocalRayCluster
 
 
 @pytest.fixture(scope="session")

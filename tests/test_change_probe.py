@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fsd_daemon.sim.launch import stop_process
-from tests.support.daemonproc import read_groups, wait_for
-from tests.support.raycluster import start_job
-from tests.support.rayhead import RayHead
+from fsd_daemon.sim.harness import read_groups, wait_for
+from fsd_daemon.sim.launch import start_job, stop_process
+from fsd_daemon.sim.rayhead import RayHead
 
 QUIET_POLL_SECONDS = 30.0
 _QUIET = {"FSD_DAEMON_POLL_INTERVAL_SECONDS": str(QUIET_POLL_SECONDS)}

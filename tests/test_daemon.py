@@ -21,10 +21,10 @@ import pytest
 
 from fsd_daemon.config import load_config
 from fsd_daemon.service.daemon import Service as Daemon
+from fsd_daemon.sim.harness import healthz, targets_in
+from fsd_daemon.sim.harness import wait_for as _wait_for
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
-from tests.support.harness import healthz, targets_in
-from tests.support.harness import wait_for as _wait_for
 
 # This module's waits: 10 s at most, checked every 20 ms.
 wait_for = functools.partial(_wait_for, timeout=10.0, step=0.02)

@@ -29,9 +29,9 @@ from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.mixin import names
 from fsd_daemon.mixin.rules import RULES_DIR
 from fsd_daemon.pipeline.render import Target
+from fsd_daemon.sim.harness import LocalRayCluster
 from fsd_daemon.sim.launch import Job, free_port, start_job, stop_process
 from tests.support.cli import run_cli
-from tests.support.raycluster import LocalRayCluster
 
 VLLM_KEY = "actor_rollout_ref.rollout.disable_log_stats=False"
 SGLANG_KEY = "actor_rollout_ref.rollout.prometheus.enable=True"
@@ -490,8 +490,8 @@ def test_running_daemon_probes_its_rollout_targets(servers: list[_Server], tmp_p
     """The daemon itself runs the probe when it serves self-metrics: a server whose metrics
     route answers 404 (SGLang with verl's defaults) is exported as such, which is what
     FsdRolloutMetricsRouteMissing reads; a healthy vLLM-like server as 200."""
+    from fsd_daemon.sim.harness import DaemonProcess, wait_for
     from tests.support.clusterfile import cluster, server
-    from tests.support.harness import DaemonProcess, wait_for
 
     missing = _Server(lambda path: (404, b"not found"))
     healthy = _Server(lambda path: (200, b"vllm:num_requests_running 0\n"))

@@ -30,10 +30,9 @@ from typing import Any
 import psutil
 import pytest
 
-from fsd_daemon.sim.launch import start_job
+from fsd_daemon.sim.harness import wait_for
+from fsd_daemon.sim.launch import free_port, start_job
 from tests.promql import all_expressions
-from tests.support.daemonproc import wait_for
-from tests.support.raycluster import free_port
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.ray, pytest.mark.slow]
 

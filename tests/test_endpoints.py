@@ -27,9 +27,9 @@ import pytest
 from fsd_daemon import doctor
 from fsd_daemon.discovery.base import ActorRecord, ClusterSnapshot, NodeRecord
 from fsd_daemon.recognition import endpoints, verl
-from fsd_daemon.sim.launch import stop_process
+from fsd_daemon.sim.harness import LocalRayCluster
+from fsd_daemon.sim.launch import free_port, stop_process
 from tests.support.cli import run_cli
-from tests.support.raycluster import LocalRayCluster, free_port
 
 JOB = Path(__file__).parent / "support" / "endpoints_job.py"
 

@@ -29,10 +29,10 @@ from fsd_daemon.discovery.static import StaticCluster
 from fsd_daemon.pipeline.reconcile import Reconciler
 from fsd_daemon.pipeline.render import render
 from fsd_daemon.plumbing.atomic_files import AtomicFileWriter
+from fsd_daemon.sim.harness import DaemonProcess, LocalRayCluster, read_groups, wait_for
+from fsd_daemon.sim.launch import free_port, start_job
 from tests.support.clusterfile import cluster, node, server
-from tests.support.daemonproc import DaemonProcess, read_groups, wait_for
 from tests.support.fs import fill, remount, small_tmpfs
-from tests.support.raycluster import LocalRayCluster, free_port, start_job
 
 
 def write_atomically(path: Path, data: Any) -> None:

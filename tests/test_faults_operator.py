@@ -17,10 +17,9 @@ from pathlib import Path
 
 import orjson
 
+from fsd_daemon.sim.harness import DaemonProcess, healthz, polls_done, remove_tree, wait_for
 from fsd_daemon.sim.launch import free_port, stop_process
 from tests.support.clusterfile import cluster, server
-from tests.support.daemonproc import DaemonProcess, wait_for
-from tests.support.harness import healthz, polls_done, remove_tree
 
 
 def _described(tmp_path: Path, count: int = 2) -> Path:

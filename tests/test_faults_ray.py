@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from fsd_daemon.mixin import names
-from tests.support.daemonproc import DaemonProcess, read_groups, wait_for
-from tests.support.raycluster import LocalRayCluster
-from tests.support.rayhead import RayHead
+from fsd_daemon.sim.harness import DaemonProcess, LocalRayCluster, read_groups, wait_for
+from fsd_daemon.sim.rayhead import RayHead
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

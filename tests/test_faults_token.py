@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from fsd_daemon.sim.harness import healthz, read_groups, wait_for
 from fsd_daemon.sim.launch import free_port, stop_process
-from tests.support.daemonproc import read_groups, wait_for
-from tests.support.harness import healthz
-from tests.support.rayhead import RayHead, clean_env, ray_has_token_auth, write_token
+from fsd_daemon.sim.rayhead import RayHead, clean_env, ray_has_token_auth, write_token
 
 pytestmark = [
     pytest.mark.ray,

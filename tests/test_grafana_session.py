@@ -112,8 +112,8 @@ def test_running_daemon_keeps_the_dashboards_in_the_ray_session(tmp_path: Path) 
     moves to a new session (as after a Ray restart)."""
     import orjson
 
+    from fsd_daemon.sim.harness import DaemonProcess, wait_for
     from tests.support.clusterfile import cluster, server
-    from tests.support.harness import DaemonProcess, wait_for
 
     ray_dir = tmp_path / "ray"
     sessions = [ray_dir / f"session_2026-12-01_1{i}-00-00_00000{i}_1" for i in (0, 1)]

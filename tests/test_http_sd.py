@@ -25,9 +25,9 @@ import pytest
 
 from fsd_daemon.config import Config, load_config
 from fsd_daemon.service.daemon import Service
+from fsd_daemon.sim.harness import wait_for as _wait_for
 from fsd_daemon.sim.launch import free_port
 from tests.support.clusterfile import cluster, node, server
-from tests.support.harness import wait_for as _wait_for
 from tests.support.tls import make_certs, write_web_config
 
 wait_for = functools.partial(_wait_for, timeout=15.0, step=0.02)

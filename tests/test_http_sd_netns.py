@@ -34,8 +34,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from fsd_daemon.sim.harness import wait_for
 from tests.support.clusterfile import cluster, node, server
-from tests.support.daemonproc import wait_for
 from tests.support.netns import Namespace, NetnsPair, can_create_namespaces
 from tests.support.tls import make_certs, write_web_config
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemonproc import wait_for
+from fsd_daemon.sim.harness import wait_for
 from tests.support.netns import Namespace, NetnsPair, can_create_namespaces
 from tests.support.raynodes import get_in, short_tmp
 

@@ -23,11 +23,10 @@ import yaml
 from fsd_daemon.config import load_config
 from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.service.daemon import Service
-from fsd_daemon.sim.launch import stop_process
+from fsd_daemon.sim.harness import DaemonProcess, wait_for
+from fsd_daemon.sim.launch import free_port, stop_process
 from tests.support.cli import run_cli
 from tests.support.clusterfile import cluster, server
-from tests.support.daemonproc import DaemonProcess, wait_for
-from tests.support.raycluster import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO / "fsd_daemon" / "assets" / "prometheus" / "rules"

@@ -19,8 +19,8 @@ import pytest
 from fsd_daemon.discovery import ray_bridge
 from fsd_daemon.discovery.base import ActorRecord
 from fsd_daemon.discovery.ray_bridge import RayBridge
-from tests.support.raycluster import start_job
-from tests.support.rayhead import RayHead
+from fsd_daemon.sim.launch import start_job
+from fsd_daemon.sim.rayhead import RayHead
 from tests.support.slowray import address_of
 
 SLOW = "tests.support.slowray:SlowBackend"

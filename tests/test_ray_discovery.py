@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fsd_daemon.config import default_cluster
+from fsd_daemon.sim.harness import DaemonProcess, LocalRayCluster, read_groups, wait_for
+from fsd_daemon.sim.launch import start_job
 from tests.support.cli import run_cli
-from tests.support.daemonproc import DaemonProcess, read_groups, wait_for
-from tests.support.raycluster import LocalRayCluster, start_job
 
 pytestmark = pytest.mark.ray
 

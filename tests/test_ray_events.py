@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 from fsd_daemon.discovery.ray_events import ACTOR_EVENTS_FILE, EVENTS_DIR, ActorEventWatch
-from fsd_daemon.sim.launch import stop_process
-from tests.support.daemonproc import read_groups, wait_for
-from tests.support.raycluster import start_job
-from tests.support.rayhead import RayHead, clean_env
+from fsd_daemon.sim.harness import read_groups, wait_for
+from fsd_daemon.sim.launch import start_job, stop_process
+from fsd_daemon.sim.rayhead import RayHead, clean_env
 
 QUIET_POLL_SECONDS = 30.0
 

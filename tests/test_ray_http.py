@@ -21,9 +21,9 @@ from fsd_daemon.discovery.base import ClusterSnapshot, SourceError
 from fsd_daemon.discovery.ray_auth import resolve_auth
 from fsd_daemon.discovery.ray_http import DashboardClient, find_dashboard_url
 from fsd_daemon.discovery.ray_state import RayStateSource
-from tests.support.daemonproc import wait_for
-from tests.support.raycluster import Job, start_job
-from tests.support.rayhead import RayHead
+from fsd_daemon.sim.harness import wait_for
+from fsd_daemon.sim.launch import Job, start_job
+from fsd_daemon.sim.rayhead import RayHead
 from tests.support.scripted_driver import scripted_driver
 
 pytestmark = pytest.mark.ray

@@ -24,7 +24,7 @@ import pytest
 from fsd_daemon.demo import start_prometheus, wait_http_ok
 from fsd_daemon.mixin import names
 from fsd_daemon.sim.launch import free_port, stop_process
-from tests.support.rayhead import RayHead, clean_env
+from fsd_daemon.sim.rayhead import RayHead, clean_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 from fsd_daemon.gpu.raylookup import NameLookupFailed, list_job_actors
-from fsd_daemon.sim.launch import stop_process
-from tests.support.daemonproc import read_groups, wait_for
-from tests.support.raycluster import Job, start_job
-from tests.support.rayhead import TOKEN, RayHead, clean_env, ray_has_token_auth, write_token
+from fsd_daemon.sim.harness import read_groups, wait_for
+from fsd_daemon.sim.launch import Job, start_job, stop_process
+from fsd_daemon.sim.rayhead import TOKEN, RayHead, clean_env, ray_has_token_auth, write_token
 
 pytestmark = [
     pytest.mark.ray,

@@ -38,8 +38,7 @@ from fsd_daemon.recognition.recognise import (
     bounded_number,
 )
 from fsd_daemon.recognition.verl import DEFAULT_PATTERNS, RecognitionPattern
-from tests.support.daemonproc import DaemonProcess, wait_for
-from tests.support.raycluster import LocalRayCluster
+from fsd_daemon.sim.harness import DaemonProcess, LocalRayCluster, wait_for
 from tests.support.scripted_driver import scripted_driver
 
 

@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 import pytest
 
+from fsd_daemon.sim.harness import wait_for
 from fsd_daemon.sim.launch import free_port
 from tests.promql import all_expressions
-from tests.support.daemonproc import wait_for
 from tests.support.store import answers, query, running_victoria_metrics
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.ray, pytest.mark.slow]

@@ -23,9 +23,9 @@ from fsd_daemon.discovery.static import StaticCluster
 from fsd_daemon.pipeline.poll import Poll, PollResult
 from fsd_daemon.plumbing.atomic_files import WriteError
 from fsd_daemon.service.daemon import FAST_POLL_WINDOW_SECONDS, Service
+from fsd_daemon.sim.harness import healthz, targets_in
+from fsd_daemon.sim.harness import wait_for as _wait_for
 from tests.support.clusterfile import cluster, node, server
-from tests.support.harness import healthz, targets_in
-from tests.support.harness import wait_for as _wait_for
 
 # This module's waits: 10 s at most, checked every 20 ms.
 wait_for = functools.partial(_wait_for, timeout=10.0, step=0.02)

@@ -24,7 +24,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fsd_daemon.sim.harness import LocalRayCluster
 from fsd_daemon.sim.job import parse_args, server_options
+from fsd_daemon.sim.launch import start_job
 from fsd_daemon.sim.rollout_server import (
     SLEEP_STATES,
     LoadModel,
@@ -32,7 +34,6 @@ from fsd_daemon.sim.rollout_server import (
     SimulatedEngine,
     serve_metrics,
 )
-from tests.support.raycluster import LocalRayCluster, start_job
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 # Label names as the released wheels define them (read in each, not taken from the table the

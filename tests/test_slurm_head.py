@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from fsd_daemon.sim.harness import LocalRayCluster
 from fsd_daemon.sim.launch import free_port
-from tests.support.raycluster import LocalRayCluster
 from tests.support.store import query, running_victoria_metrics
 
 pytestmark = [pytest.mark.ray, pytest.mark.prometheus, pytest.mark.slow]

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from fsd_daemon.config import environment_variables, load_config
-from tests.support.daemonproc import read_groups, wait_for
+from fsd_daemon.sim.harness import read_groups, wait_for
+from fsd_daemon.sim.rayhead import ray_has_token_auth
 from tests.support.netns import Namespace, NetnsPair, can_create_namespaces
-from tests.support.rayhead import ray_has_token_auth
 from tests.support.raynodes import BIN, auth_env, base_env, get_in, short_tmp, start_ray
 
 REPO = Path(__file__).resolve().parent.parent

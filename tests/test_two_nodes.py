@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemonproc import read_groups, wait_for
+from fsd_daemon.sim.harness import read_groups, wait_for
+from fsd_daemon.sim.rayhead import ray_has_token_auth
 from tests.support.netns import Namespace, NetnsPair, can_create_namespaces
-from tests.support.rayhead import ray_has_token_auth
 from tests.support.raynodes import BIN, base_env, get_in, short_tmp, start_ray
 
 

@@ -1,7 +1,7 @@
 """A real local Ray cluster and ``fsd-daemon run`` as a subprocess, for the tests and benches.
 
-In the package beside the simulated jobs so that the benches never import the tests
-(``tests.support.harness`` re-exports it); nothing in the commands uses it.
+In the package beside the simulated jobs so that the tests and the benches import the same
+code (the benches never import the tests); nothing in the commands uses it.
 
 The cluster is started through Ray's own library (``ray.cluster_utils.Cluster``), bound to
 127.0.0.1, with the dashboard (the state API needs it) on a free port; ``stop()`` ends every

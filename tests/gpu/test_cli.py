@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from fsd_daemon.gpu.simulated import DEFAULT_SCRIPT
+from fsd_daemon.sim.launch import free_port
 from tests.gpu.helpers import one, parse, promtool_check, select
-from tests.support.raycluster import free_port
 
 SCRIPT = Path(sys.executable).with_name("fsd-gpu-exporter")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from fsd_daemon.gpu.proctable import RAY_TITLE_PREFIX, RAYLET, ProcessTable
-from tests.support.daemonproc import wait_for
+from fsd_daemon.sim.harness import wait_for
 
 # A process that names itself (comm, as Ray's setproctitle does), optionally starts one child
 # that later renames itself, prints the child's pid and sleeps.

@@ -19,8 +19,9 @@ import pytest
 from fsd_daemon.config import Config, ExporterSection
 from fsd_daemon.gpu.exporter import Exporter
 from fsd_daemon.gpu.simulated import SimulatedNvml, simulated_uuid
+from fsd_daemon.sim.harness import LocalRayCluster
+from fsd_daemon.sim.launch import start_job
 from tests.gpu.helpers import parse, select
-from tests.support.raycluster import LocalRayCluster, start_job
 
 pytestmark = pytest.mark.ray
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from fsd_daemon.sim.launch import Job, free_port, start_job, stop_process
+from fsd_daemon.sim.rayhead import RayHead, clean_env
 from tests.gpu.helpers import parse, select
-from tests.support.rayhead import RayHead, clean_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

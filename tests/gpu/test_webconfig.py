@@ -26,8 +26,8 @@ import psutil
 import pytest
 
 from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
+from fsd_daemon.sim.harness import wait_for
 from fsd_daemon.sim.launch import free_port
-from tests.support.daemonproc import wait_for
 
 EXPORTER = str(Path(sys.executable).parent / "fsd-gpu-exporter")
 PASSWORD = "s3cret-scrape"

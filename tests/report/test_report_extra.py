@@ -10,8 +10,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from fsd_daemon.sim.harness import wait_for
 from fsd_daemon.sim.launch import free_port
-from tests.support.daemonproc import wait_for
 
 WITHOUT_DRAWING = "import sys; sys.modules['matplotlib'] = None; sys.modules['numpy'] = None; "
 

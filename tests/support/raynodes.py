@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.daemonproc import wait_for
+from fsd_daemon.sim.harness import wait_for
 from tests.support.netns import Namespace
 
 BIN = Path(sys.executable).parent

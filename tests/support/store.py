@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from fsd_daemon.sim.harness import wait_for
 from fsd_daemon.sim.launch import free_port
-from tests.support.harness import wait_for
 
 
 @contextlib.contextmanager
