@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fsd_daemon.discovery.ray_events import ACTOR_EVENTS_FILE, EVENTS_DIR, ActorEventWatch
-from fsd_daemon.sim.harness import read_groups, wait_for
-from fsd_daemon.sim.launch import start_job, stop_process
 from fsd_daemon.sim.rayhead import RayHead, clean_env
-
-QUIET_POLL_SECONDS = 30.0
+from tests.support.pickup import QUIET_POLL_SECONDS, pickup_after_quiet
 
 
 def _session(temp_dir: Path, name: str, *, events: bool = True) -> Path:
@@ -81,27 +77,9 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
 def test_a_new_server_is_in_the_file_long_before_the_next_quiet_poll(
     head: RayHead, tmp_path: Path
 ) -> None:
-    out = tmp_path / "targets"
-    log_path = tmp_path / "daemon.log"
-    quiet = {"FSD_DAEMON_POLL_INTERVAL_SECONDS": str(QUIET_POLL_SECONDS)}
-    daemon = head.start_daemon(out, log_path, quiet)
-    job = None
-    try:
-        wait_for(lambda: (out / "rollout.json").exists(), timeout=60)
-        assert "watching Ray's actor export events" in log_path.read_text()
-        # Past the fast-poll window of the first poll: from here the daemon polls every 30 s.
-        time.sleep(11)
-        job = start_job(head.address, "--vllm", "1")
-        serving = time.monotonic()
-        wait_for(lambda: read_groups(out / "rollout.json"), timeout=QUIET_POLL_SECONDS)
-        seen = time.monotonic() - serving
-        assert seen < QUIET_POLL_SECONDS / 3, f"picked up {seen:.1f} s after it served"
-    finally:
-        if job is not None:
-            job.stop()
-        stop_process(daemon)
-    assert daemon.returncode == 0, log_path.read_text()[-3000:]
-    assert "Traceback" not in log_path.read_text()
+    seen, log = pickup_after_quiet(head, tmp_path)
+    assert "watching Ray's actor export events" in log
+    assert seen < QUIET_POLL_SECONDS / 3, f"picked up {seen:.1f} s after it served"
 
 
 def test_no_export_events_changes_nothing(tmp_path: Path) -> None:
