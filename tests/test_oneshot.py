@@ -32,59 +32,39 @@ class Clock:
         self.now += seconds
 
 
-class CountingSource:
-    def __init__(self, inner: StaticCluster) -> None:
-        self.inner = inner
-        self.listings = 0
+class CountingSource(StaticCluster):
+    """The described cluster, counting its listings."""
+
+    listings = 0
 
     def snapshot(self) -> ClusterSnapshot:
         self.listings += 1
-        return self.inner.snapshot()
+        return super().snapshot()
 
 
-class LateResolver:
+class LateResolver(StaticCluster):
     """The described cluster's answers from the ``answers_from``-th round on (a server still
     starting: verl creates the actor first and launches HTTP later)."""
 
-    def __init__(self, inner: StaticCluster, answers_from: int) -> None:
-        self.inner = inner
-        self.answers_from = answers_from
-        self.rounds = 0
-        self.waits: list[float] = []
+    answers_from = 1
+    rounds = 0
 
     def resolve_addresses(self, actors: Iterable[ActorRecord]) -> Mapping[str, Resolution]:
         self.rounds += 1
         if self.rounds < self.answers_from:
             return {a.actor_id: Resolution(None, "connection refused") for a in actors}
-        return self.inner.resolve_addresses(actors)
-
-    def metrics_ports(self, node_ids: Iterable[str]) -> Mapping[str, int]:
-        return self.inner.metrics_ports(node_ids)
-
-    def ray_components(self) -> Mapping[str, str] | None:
-        return None
-
-    @property
-    def ready(self) -> bool:
-        return True
+        return super().resolve_addresses(actors)
 
     def wait_ready(self, timeout: float) -> bool:
         self.waits.append(timeout)
-        return True
-
-    def restart(self) -> None:
-        pass
-
-    def problem(self) -> str | None:
-        return None
-
-    def close(self) -> None:
-        pass
+        return super().wait_ready(timeout)
 
 
 def _parts(answers_from: int) -> tuple[CountingSource, LateResolver]:
-    described = StaticCluster.from_data(cluster(server(0), server(1)))
-    return CountingSource(described), LateResolver(described, answers_from)
+    data = cluster(server(0), server(1))
+    resolver = LateResolver.from_data(data)
+    resolver.answers_from, resolver.waits = answers_from, []
+    return CountingSource.from_data(data), resolver
 
 
 CONFIG = load_config(None, environ={}, overrides={"ray.resolve_timeout_seconds": 2.0})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -37,6 +37,8 @@ STATIC_PREFIX = "file:"
 # A Ray session name is about 40 characters ("session_2026-01-01_00-00-00_000000_1").
 MAX_SESSION_LENGTH = 256
 
+_Cluster = TypeVar("_Cluster", bound="StaticCluster")
+
 
 class StaticCluster:
     """Both halves of the discovery seam (source and resolver), read from one file."""
@@ -49,7 +51,7 @@ class StaticCluster:
         self._ports: dict[str, int] = {}
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> StaticCluster:
+    def from_data(cls: type[_Cluster], data: Mapping[str, Any]) -> _Cluster:
         """An in-memory cluster (benchmarks): no file involved."""
         cluster = cls(os.devnull)
         cluster._load(data)
