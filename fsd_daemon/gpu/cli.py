@@ -23,9 +23,9 @@ from fsd_daemon.config import (
     parse_listen,
     resolve_config_path,
 )
-from fsd_daemon.gpu.webconfig import WebConfigError, load_web_config
 from fsd_daemon.plumbing.process import STOP_SIGNALS, configure_logging, handled_signals
 from fsd_daemon.plumbing.sdnotify import SystemdNotifier
+from fsd_daemon.plumbing.webconfig import WebConfigError, load_web_config
 
 log = logging.getLogger("fsd_daemon.gpu")
 

@@ -21,9 +21,9 @@ from fsd_daemon.gpu.collector import GpuCollector
 from fsd_daemon.gpu.ownership import OwnershipTracker
 from fsd_daemon.gpu.raylookup import ActorNameResolver
 from fsd_daemon.gpu.sampler import Sampler
-from fsd_daemon.gpu.webconfig import BasicAuth, WebConfig
 from fsd_daemon.plumbing.httpserve import MetricsServer
 from fsd_daemon.plumbing.metricscache import RenderedMetrics
+from fsd_daemon.plumbing.webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 

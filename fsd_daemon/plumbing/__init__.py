@@ -5,5 +5,6 @@ on its own monotonic schedule), ``problem_log`` (a lasting problem logged at its
 so often, and its end), ``process`` (logging and signals), ``httpserve`` (the small HTTP
 listener), ``metricscache`` (a /metrics page rendered once per change), ``httpclient`` (one
 bounded HTTP request: status, timeout or unreachable), ``childlog`` (a child's output as log
-lines), ``gcpause``, ``sdnotify``.
+lines), ``webconfig`` (exporter-toolkit's TLS and basic-auth file), ``gcpause``,
+``sdnotify``.
 """

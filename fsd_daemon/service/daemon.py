@@ -31,13 +31,13 @@ from fsd_daemon.config import Config, ConfigError, holds_no_settings, parse_list
 from fsd_daemon.discovery.base import ChangeProbe, ClusterSource, Resolver
 from fsd_daemon.discovery.ray_auth import ReloadsAuth
 from fsd_daemon.discovery.ray_events import ActorEventWatch
-from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
 from fsd_daemon.pipeline.poll import Poll, PollResult, ReloadRefused, default_components
 from fsd_daemon.pipeline.reconcile import GPU_FILE, RAY_FILE, ROLLOUT_FILE
 from fsd_daemon.plumbing.atomic_files import WriteError
 from fsd_daemon.plumbing.backoff import Backoff
 from fsd_daemon.plumbing.process import handled_signals, set_log_level
 from fsd_daemon.plumbing.sdnotify import SystemdNotifier
+from fsd_daemon.plumbing.webconfig import BasicAuth, WebConfigError, load_web_config
 from fsd_daemon.probe import RolloutMetricsProbe
 from fsd_daemon.prometheus.scrape_config import PrometheusConfigKeeper
 from fsd_daemon.prometheus.sd_routes import sd_jobs

@@ -25,7 +25,7 @@ import bcrypt
 import psutil
 import pytest
 
-from fsd_daemon.gpu.webconfig import BasicAuth, WebConfigError, load_web_config
+from fsd_daemon.plumbing.webconfig import BasicAuth, WebConfigError, load_web_config
 from fsd_daemon.sim.harness import wait_for
 from fsd_daemon.sim.launch import free_port
 

@@ -1,7 +1,8 @@
-"""``--web.config.file``: TLS and basic auth for the exporter's listener, node_exporter's way.
+"""TLS and basic auth for a listener, node_exporter's way: the exporter's ``--web.config.file``
+and the daemon's ``daemon.web_config_file``.
 
 The file has the Prometheus exporter-toolkit format (``docs/web-configuration.md`` of
-prometheus/exporter-toolkit), so one file can serve node_exporter and this exporter::
+prometheus/exporter-toolkit), so one file can serve node_exporter and both listeners::
 
     tls_server_config:
       cert_file: /etc/fsd-daemon/tls/server.crt
@@ -135,7 +136,7 @@ def _check_keys(
     for key in data:
         name = f"{prefix}{key}"
         if key in unsupported:
-            raise WebConfigError(f"{where}: {name} is not supported by fsd-gpu-exporter")
+            raise WebConfigError(f"{where}: {name} is not supported (only TLS and basic auth are)")
         if key not in known:
             raise WebConfigError(f"{where}: unknown key {name!r}")
 
